@@ -1,0 +1,82 @@
+//! Appointments: the row a booking confirms, with the original schema's
+//! fields, and its Cal.com sync status.
+
+use crate::ids::{AppointmentId, BranchId, CallDbId, CompanyId, CustomerId, ServiceId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+macro_rules! str_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use str_enum;
+
+str_enum!(
+    /// The appointment's own status.
+    AppointmentStatus { Confirmed => "confirmed", Cancelled => "cancelled" }
+);
+
+str_enum!(
+    /// Where the appointment stands with Cal.com (`calcom_sync_status`).
+    SyncStatus { Pending => "pending", Synced => "synced", Failed => "failed" }
+);
+
+str_enum!(
+    /// Who made the appointment. `Calcom` ones are never pushed back (loop prevention).
+    SyncOrigin { Retell => "retell", Calcom => "calcom" }
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Appointment {
+    pub id: AppointmentId,
+    pub customer_id: CustomerId,
+    pub company_id: CompanyId,
+    pub branch_id: BranchId,
+    pub service_id: ServiceId,
+    pub call_id: Option<CallDbId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub status: AppointmentStatus,
+    pub calcom_sync_status: SyncStatus,
+    pub sync_origin: SyncOrigin,
+    /// `{customer_name, customer_email, customer_phone}` plus raw/flag fields.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub calcom_v2_booking_id: Option<i64>,
+    pub calcom_v2_booking_uid: Option<String>,
+    pub sync_error_code: Option<String>,
+    pub sync_error_message: Option<String>,
+    pub sync_attempt_count: i64,
+    pub sync_verified_at: Option<DateTime<Utc>>,
+    pub requires_manual_review: bool,
+    pub manual_review_flagged_at: Option<DateTime<Utc>>,
+    /// Why a person should look at it (`email_conflict`, `sync_failed`).
+    pub review_reason: Option<String>,
+    /// (call, service, start): the same booking twice returns this appointment.
+    pub idempotency_key: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Cuts an error message to at most 255 chars, on a char boundary.
+pub fn cut_message(message: &str) -> String {
+    message.chars().take(255).collect()
+}

@@ -1,0 +1,255 @@
+//! The booking path: a request from a call becomes a confirmed appointment,
+//! its customer and one `calcom.create` outbox job, in one transaction, and
+//! nothing in it waits for Cal.com.
+
+use crate::appointment::{AppointmentStatus, SyncOrigin, SyncStatus};
+use crate::caller::{classify_caller, phone_region, region_of, Caller};
+use crate::customer::{self, Customer};
+use crate::email::{normalize_email, EmailInput};
+use crate::error::Problem;
+use crate::ids::{AppointmentId, CallDbId, CallId, CompanyId, CustomerId, ServiceId};
+use crate::queue::{JobKind, NewJob};
+use crate::start::{parse_timezone, resolve_start, start_problems, StartSpec};
+use crate::store::{NewAppointment, Tx};
+use crate::{Config, Error, Result};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{json, Map, Value};
+
+/// A booking as a voice agent asks for it. Field names are camelCase (the
+/// Node and WASM form); the snake_case forms of the CLI are accepted too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingRequest {
+    #[serde(alias = "retell_call_id", alias = "call_id")]
+    pub retell_call_id: String,
+    #[serde(alias = "customer_name")]
+    pub customer_name: String,
+    #[serde(default, alias = "customer_email")]
+    pub customer_email: Option<String>,
+    /// Optional when the company has exactly one service.
+    #[serde(default, alias = "service_id")]
+    pub service_id: Option<i64>,
+    /// ISO 8601; or give `date` and `time` instead.
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub date: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+impl BookingRequest {
+    /// The start as given: `start`, else `date` + `time`.
+    pub fn start_spec(&self) -> Option<StartSpec> {
+        match (&self.start, &self.date, &self.time) {
+            (Some(s), _, _) => Some(StartSpec::Iso(s.clone())),
+            (None, None, None) => None,
+            (None, d, t) => Some(StartSpec::DateTime {
+                date: d.clone().unwrap_or_default(),
+                time: t.clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Every problem in a request that a booking would refuse before looking at
+/// the database (empty when it is well formed). An email that is no address
+/// is not a problem: the booking keeps it as raw text.
+pub fn validate_booking_request(request: &BookingRequest) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if request.retell_call_id.trim().is_empty() {
+        problems.push(Problem::new("retellCallId", "call_id_required", "the call id is missing"));
+    }
+    let name = request.customer_name.trim();
+    if name.is_empty() {
+        problems.push(Problem::new("customerName", "customer_name_required", "the customer's name is missing"));
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        problems.push(Problem::new("customerName", "customer_name_too_long", "the name is longer than 200 characters"));
+    }
+    if request.service_id.is_some_and(|id| id <= 0) {
+        problems.push(Problem::new("serviceId", "invalid_service_id", "the service id must be a positive number"));
+    }
+    if request.start.is_some() && (request.date.is_some() || request.time.is_some()) {
+        problems.push(Problem::new("start", "ambiguous_start", "give either start, or date and time, not both"));
+    } else {
+        problems.extend(start_problems(request.start_spec().as_ref()));
+    }
+    problems
+}
+
+/// The answer to a booking: the same fields the CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Booking {
+    pub appointment_id: AppointmentId,
+    pub customer_id: CustomerId,
+    pub anonymous: bool,
+    pub customer_phone: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub starts_at: DateTime<Utc>,
+    pub status: AppointmentStatus,
+    pub calcom_sync_status: SyncStatus,
+}
+
+/// UTC RFC 3339 with a `Z`, seconds precision: `2030-01-08T13:00:00Z`.
+pub fn format_utc(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&format_utc(t))
+}
+
+/// The key that makes a booking idempotent: (call, service, start).
+pub fn idempotency_key(company: CompanyId, call: CallDbId, service: ServiceId, starts_at: DateTime<Utc>) -> String {
+    format!("cb-{company}-{call}-{service}-{}", starts_at.timestamp())
+}
+
+/// Books inside the caller's transaction. Any error leaves the transaction
+/// to be rolled back by the store: nothing of a failed booking is written.
+pub(crate) fn book_in(tx: &mut dyn Tx, request: &BookingRequest, config: &Config, now: DateTime<Utc>) -> Result<Booking> {
+    let problems = validate_booking_request(request);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    let call_id = CallId(request.retell_call_id.trim().to_string());
+    let call = tx.call(&call_id)?.ok_or_else(|| Error::CallNotFound(call_id.0.clone()))?;
+    let company_id = call.company_id.ok_or_else(|| Error::CallMissingCompany(call_id.0.clone()))?;
+    let branch_id = call.branch_id.ok_or_else(|| Error::CallMissingBranch(call_id.0.clone()))?;
+    let branch = tx.branch(branch_id)?.ok_or(Error::BranchNotFound(branch_id.0))?;
+    if branch.company_id != company_id {
+        return Err(Error::BranchNotInCompany { branch: branch_id.0, company: company_id.0 });
+    }
+    let service = match request.service_id {
+        Some(id) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?,
+        None => {
+            let mut services = tx.services_of(company_id)?;
+            if services.len() != 1 {
+                return Err(Error::ServiceRequired);
+            }
+            services.remove(0)
+        }
+    };
+    if service.company_id != company_id {
+        return Err(Error::ServiceNotInCompany { service: service.id.0, company: company_id.0 });
+    }
+    let tz = parse_timezone(&branch.timezone)?;
+    let spec = request.start_spec().ok_or_else(|| Error::invalid("start", "start_required", "give a start"))?;
+    let starts_at = resolve_start(&spec, tz, now)?;
+    if starts_at <= now {
+        return Err(Error::StartInPast(format_utc(&starts_at)));
+    }
+
+    let key = idempotency_key(company_id, call.id, service.id, starts_at);
+    if let Some(existing) = tx.appointment_by_key(company_id, &key)? {
+        // A retried function call: answer with the first booking.
+        let customer = tx
+            .customer(company_id, existing.customer_id)?
+            .ok_or_else(|| Error::Storage("appointment without its customer".into()))?;
+        return Ok(Booking {
+            appointment_id: existing.id,
+            customer_id: customer.id,
+            anonymous: customer.is_anonymous(),
+            customer_phone: customer.phone,
+            starts_at: existing.starts_at,
+            status: existing.status,
+            calcom_sync_status: existing.calcom_sync_status,
+        });
+    }
+
+    let region = branch
+        .country
+        .as_deref()
+        .and_then(region_of)
+        .or_else(|| branch.phone_number.as_deref().and_then(phone_region))
+        .or_else(|| region_of(&config.default_region));
+    let caller = classify_caller(call.from_number.as_deref(), region);
+    let email = normalize_email(request.customer_email.as_deref());
+    let name = request.customer_name.trim();
+    let resolved = customer::resolve(tx, company_id, call.id, &caller, name, &email, now)?;
+
+    let metadata = metadata(&resolved.customer, &caller, &email, resolved.email_conflict);
+    let appointment_id = tx.insert_appointment(&NewAppointment {
+        customer_id: resolved.customer.id,
+        company_id,
+        branch_id,
+        service_id: service.id,
+        call_id: Some(call.id),
+        starts_at,
+        ends_at: starts_at + Duration::minutes(service.duration_minutes),
+        sync_origin: SyncOrigin::Retell,
+        metadata,
+        requires_manual_review: resolved.email_conflict,
+        review_reason: resolved.email_conflict.then(|| "email_conflict".to_string()),
+        idempotency_key: key,
+        now,
+    })?;
+    tx.insert_job(
+        &NewJob {
+            appointment_id,
+            company_id,
+            kind: JobKind::Create,
+            max_attempts: config.policy.max_attempts,
+            run_at: now,
+        },
+        now,
+    )?;
+    if resolved.email_set {
+        enqueue_attendee_updates(tx, company_id, resolved.customer.id, config, now)?;
+    }
+    Ok(Booking {
+        appointment_id,
+        customer_id: resolved.customer.id,
+        anonymous: resolved.customer.is_anonymous(),
+        customer_phone: resolved.customer.phone,
+        starts_at,
+        status: AppointmentStatus::Confirmed,
+        calcom_sync_status: SyncStatus::Pending,
+    })
+}
+
+fn metadata(customer: &Customer, caller: &Caller, email: &EmailInput, email_conflict: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("customer_name".into(), json!(customer.name));
+    m.insert("customer_email".into(), json!(email.valid()));
+    m.insert("customer_phone".into(), json!(customer.phone));
+    if let EmailInput::Invalid(raw) = email {
+        m.insert("customer_email_raw".into(), json!(raw));
+    }
+    if email_conflict {
+        m.insert("email_conflict".into(), json!(true));
+    }
+    if let Caller::Anonymous(reason) = caller {
+        m.insert("anonymity_reason".into(), json!(reason.as_str()));
+    }
+    m
+}
+
+/// A customer's email went from NULL to an address: every future appointment
+/// Cal.com already has gets a `calcom.update_attendee` job.
+pub(crate) fn enqueue_attendee_updates(
+    tx: &mut dyn Tx,
+    company: CompanyId,
+    customer: CustomerId,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let mut queued = 0;
+    for appointment_id in tx.synced_future_appointments(company, customer, now)? {
+        let pending = tx.jobs_of(appointment_id)?.iter().any(|j| j.kind == JobKind::UpdateAttendee && !j.state.is_final());
+        if !pending {
+            let job = NewJob {
+                appointment_id,
+                company_id: company,
+                kind: JobKind::UpdateAttendee,
+                max_attempts: config.policy.max_attempts,
+                run_at: now,
+            };
+            tx.insert_job(&job, now)?;
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}

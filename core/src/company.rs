@@ -1,0 +1,68 @@
+//! The tenant side of the directory: companies, their branches (found by the
+//! number a caller dialled) and their bookable services. Loaded by `import`.
+
+use crate::ids::{BranchId, CompanyId, ServiceId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A secret (a Cal.com API key): kept out of `Debug` output, logs and errors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Company {
+    pub id: CompanyId,
+    pub name: String,
+    #[serde(default)]
+    pub calcom_api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    pub id: BranchId,
+    pub company_id: CompanyId,
+    pub name: String,
+    /// IANA zone; local dates and times are read in it.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// ISO 3166 alpha-2; the region for callers' national numbers.
+    #[serde(default)]
+    pub country: Option<String>,
+    /// E.164; a call's `to_number` finds its branch by it.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+}
+
+pub(crate) fn default_timezone() -> String {
+    "Europe/Berlin".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: ServiceId,
+    pub company_id: CompanyId,
+    pub name: String,
+    #[serde(default)]
+    pub calcom_event_type_id: Option<i64>,
+    pub duration_minutes: i64,
+    /// Appointments that may share one start; `None` leaves it to Cal.com.
+    #[serde(default)]
+    pub capacity: Option<i64>,
+}

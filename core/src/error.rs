@@ -1,0 +1,135 @@
+//! The one error type of callbook. Every variant has a stable snake_case
+//! [`Error::code`] that the CLI, the Node addon and the WASM module pass on
+//! unchanged, and a [`Error::kind`] that tells a caller whose fault it was.
+
+use serde::Serialize;
+
+/// One problem found in a booking request: which field, a stable code, and a
+/// sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(field: &str, code: &str, message: impl Into<String>) -> Self {
+        Problem { field: field.into(), code: code.into(), message: message.into() }
+    }
+}
+
+/// Whose fault an error is; the CLI turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is malformed (bad request, bad import file): exit code 2.
+    Input,
+    /// The input is well formed but a domain rule refuses it: exit code 3.
+    Rejected,
+    /// Storage, I/O or a bug: exit code 1.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The booking request has one or more problems; the first one names the error.
+    #[error("{}", .0.first().map(|p| p.message.as_str()).unwrap_or("invalid request"))]
+    Invalid(Vec<Problem>),
+    #[error("no call with Retell id {0:?} is registered")]
+    CallNotFound(String),
+    #[error("call {0:?} has no company")]
+    CallMissingCompany(String),
+    #[error("call {0:?} has no branch")]
+    CallMissingBranch(String),
+    #[error("branch {branch} does not belong to company {company}")]
+    BranchNotInCompany { branch: i64, company: i64 },
+    #[error("service {service} does not belong to company {company}")]
+    ServiceNotInCompany { service: i64, company: i64 },
+    #[error("company {0} not found")]
+    CompanyNotFound(i64),
+    #[error("branch {0} not found")]
+    BranchNotFound(i64),
+    #[error("service {0} not found")]
+    ServiceNotFound(i64),
+    #[error("no branch has the dialled number {0:?}")]
+    BranchNotFoundForNumber(String),
+    #[error("the requested start {0} is in the past")]
+    StartInPast(String),
+    #[error("the start time does not exist in time zone {0} (clock change)")]
+    NonexistentLocalTime(String),
+    #[error("unknown time zone {0:?}")]
+    UnknownTimezone(String),
+    #[error("the company has more than one service: name one")]
+    ServiceRequired,
+    #[error("invalid import data: {0}")]
+    InvalidImport(String),
+    #[error("appointment {0} not found")]
+    AppointmentNotFound(i64),
+    /// A database or file problem. The text never holds personal data or secrets.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A fault injected into the in-memory store by a test.
+    #[error("injected fault: {0}")]
+    InjectedFault(String),
+}
+
+impl Error {
+    /// The stable snake_case code of this error.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Invalid(problems) => problems.first().map(|p| p.code.as_str()).unwrap_or("invalid_request"),
+            Error::CallNotFound(_) => "call_not_found",
+            Error::CallMissingCompany(_) => "call_missing_company",
+            Error::CallMissingBranch(_) => "call_missing_branch",
+            Error::BranchNotInCompany { .. } => "branch_not_in_company",
+            Error::ServiceNotInCompany { .. } => "service_not_in_company",
+            Error::CompanyNotFound(_) => "company_not_found",
+            Error::BranchNotFound(_) => "branch_not_found",
+            Error::ServiceNotFound(_) => "service_not_found",
+            Error::BranchNotFoundForNumber(_) => "branch_not_found_for_number",
+            Error::StartInPast(_) => "start_in_past",
+            Error::NonexistentLocalTime(_) => "nonexistent_local_time",
+            Error::UnknownTimezone(_) => "unknown_timezone",
+            Error::ServiceRequired => "service_required",
+            Error::InvalidImport(_) => "invalid_import",
+            Error::AppointmentNotFound(_) => "appointment_not_found",
+            Error::Storage(_) => "storage",
+            Error::InjectedFault(_) => "injected_fault",
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
+            Error::Storage(_) | Error::InjectedFault(_) => ErrorKind::Internal,
+            _ => ErrorKind::Rejected,
+        }
+    }
+
+    /// Every problem: the list for [`Error::Invalid`], else one built from this error.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            Error::Invalid(problems) => problems.clone(),
+            other => vec![Problem::new("", other.code(), other.to_string())],
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, code: &str, message: impl Into<String>) -> Self {
+        Error::Invalid(vec![Problem::new(field, code, message)])
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        // rusqlite messages name tables and constraints, never bound values.
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Storage(format!("json: {e}"))
+    }
+}

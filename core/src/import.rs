@@ -1,0 +1,99 @@
+//! Loading the directory (companies, branches, services, calls) from the
+//! CLI's import JSON. Everything is checked first and written in one
+//! transaction; ids are kept, and importing again updates in place.
+
+use crate::call::NewCall;
+use crate::caller::{normalize_phone, region_of};
+use crate::company::{Branch, Company, Service};
+use crate::start::parse_timezone;
+use crate::store::Tx;
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportData {
+    #[serde(default)]
+    pub companies: Vec<Company>,
+    #[serde(default)]
+    pub branches: Vec<Branch>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub calls: Vec<NewCall>,
+}
+
+impl ImportData {
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::InvalidImport(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    pub companies: usize,
+    pub branches: usize,
+    pub services: usize,
+    pub calls: usize,
+}
+
+fn invalid(what: String) -> Error {
+    Error::InvalidImport(what)
+}
+
+/// Checks what can be checked without the database, and canonicalises
+/// branch numbers to E.164 so calls find their branch.
+fn checked(data: &ImportData) -> Result<ImportData> {
+    let mut data = data.clone();
+    for company in &data.companies {
+        if company.name.trim().is_empty() {
+            return Err(invalid(format!("company {} has no name", company.id)));
+        }
+    }
+    for branch in &mut data.branches {
+        parse_timezone(&branch.timezone).map_err(|_| invalid(format!("branch {}: unknown time zone {:?}", branch.id, branch.timezone)))?;
+        let region = match branch.country.as_deref() {
+            Some(c) => Some(region_of(c).ok_or_else(|| invalid(format!("branch {}: unknown country {c:?}", branch.id)))?),
+            None => None,
+        };
+        if let Some(phone) = &branch.phone_number {
+            let e164 = normalize_phone(phone, region).ok_or_else(|| invalid(format!("branch {}: phone_number is not a phone number", branch.id)))?;
+            branch.phone_number = Some(e164);
+        }
+    }
+    for service in &data.services {
+        if service.duration_minutes <= 0 || service.duration_minutes > 24 * 60 {
+            return Err(invalid(format!("service {}: duration_minutes must be 1..1440", service.id)));
+        }
+        if service.capacity.is_some_and(|c| c < 1) {
+            return Err(invalid(format!("service {}: capacity must be at least 1", service.id)));
+        }
+    }
+    Ok(data)
+}
+
+pub(crate) fn import_in(tx: &mut dyn Tx, data: &ImportData, now: DateTime<Utc>) -> Result<ImportSummary> {
+    let data = checked(data)?;
+    for company in &data.companies {
+        tx.upsert_company(company, now)?;
+    }
+    for branch in &data.branches {
+        tx.company(branch.company_id)?.ok_or_else(|| invalid(format!("branch {}: company {} not found", branch.id, branch.company_id)))?;
+        tx.upsert_branch(branch, now)?;
+    }
+    for service in &data.services {
+        tx.company(service.company_id)?
+            .ok_or_else(|| invalid(format!("service {}: company {} not found", service.id, service.company_id)))?;
+        tx.upsert_service(service, now)?;
+    }
+    for call in &data.calls {
+        crate::call::register(tx, call, now)?;
+    }
+    Ok(ImportSummary {
+        companies: data.companies.len(),
+        branches: data.branches.len(),
+        services: data.services.len(),
+        calls: data.calls.len(),
+    })
+}

@@ -1,0 +1,65 @@
+//! callbook turns a call with a voice agent into a confirmed appointment in
+//! microseconds, then syncs it to Cal.com in the background.
+//!
+//! ```
+//! use callbook::{BookingRequest, Callbook, ImportData, MemoryStore};
+//! use std::sync::Arc;
+//!
+//! let book = Callbook::new(Arc::new(MemoryStore::new()));
+//! book.import(&ImportData::from_json(r#"{
+//!     "companies": [{"id": 1, "name": "Salon Berlin"}],
+//!     "branches": [{"id": 1, "company_id": 1, "name": "Mitte", "phone_number": "+493012345678"}],
+//!     "services": [{"id": 1, "company_id": 1, "name": "Haircut", "duration_minutes": 30}],
+//!     "calls": [{"retell_call_id": "call_1", "company_id": 1, "branch_id": 1, "from_number": "anonymous"}]
+//! }"#)?)?;
+//! let booking = book.book(&BookingRequest {
+//!     retell_call_id: "call_1".into(),
+//!     customer_name: "Jane Doe".into(),
+//!     date: Some("tomorrow".into()),
+//!     time: Some("14:30".into()),
+//!     ..Default::default()
+//! })?;
+//! assert!(booking.anonymous);
+//! assert!(booking.customer_phone.starts_with("anonymous_"));
+//! # Ok::<(), callbook::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+
+mod appointment;
+mod booking;
+mod call;
+mod callbook;
+mod caller;
+mod clock;
+mod company;
+mod customer;
+mod email;
+mod error;
+mod ids;
+mod import;
+mod queue;
+mod start;
+mod stats;
+mod store;
+
+pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
+pub use call::{Call, NewCall};
+pub use callbook::{Callbook, Config};
+pub use caller::{classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, AnonymityReason, Caller};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use company::{Branch, Company, Secret, Service};
+pub use customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
+pub use email::{is_valid_email, normalize_email, EmailInput};
+pub use error::{Error, ErrorKind, Problem};
+pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
+pub use import::{ImportData, ImportSummary};
+pub use queue::{is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal};
+pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
+pub use stats::Stats;
+pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, Tx, WriteFn};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteOptions, SqliteStore, Synchronous};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

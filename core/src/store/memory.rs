@@ -1,0 +1,396 @@
+//! An in-memory store for tests and WASM. It keeps the same constraints as
+//! the SQL schema, and can inject faults: fail the n-th write operation, to
+//! show that a failed transaction leaves nothing behind.
+
+use super::{Counts, NewAppointment, Store, Tx, WriteFn};
+use crate::appointment::{Appointment, AppointmentStatus, SyncStatus};
+use crate::call::{Call, NewCall};
+use crate::company::{Branch, Company, Service};
+use crate::customer::{Customer, NewCustomer};
+use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
+use crate::queue::{is_claimable, Job, JobSnapshot, JobState, NewJob};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    companies: BTreeMap<CompanyId, Company>,
+    branches: BTreeMap<BranchId, Branch>,
+    services: BTreeMap<ServiceId, Service>,
+    calls: BTreeMap<CallDbId, Call>,
+    customers: BTreeMap<CustomerId, Customer>,
+    appointments: BTreeMap<AppointmentId, Appointment>,
+    jobs: BTreeMap<JobId, Job>,
+}
+
+/// Keeps everything in a `Mutex`; a write works on a copy that replaces the
+/// state only when the work succeeds.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    /// Write operations left before an injected fault; negative = never.
+    fault_in: AtomicI64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore { state: Mutex::default(), fault_in: AtomicI64::new(-1) }
+    }
+
+    /// Makes the write operation after the next `n` fail with `injected_fault`.
+    pub fn fail_after_writes(&self, n: u32) {
+        self.fault_in.store(i64::from(n), Ordering::SeqCst);
+    }
+}
+
+impl Store for MemoryStore {
+    fn write(&self, work: WriteFn) -> Result<()> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tx = MemoryTx { state: guard.clone(), fault_in: Some(&self.fault_in) };
+        work(&mut tx)?;
+        *guard = tx.state;
+        Ok(())
+    }
+
+    fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        work(&mut MemoryTx { state, fault_in: None })
+    }
+}
+
+struct MemoryTx<'a> {
+    state: State,
+    /// `None` for a read snapshot: writing through it is an error.
+    fault_in: Option<&'a AtomicI64>,
+}
+
+fn next_id<K: Ord + Copy, V>(map: &BTreeMap<K, V>, id: impl Fn(&K) -> i64) -> i64 {
+    map.keys().next_back().map_or(1, |k| id(k) + 1)
+}
+
+fn unique_violation(what: &str) -> Error {
+    Error::Storage(format!("UNIQUE constraint failed: {what}"))
+}
+
+impl MemoryTx<'_> {
+    fn writing(&self) -> Result<()> {
+        let counter = self.fault_in.ok_or_else(|| Error::Storage("write in a read transaction".into()))?;
+        if counter.load(Ordering::SeqCst) < 0 {
+            return Ok(());
+        }
+        if counter.fetch_sub(1, Ordering::SeqCst) == 0 {
+            counter.store(-1, Ordering::SeqCst);
+            return Err(Error::InjectedFault("memory store write failed".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Tx for MemoryTx<'_> {
+    fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
+        Ok(self.state.companies.get(&id).cloned())
+    }
+    fn branch(&mut self, id: BranchId) -> Result<Option<Branch>> {
+        Ok(self.state.branches.get(&id).cloned())
+    }
+    fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>> {
+        Ok(self.state.branches.values().find(|b| b.phone_number.as_deref() == Some(phone)).cloned())
+    }
+    fn service(&mut self, id: ServiceId) -> Result<Option<Service>> {
+        Ok(self.state.services.get(&id).cloned())
+    }
+    fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>> {
+        Ok(self.state.services.values().filter(|s| s.company_id == company).cloned().collect())
+    }
+    fn upsert_company(&mut self, company: &Company, _now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        self.state.companies.insert(company.id, company.clone());
+        Ok(())
+    }
+    fn upsert_branch(&mut self, branch: &Branch, _now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if !self.state.companies.contains_key(&branch.company_id) {
+            return Err(Error::Storage("FOREIGN KEY constraint failed".into()));
+        }
+        self.state.branches.insert(branch.id, branch.clone());
+        Ok(())
+    }
+    fn upsert_service(&mut self, service: &Service, _now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if !self.state.companies.contains_key(&service.company_id) {
+            return Err(Error::Storage("FOREIGN KEY constraint failed".into()));
+        }
+        self.state.services.insert(service.id, service.clone());
+        Ok(())
+    }
+
+    fn call(&mut self, id: &CallId) -> Result<Option<Call>> {
+        Ok(self.state.calls.values().find(|c| &c.retell_call_id == id).cloned())
+    }
+    fn insert_call(&mut self, call: &NewCall, _now: DateTime<Utc>) -> Result<CallDbId> {
+        self.writing()?;
+        if self.state.calls.values().any(|c| c.retell_call_id == call.retell_call_id) {
+            return Err(unique_violation("calls.retell_call_id"));
+        }
+        let id = call.id.unwrap_or(CallDbId(next_id(&self.state.calls, |k| k.0)));
+        if self.state.calls.contains_key(&id) {
+            return Err(unique_violation("calls.id"));
+        }
+        self.state.calls.insert(
+            id,
+            Call {
+                id,
+                retell_call_id: call.retell_call_id.clone(),
+                company_id: call.company_id,
+                branch_id: call.branch_id,
+                from_number: call.from_number.clone(),
+                to_number: call.to_number.clone(),
+                direction: call.direction.clone(),
+            },
+        );
+        Ok(id)
+    }
+
+    fn customer(&mut self, company: CompanyId, id: CustomerId) -> Result<Option<Customer>> {
+        Ok(self.state.customers.get(&id).filter(|c| c.company_id == company).cloned())
+    }
+    fn customer_by_phone(&mut self, company: CompanyId, phone: &str) -> Result<Option<Customer>> {
+        Ok(self.state.customers.values().find(|c| c.company_id == company && c.phone == phone).cloned())
+    }
+    fn customer_id_by_email(&mut self, company: CompanyId, email: &str) -> Result<Option<CustomerId>> {
+        Ok(self
+            .state
+            .customers
+            .values()
+            .find(|c| c.company_id == company && c.email.as_deref() == Some(email))
+            .map(|c| c.id))
+    }
+    fn insert_customer(&mut self, new: &NewCustomer) -> Result<CustomerId> {
+        self.writing()?;
+        if let Some(email) = &new.email {
+            if self.customer_id_by_email(new.company_id, email)?.is_some() {
+                return Err(unique_violation("customers.company_id, customers.email"));
+            }
+        }
+        let id = CustomerId(next_id(&self.state.customers, |k| k.0));
+        self.state.customers.insert(
+            id,
+            Customer {
+                id,
+                company_id: new.company_id,
+                name: new.name.clone(),
+                email: new.email.clone(),
+                phone: new.phone.clone(),
+                source: new.source,
+                anonymity_reason: new.anonymity_reason,
+                created_at: new.now,
+                updated_at: new.now,
+            },
+        );
+        Ok(id)
+    }
+    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if self.customer_id_by_email(company, email)?.is_some_and(|other| other != id) {
+            return Err(unique_violation("customers.company_id, customers.email"));
+        }
+        if let Some(c) = self.state.customers.get_mut(&id).filter(|c| c.company_id == company) {
+            c.email = Some(email.to_string());
+            c.updated_at = now;
+        }
+        Ok(())
+    }
+
+    fn appointment(&mut self, company: CompanyId, id: AppointmentId) -> Result<Option<Appointment>> {
+        Ok(self.state.appointments.get(&id).filter(|a| a.company_id == company).cloned())
+    }
+    fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>> {
+        Ok(self
+            .state
+            .appointments
+            .values()
+            .find(|a| a.company_id == company && a.idempotency_key == key)
+            .cloned())
+    }
+    fn insert_appointment(&mut self, new: &NewAppointment) -> Result<AppointmentId> {
+        self.writing()?;
+        if self.appointment_by_key(new.company_id, &new.idempotency_key)?.is_some() {
+            return Err(unique_violation("appointments.company_id, appointments.idempotency_key"));
+        }
+        let id = AppointmentId(next_id(&self.state.appointments, |k| k.0));
+        self.state.appointments.insert(
+            id,
+            Appointment {
+                id,
+                customer_id: new.customer_id,
+                company_id: new.company_id,
+                branch_id: new.branch_id,
+                service_id: new.service_id,
+                call_id: new.call_id,
+                starts_at: new.starts_at,
+                ends_at: new.ends_at,
+                status: AppointmentStatus::Confirmed,
+                calcom_sync_status: SyncStatus::Pending,
+                sync_origin: new.sync_origin,
+                metadata: new.metadata.clone(),
+                calcom_v2_booking_id: None,
+                calcom_v2_booking_uid: None,
+                sync_error_code: None,
+                sync_error_message: None,
+                sync_attempt_count: 0,
+                sync_verified_at: None,
+                requires_manual_review: new.requires_manual_review,
+                manual_review_flagged_at: new.requires_manual_review.then_some(new.now),
+                review_reason: new.review_reason.clone(),
+                idempotency_key: new.idempotency_key.clone(),
+                created_at: new.now,
+                updated_at: new.now,
+            },
+        );
+        Ok(id)
+    }
+    fn synced_future_appointments(
+        &mut self,
+        company: CompanyId,
+        customer: CustomerId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppointmentId>> {
+        Ok(self
+            .state
+            .appointments
+            .values()
+            .filter(|a| {
+                a.company_id == company
+                    && a.customer_id == customer
+                    && a.starts_at > now
+                    && a.status == AppointmentStatus::Confirmed
+                    && a.calcom_v2_booking_uid.is_some()
+            })
+            .map(|a| a.id)
+            .collect())
+    }
+    fn flag_for_review(&mut self, company: CompanyId, id: AppointmentId, reason: &str, now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.state.appointments.get_mut(&id).filter(|a| a.company_id == company) {
+            a.requires_manual_review = true;
+            a.manual_review_flagged_at = Some(now);
+            a.review_reason = Some(reason.to_string());
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
+        Ok(self.state.appointments.get(&id).map(|a| a.company_id))
+    }
+
+    fn insert_job(&mut self, new: &NewJob, now: DateTime<Utc>) -> Result<JobId> {
+        self.writing()?;
+        let duplicate = self.state.jobs.values().any(|j| {
+            j.appointment_id == new.appointment_id && j.kind == new.kind && !j.state.is_final()
+        });
+        if duplicate {
+            return Err(unique_violation("sync_jobs.appointment_id, sync_jobs.kind"));
+        }
+        let id = JobId(next_id(&self.state.jobs, |k| k.0));
+        self.state.jobs.insert(
+            id,
+            Job {
+                id,
+                appointment_id: new.appointment_id,
+                company_id: new.company_id,
+                kind: new.kind,
+                state: JobState::Available,
+                attempt: 0,
+                max_attempts: new.max_attempts,
+                run_at: new.run_at,
+                locked_until: None,
+                locked_by: None,
+                lease_token: 0,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+            },
+        );
+        Ok(id)
+    }
+    fn job(&mut self, id: JobId) -> Result<Option<Job>> {
+        Ok(self.state.jobs.get(&id).cloned())
+    }
+    fn jobs_of(&mut self, appointment: AppointmentId) -> Result<Vec<Job>> {
+        Ok(self.state.jobs.values().filter(|j| j.appointment_id == appointment).cloned().collect())
+    }
+    fn claim_jobs(&mut self, now: DateTime<Utc>, limit: u32, worker: &str, lease_until: DateTime<Utc>) -> Result<Vec<Job>> {
+        self.writing()?;
+        let mut due: Vec<&Job> = self.state.jobs.values().filter(|j| is_claimable(&j.snapshot(), now)).collect();
+        due.sort_by_key(|j| (j.run_at, j.id));
+        let ids: Vec<JobId> = due.iter().take(limit as usize).map(|j| j.id).collect();
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.state.jobs.get_mut(&id) {
+                job.state = JobState::Running;
+                job.attempt += 1;
+                job.lease_token += 1;
+                job.locked_until = Some(lease_until);
+                job.locked_by = Some(worker.to_string());
+                job.updated_at = now;
+                claimed.push(job.clone());
+            }
+        }
+        Ok(claimed)
+    }
+    fn finish_job(
+        &mut self,
+        id: JobId,
+        lease_token: i64,
+        next: &JobSnapshot,
+        last_error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.writing()?;
+        let Some(job) = self.state.jobs.get_mut(&id) else { return Ok(false) };
+        if job.state != JobState::Running || job.lease_token != lease_token {
+            return Ok(false);
+        }
+        job.state = next.state;
+        job.attempt = next.attempt;
+        job.run_at = next.run_at;
+        job.locked_until = next.locked_until;
+        if next.locked_until.is_none() {
+            job.locked_by = None;
+        }
+        job.last_error = last_error.map(str::to_string);
+        job.updated_at = now;
+        Ok(true)
+    }
+    fn expired_exhausted_jobs(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>> {
+        Ok(self
+            .state
+            .jobs
+            .values()
+            .filter(|j| {
+                j.state == JobState::Running && j.locked_until.is_some_and(|t| t <= now) && j.attempt >= j.max_attempts
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    fn counts(&mut self) -> Result<Counts> {
+        let mut counts = Counts::default();
+        for status in SyncStatus::ALL {
+            let n = self.state.appointments.values().filter(|a| a.calcom_sync_status == *status).count() as u64;
+            counts.appointments_by_sync_status.push((*status, n));
+        }
+        for state in JobState::ALL {
+            let n = self.state.jobs.values().filter(|j| j.state == *state).count() as u64;
+            counts.jobs_by_state.push((*state, n));
+        }
+        counts.manual_review = self.state.appointments.values().filter(|a| a.requires_manual_review).count() as u64;
+        counts.customers_anonymous = self.state.customers.values().filter(|c| c.is_anonymous()).count() as u64;
+        counts.customers_known = self.state.customers.len() as u64 - counts.customers_anonymous;
+        Ok(counts)
+    }
+}

@@ -1,0 +1,149 @@
+//! Storage. Business rules stay in core and reach the database only through
+//! [`Tx`]: one write transaction per booking, so nothing is ever half-written.
+//! Every query that reads customers or appointments is scoped by company.
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod memory;
+#[cfg(feature = "sqlite")]
+pub(crate) mod time;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+use crate::appointment::{Appointment, SyncOrigin, SyncStatus};
+use crate::call::{Call, NewCall};
+use crate::company::{Branch, Company, Service};
+use crate::customer::{Customer, NewCustomer};
+use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
+use crate::queue::{Job, JobSnapshot, JobState, NewJob};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+
+/// Work for one write transaction. Boxed and `'static` so a store may hand it
+/// to another thread (one writer committing a group of bookings together).
+pub type WriteFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<()> + Send>;
+
+/// A database holding callbook's tables.
+pub trait Store: Send + Sync {
+    /// Runs `work` in one write transaction: all of it is committed, or none.
+    fn write(&self, work: WriteFn) -> Result<()>;
+    /// Runs `work` on a consistent read snapshot; it must not write.
+    fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+}
+
+/// Runs `f` in one write transaction and hands back its result.
+pub fn write<R: Send + 'static>(
+    store: &dyn Store,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+) -> Result<R> {
+    let slot = Arc::new(Mutex::new(None));
+    let out = Arc::clone(&slot);
+    store.write(Box::new(move |tx| {
+        let value = f(tx)?;
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        Ok(())
+    }))?;
+    let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    value.ok_or_else(|| Error::Storage("write finished without a result".into()))
+}
+
+/// Runs `f` on a read snapshot and hands back its result.
+pub fn read<R>(store: &dyn Store, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    let mut out = None;
+    store.read(&mut |tx| {
+        out = Some(f(tx)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| Error::Storage("read finished without a result".into()))
+}
+
+/// A new appointment; the store assigns the id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAppointment {
+    pub customer_id: CustomerId,
+    pub company_id: CompanyId,
+    pub branch_id: BranchId,
+    pub service_id: ServiceId,
+    pub call_id: Option<CallDbId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub sync_origin: SyncOrigin,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub requires_manual_review: bool,
+    pub review_reason: Option<String>,
+    pub idempotency_key: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Counts for `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub appointments_by_sync_status: Vec<(SyncStatus, u64)>,
+    pub jobs_by_state: Vec<(JobState, u64)>,
+    pub manual_review: u64,
+    pub customers_known: u64,
+    pub customers_anonymous: u64,
+}
+
+/// The operations core needs, inside one transaction.
+pub trait Tx {
+    fn company(&mut self, id: CompanyId) -> Result<Option<Company>>;
+    fn branch(&mut self, id: BranchId) -> Result<Option<Branch>>;
+    /// The branch whose `phone_number` is this E.164 number.
+    fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>>;
+    fn service(&mut self, id: ServiceId) -> Result<Option<Service>>;
+    fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>>;
+    fn upsert_company(&mut self, company: &Company, now: DateTime<Utc>) -> Result<()>;
+    fn upsert_branch(&mut self, branch: &Branch, now: DateTime<Utc>) -> Result<()>;
+    fn upsert_service(&mut self, service: &Service, now: DateTime<Utc>) -> Result<()>;
+
+    fn call(&mut self, id: &CallId) -> Result<Option<Call>>;
+    fn insert_call(&mut self, call: &NewCall, now: DateTime<Utc>) -> Result<CallDbId>;
+
+    fn customer(&mut self, company: CompanyId, id: CustomerId) -> Result<Option<Customer>>;
+    fn customer_by_phone(&mut self, company: CompanyId, phone: &str) -> Result<Option<Customer>>;
+    fn customer_id_by_email(&mut self, company: CompanyId, email: &str) -> Result<Option<CustomerId>>;
+    fn insert_customer(&mut self, customer: &NewCustomer) -> Result<CustomerId>;
+    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>) -> Result<()>;
+
+    fn appointment(&mut self, company: CompanyId, id: AppointmentId) -> Result<Option<Appointment>>;
+    fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>>;
+    fn insert_appointment(&mut self, appointment: &NewAppointment) -> Result<AppointmentId>;
+    /// Future appointments of a customer that Cal.com already has (a booking uid).
+    fn synced_future_appointments(
+        &mut self,
+        company: CompanyId,
+        customer: CustomerId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppointmentId>>;
+    /// Puts an appointment on the manual-review list.
+    fn flag_for_review(&mut self, company: CompanyId, id: AppointmentId, reason: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Which company an appointment belongs to (for the operator's commands
+    /// that name an appointment by id alone).
+    fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>>;
+
+    fn insert_job(&mut self, job: &NewJob, now: DateTime<Utc>) -> Result<JobId>;
+    fn job(&mut self, id: JobId) -> Result<Option<Job>>;
+    fn jobs_of(&mut self, appointment: AppointmentId) -> Result<Vec<Job>>;
+    /// Claims up to `limit` claimable jobs (see [`crate::queue::is_claimable`])
+    /// in one statement, oldest `run_at` first: each becomes `running`, its
+    /// attempt and lease token go up by one, and it is leased to `worker`.
+    fn claim_jobs(&mut self, now: DateTime<Utc>, limit: u32, worker: &str, lease_until: DateTime<Utc>) -> Result<Vec<Job>>;
+    /// Writes a job's next state if it is still `running` under `lease_token`;
+    /// `false` when the lease was lost (someone else holds the job now).
+    fn finish_job(
+        &mut self,
+        id: JobId,
+        lease_token: i64,
+        next: &JobSnapshot,
+        last_error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Running jobs whose lease ran out with no attempts left.
+    fn expired_exhausted_jobs(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>>;
+
+    fn counts(&mut self) -> Result<Counts>;
+}
