@@ -1,0 +1,457 @@
+//! One conformance suite, written once, run against every store (see
+//! `stores.rs`): the booking rules, tenant isolation and the job queue must
+//! behave the same on SQLite, in memory and on the server databases.
+
+#![allow(dead_code)]
+
+use callbook::*;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use std::sync::Arc;
+
+pub type MakeStore = fn() -> Arc<dyn Store>;
+
+/// Tuesday 2030-01-01 08:00 UTC.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).single().expect("valid time")
+}
+
+pub const FIXTURE: &str = r#"{
+  "companies": [
+    {"id": 1, "name": "Salon Berlin", "calcom_api_key": "cal_live_secret_one"},
+    {"id": 2, "name": "Praxis Hamburg"}
+  ],
+  "branches": [
+    {"id": 1, "company_id": 1, "name": "Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 30 1234567"},
+    {"id": 2, "company_id": 2, "name": "Altona", "timezone": "Europe/Berlin", "phone_number": "+49 40 1234567"},
+    {"id": 3, "company_id": 1, "name": "Manhattan", "timezone": "America/New_York", "country": "US", "phone_number": "+1 212 555 0100"}
+  ],
+  "services": [
+    {"id": 1, "company_id": 1, "name": "Haircut", "calcom_event_type_id": 1001, "duration_minutes": 30},
+    {"id": 2, "company_id": 2, "name": "Checkup", "calcom_event_type_id": 2001, "duration_minutes": 45},
+    {"id": 3, "company_id": 1, "name": "Colour", "calcom_event_type_id": 1002, "duration_minutes": 60, "capacity": 2}
+  ],
+  "calls": [
+    {"id": 10, "retell_call_id": "call_anon", "company_id": 1, "branch_id": 1, "from_number": "anonymous"},
+    {"id": 11, "retell_call_id": "call_known_a", "company_id": 1, "branch_id": 1, "from_number": "+49 151 2345678"},
+    {"id": 12, "retell_call_id": "call_known_b", "to_number": "+49301234567", "from_number": "0151 2345678"},
+    {"id": 13, "retell_call_id": "call_known_c", "company_id": 1, "branch_id": 1, "from_number": "+491512345678"},
+    {"id": 14, "retell_call_id": "call_c2", "company_id": 2, "branch_id": 2, "from_number": "+491512345678"},
+    {"id": 15, "retell_call_id": "call_no_company", "from_number": "+491700000001"},
+    {"id": 16, "retell_call_id": "call_no_branch", "company_id": 1, "from_number": "+491700000002"},
+    {"id": 17, "retell_call_id": "call_ny", "branch_id": 3, "from_number": "(212) 555-0199"},
+    {"id": 18, "retell_call_id": "call_anon_2", "company_id": 1, "branch_id": 1, "from_number": "sip:anonymous@anonymous.invalid"},
+    {"id": 19, "retell_call_id": "call_c2_anon", "company_id": 2, "branch_id": 2, "from_number": "restricted"}
+  ]
+}"#;
+
+pub struct Env {
+    pub book: Callbook,
+    pub clock: Arc<ManualClock>,
+}
+
+pub fn env(make: MakeStore) -> Env {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let book = Callbook::new(make()).with_clock(clock.clone());
+    book.import(&ImportData::from_json(FIXTURE).expect("fixture parses")).expect("fixture imports");
+    Env { book, clock }
+}
+
+pub fn request(call: &str, name: &str, start: &str) -> BookingRequest {
+    BookingRequest {
+        retell_call_id: call.into(),
+        customer_name: name.into(),
+        service_id: Some(1),
+        start: Some(start.into()),
+        ..Default::default()
+    }
+}
+
+fn totals(book: &Callbook) -> (u64, u64, u64) {
+    let s = book.stats().expect("stats");
+    (s.customers_known + s.customers_anonymous, s.appointments.values().sum(), s.jobs.values().sum())
+}
+
+fn appointment_of(book: &Callbook, b: &Booking) -> Appointment {
+    book.appointment(b.appointment_id).expect("appointment exists")
+}
+
+// ---------------------------------------------------------------- directory
+
+pub fn import_is_idempotent_and_registers_calls(make: MakeStore) {
+    let e = env(make);
+    let again = e.book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("re-import");
+    assert_eq!(again, ImportSummary { companies: 2, branches: 3, services: 3, calls: 10 });
+    // Found by the dialled number, company from the branch.
+    let call = e.book.register_call(&NewCall { retell_call_id: "call_known_b".into(), ..Default::default() }).expect("known");
+    assert_eq!((call.company_id, call.branch_id), (Some(CompanyId(1)), Some(BranchId(1))));
+    let new = NewCall {
+        retell_call_id: "call_new".into(),
+        to_number: Some("+49 40 1234567".into()),
+        from_number: Some("+4915112345678".into()),
+        ..Default::default()
+    };
+    let first = e.book.register_call(&new).expect("registers");
+    assert_eq!((first.company_id, first.branch_id), (Some(CompanyId(2)), Some(BranchId(2))));
+    let second = e.book.register_call(&new).expect("no-op");
+    assert_eq!(first, second);
+    let err = e
+        .book
+        .register_call(&NewCall { retell_call_id: "call_x".into(), company_id: Some(CompanyId(2)), branch_id: Some(BranchId(1)), ..Default::default() })
+        .expect_err("branch of another company");
+    assert_eq!(err.code(), "branch_not_in_company");
+}
+
+pub fn import_rejects_bad_data_and_writes_nothing(make: MakeStore) {
+    let book = Callbook::new(make()).with_clock(Arc::new(ManualClock::new(t0())));
+    let bad = r#"{"companies":[{"id":1,"name":"A"}],
+        "branches":[{"id":1,"company_id":1,"name":"B","timezone":"Mars/Olympus"}]}"#;
+    let err = book.import(&ImportData::from_json(bad).expect("parses")).expect_err("bad zone");
+    assert_eq!(err.code(), "invalid_import");
+    let orphan = r#"{"services":[{"id":1,"company_id":9,"name":"S","duration_minutes":30}]}"#;
+    assert_eq!(book.import(&ImportData::from_json(orphan).expect("parses")).expect_err("orphan").code(), "invalid_import");
+    assert_eq!(ImportData::from_json(r#"{"companiez":[]}"#).expect_err("unknown key").code(), "invalid_import");
+    // The first import failed as a whole: company 1 was not written.
+    let read = callbook::read(&**book.store(), |tx| tx.company(CompanyId(1))).expect("reads");
+    assert!(read.is_none());
+}
+
+// ------------------------------------------------------------- call context
+
+pub fn call_context_errors_write_nothing(make: MakeStore) {
+    let e = env(make);
+    // A call row written by another system with a branch of another company.
+    callbook::write(&**e.book.store(), |tx| {
+        tx.insert_call(
+            &NewCall {
+                id: Some(CallDbId(99)),
+                retell_call_id: "call_cross".into(),
+                company_id: Some(CompanyId(2)),
+                branch_id: Some(BranchId(1)),
+                from_number: Some("+491512345678".into()),
+                ..Default::default()
+            },
+            t0(),
+        )
+    })
+    .expect("raw insert");
+    let before = totals(&e.book);
+    let start = "2030-01-08T13:00:00Z";
+    let cases = [
+        (request("call_missing", "Jane", start), "call_not_found"),
+        (request("call_no_company", "Jane", start), "call_missing_company"),
+        (request("call_no_branch", "Jane", start), "call_missing_branch"),
+        (request("call_cross", "Jane", start), "branch_not_in_company"),
+        (BookingRequest { service_id: Some(2), ..request("call_known_a", "Jane", start) }, "service_not_in_company"),
+        (BookingRequest { service_id: Some(77), ..request("call_known_a", "Jane", start) }, "service_not_found"),
+        (BookingRequest { service_id: None, ..request("call_known_a", "Jane", start) }, "service_required"),
+        (request("call_known_a", "Jane", "2029-12-31T13:00:00Z"), "start_in_past"),
+        (request("call_known_a", "", start), "customer_name_required"),
+        (request("call_known_a", "Jane", "whenever"), "invalid_start"),
+    ];
+    for (req, code) in cases {
+        let err = e.book.book(&req).expect_err(code);
+        assert_eq!(err.code(), code, "{req:?}");
+        assert_eq!(totals(&e.book), before, "nothing written for {code}");
+    }
+    // With one service, the service may be left out.
+    let b = e.book.book(&BookingRequest { service_id: None, ..request("call_c2", "Jane", start) }).expect("only service");
+    assert_eq!(appointment_of(&e.book, &b).service_id, ServiceId(2));
+}
+
+// ---------------------------------------------------------------- customers
+
+pub fn anonymous_callers_always_get_a_new_customer(make: MakeStore) {
+    let e = env(make);
+    let mut req = request("call_known_a", "Jane Doe", "2030-01-08T13:00:00Z");
+    req.customer_email = Some("jane@example.com".into());
+    let known = e.book.book(&req).expect("known caller");
+    assert!(!known.anonymous);
+
+    let mut seen = std::collections::HashSet::new();
+    for (i, call) in ["call_anon", "call_anon", "call_anon_2"].iter().enumerate() {
+        let mut r = request(call, "Jane Doe", &format!("2030-01-0{}T13:00:00Z", 2 + i));
+        r.customer_email = Some(" Jane@Example.com ".into());
+        let b = e.book.book(&r).expect("anonymous booking succeeds");
+        assert!(b.anonymous);
+        assert_ne!(b.customer_id, known.customer_id, "never matched by name or email");
+        assert!(seen.insert(b.customer_id), "a new customer every time");
+        let call_db_id = if *call == "call_anon" { 10 } else { 18 };
+        assert_eq!(b.customer_phone, placeholder_phone("Jane Doe", CallDbId(call_db_id), t0().timestamp()));
+        let customer = e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists");
+        assert_eq!(customer.source, CustomerSource::RetellWebhookAnonymous);
+        assert_eq!(customer.email, None, "the email belongs to someone else");
+        assert!(customer.anonymity_reason.is_some());
+        let a = appointment_of(&e.book, &b);
+        assert_eq!(a.metadata["customer_email"], "jane@example.com");
+        assert_eq!(a.metadata["email_conflict"], true);
+        assert!(a.requires_manual_review);
+        assert_eq!(a.review_reason.as_deref(), Some("email_conflict"));
+        assert_eq!(a.manual_review_flagged_at, Some(t0()));
+    }
+    // An anonymous caller with a free email keeps it.
+    let mut r = request("call_anon", "Max", "2030-01-09T13:00:00Z");
+    r.customer_email = Some("max at example dot com".into());
+    let b = e.book.book(&r).expect("books");
+    let c = e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists");
+    assert_eq!(c.email.as_deref(), Some("max@example.com"));
+    assert_eq!(c.anonymity_reason, Some(AnonymityReason::WithheldWord));
+    assert!(!appointment_of(&e.book, &b).requires_manual_review);
+}
+
+pub fn known_callers_are_matched_by_e164_within_their_company(make: MakeStore) {
+    let e = env(make);
+    let ids: Vec<Booking> = ["call_known_a", "call_known_b", "call_known_c"]
+        .iter()
+        .enumerate()
+        .map(|(i, call)| e.book.book(&request(call, "Max", &format!("2030-01-0{}T10:00:00Z", 2 + i))).expect("books"))
+        .collect();
+    assert!(ids.iter().all(|b| b.customer_id == ids[0].customer_id && b.customer_phone == "+491512345678"));
+    let c = e.book.customer(CompanyId(1), ids[0].customer_id).expect("reads").expect("exists");
+    assert_eq!(c.source, CustomerSource::RetellWebhook);
+    // Same phone in another company: another customer, and company 1's customer is invisible there.
+    let other = e.book.book(&BookingRequest { service_id: Some(2), ..request("call_c2", "Max", "2030-01-02T10:00:00Z") }).expect("books");
+    assert_ne!(other.customer_id, ids[0].customer_id);
+    assert!(e.book.customer(CompanyId(2), ids[0].customer_id).expect("reads").is_none());
+    // A US branch reads national numbers as US numbers.
+    let ny = e.book.book(&request("call_ny", "Ann", "2030-01-02T15:00:00Z")).expect("books");
+    assert_eq!(ny.customer_phone, "+12125550199");
+}
+
+pub fn email_rules(make: MakeStore) {
+    let e = env(make);
+    let mut r = request("call_known_a", "Max", "2030-01-02T10:00:00Z");
+    r.customer_email = Some("   ".into());
+    let b = e.book.book(&r).expect("books");
+    let c = e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists");
+    assert_eq!(c.email, None, "blank is NULL, never ''");
+
+    r.start = Some("2030-01-03T10:00:00Z".into());
+    r.customer_email = Some("max at home".into());
+    let b = e.book.book(&r).expect("books");
+    let a = appointment_of(&e.book, &b);
+    assert_eq!(a.metadata["customer_email_raw"], "max at home");
+    assert_eq!(a.metadata["customer_email"], serde_json::Value::Null);
+    assert_eq!(e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists").email, None);
+
+    // A known customer without email gets the first valid one.
+    r.start = Some("2030-01-04T10:00:00Z".into());
+    r.customer_email = Some("Max Punkt Muster at Example dot org".into());
+    let b = e.book.book(&r).expect("books");
+    assert_eq!(e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists").email.as_deref(), Some("max.muster@example.org"));
+
+    // The same email in another company is free there (UNIQUE is per company).
+    let mut r2 = BookingRequest { service_id: Some(2), ..request("call_c2", "Max", "2030-01-02T10:00:00Z") };
+    r2.customer_email = Some("max.muster@example.org".into());
+    let b2 = e.book.book(&r2).expect("books");
+    assert_eq!(e.book.customer(CompanyId(2), b2.customer_id).expect("reads").expect("exists").email.as_deref(), Some("max.muster@example.org"));
+
+    // A new known caller whose email belongs to another customer: booked, email NULL, flagged.
+    e.book.register_call(&NewCall { retell_call_id: "call_new".into(), branch_id: Some(BranchId(1)), from_number: Some("+4915199999999".into()), ..Default::default() }).expect("registers");
+    let mut r3 = request("call_new", "Other", "2030-01-05T10:00:00Z");
+    r3.customer_email = Some("max.muster@example.org".into());
+    let b3 = e.book.book(&r3).expect("books");
+    assert_ne!(b3.customer_id, b.customer_id);
+    assert_eq!(e.book.customer(CompanyId(1), b3.customer_id).expect("reads").expect("exists").email, None);
+    assert_eq!(appointment_of(&e.book, &b3).review_reason.as_deref(), Some("email_conflict"));
+}
+
+// ------------------------------------------------------------- appointments
+
+pub fn appointment_has_every_field_and_one_job(make: MakeStore) {
+    let e = env(make);
+    let mut r = request("call_known_a", "Jürgen Müller", "x");
+    r.start = None;
+    r.date = Some("morgen".into());
+    r.time = Some("14:30".into());
+    r.customer_email = Some("juergen@example.de".into());
+    let b = e.book.book(&r).expect("books");
+    assert_eq!(format_utc(&b.starts_at), "2030-01-02T13:30:00Z");
+    assert_eq!((b.status, b.calcom_sync_status), (AppointmentStatus::Confirmed, SyncStatus::Pending));
+    let a = appointment_of(&e.book, &b);
+    assert_eq!(a.customer_id, b.customer_id);
+    assert_eq!((a.company_id, a.branch_id, a.service_id, a.call_id), (CompanyId(1), BranchId(1), ServiceId(1), Some(CallDbId(11))));
+    assert_eq!(a.ends_at - a.starts_at, Duration::minutes(30));
+    assert_eq!(a.sync_origin, SyncOrigin::Retell);
+    assert_eq!(a.metadata["customer_name"], "Jürgen Müller");
+    assert_eq!(a.metadata["customer_email"], "juergen@example.de");
+    assert_eq!(a.metadata["customer_phone"], "+491512345678");
+    assert_eq!((a.calcom_v2_booking_id, a.calcom_v2_booking_uid.as_deref()), (None, None));
+    assert_eq!((a.sync_error_code.as_deref(), a.sync_error_message.as_deref(), a.sync_attempt_count), (None, None, 0));
+    assert_eq!((a.sync_verified_at, a.requires_manual_review, a.manual_review_flagged_at), (None, false, None));
+    assert_eq!((a.created_at, a.updated_at), (t0(), t0()));
+    let jobs = e.book.jobs_of(a.id).expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].kind, jobs[0].state, jobs[0].attempt, jobs[0].max_attempts), (JobKind::Create, JobState::Available, 0, 4));
+    assert_eq!(jobs[0].run_at, t0());
+}
+
+pub fn booking_is_idempotent(make: MakeStore) {
+    let e = env(make);
+    let r = request("call_anon", "Jane", "2030-01-08T13:00:00+01:00");
+    let first = e.book.book(&r).expect("books");
+    e.clock.advance(Duration::seconds(20));
+    // A retried function call, even with the start written another way.
+    let again = e.book.book(&BookingRequest { start: Some("2030-01-08T12:00:00Z".into()), ..r.clone() }).expect("replays");
+    assert_eq!(first, again);
+    assert_eq!(totals(&e.book), (1, 1, 1));
+    let other_service = e.book.book(&BookingRequest { service_id: Some(3), ..r.clone() }).expect("books");
+    assert_ne!(other_service.appointment_id, first.appointment_id);
+    assert_eq!(totals(&e.book).1, 2);
+}
+
+pub fn start_times_in_the_branch_zone(make: MakeStore) {
+    let e = env(make);
+    let at = |call: &str, date: &str, time: &str| {
+        let mut r = request(call, "Jane", "");
+        r.start = None;
+        r.date = Some(date.into());
+        r.time = Some(time.into());
+        e.book.book(&r)
+    };
+    // 2030-01-01 is a Tuesday.
+    assert_eq!(format_utc(&at("call_anon", "heute", "18:00").expect("books").starts_at), "2030-01-01T17:00:00Z");
+    assert_eq!(format_utc(&at("call_anon", "übermorgen", "9:00").expect("books").starts_at), "2030-01-03T08:00:00Z");
+    assert_eq!(format_utc(&at("call_anon", "next Tuesday", "9:00").expect("books").starts_at), "2030-01-08T08:00:00Z");
+    assert_eq!(format_utc(&at("call_ny", "tomorrow", "09:00").expect("books").starts_at), "2030-01-02T14:00:00Z");
+    let err = at("call_anon", "today", "08:59").expect_err("past");
+    assert_eq!(err.code(), "start_in_past");
+    assert_eq!(err.kind(), ErrorKind::Rejected);
+    assert_eq!(at("call_anon", "2030-03-31", "02:30").expect_err("gap").code(), "nonexistent_local_time");
+}
+
+// -------------------------------------------------------------------- queue
+
+fn booked_jobs(e: &Env, n: usize) -> Vec<AppointmentId> {
+    (0..n)
+        .map(|i| {
+            let start = t0() + Duration::days(1) + Duration::minutes(30 * i as i64);
+            e.book.book(&request("call_anon", "Q", &format_utc(&start))).expect("books").appointment_id
+        })
+        .collect()
+}
+
+pub fn queue_claims_complete_retry_discard(make: MakeStore) {
+    let e = env(make);
+    let ids = booked_jobs(&e, 3);
+    let claimed = e.book.claim_jobs("w1", 2).expect("claims");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|j| j.state == JobState::Running && j.attempt == 1 && j.lease_token == 1));
+    assert_eq!(claimed[0].locked_by.as_deref(), Some("w1"));
+    assert_eq!(claimed[0].locked_until, Some(t0() + Policy::default().lease));
+    // The third is still there, the first two are leased.
+    let rest = e.book.claim_jobs("w2", 10).expect("claims");
+    assert_eq!(rest.iter().map(|j| j.appointment_id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert!(e.book.claim_jobs("w3", 10).expect("claims").is_empty());
+
+    // complete
+    assert!(e.book.finish_job(&claimed[0], JobEvent::Succeed, None).expect("finishes"));
+    assert_eq!(e.book.jobs_of(ids[0]).expect("jobs")[0].state, JobState::Completed);
+    // retry at a time: not due before it
+    let at = t0() + Duration::seconds(5);
+    assert!(e.book.finish_job(&claimed[1], JobEvent::Fail { retryable: true, retry_at: at }, Some("503")).expect("fails"));
+    let job = &e.book.jobs_of(ids[1]).expect("jobs")[0];
+    assert_eq!((job.state, job.run_at, job.last_error.as_deref(), job.locked_by.as_deref()), (JobState::Retryable, at, Some("503"), None));
+    e.clock.advance(Duration::seconds(4));
+    assert!(e.book.claim_jobs("w1", 10).expect("claims").is_empty());
+    e.clock.advance(Duration::seconds(1));
+    let again = e.book.claim_jobs("w1", 10).expect("claims");
+    assert_eq!((again.len(), again[0].attempt, again[0].lease_token), (1, 2, 2));
+    // discard
+    assert!(e.book.finish_job(&again[0], JobEvent::Fail { retryable: false, retry_at: at }, Some("400")).expect("fails"));
+    assert_eq!(e.book.jobs_of(ids[1]).expect("jobs")[0].state, JobState::Discarded);
+    // a finished job can't be finished twice
+    assert!(!e.book.finish_job(&again[0], JobEvent::Succeed, None).expect("refused"));
+    // defer gives the attempt back
+    assert!(e.book.finish_job(&rest[0], JobEvent::Defer { until: e.book.now() + Duration::seconds(60) }, None).expect("defers"));
+    let deferred = &e.book.jobs_of(ids[2]).expect("jobs")[0];
+    assert_eq!((deferred.state, deferred.attempt), (JobState::Retryable, 0));
+}
+
+pub fn expired_leases_are_claimed_again_and_lost_leases_write_nothing(make: MakeStore) {
+    let e = env(make);
+    let ids = booked_jobs(&e, 1);
+    let first = e.book.claim_jobs("dead-worker", 1).expect("claims").remove(0);
+    e.clock.advance(Policy::default().lease - Duration::seconds(1));
+    assert!(e.book.claim_jobs("w2", 1).expect("claims").is_empty(), "lease still live");
+    e.clock.advance(Duration::seconds(1));
+    let second = e.book.claim_jobs("w2", 1).expect("claims").remove(0);
+    assert_eq!((second.id, second.attempt, second.lease_token, second.locked_by.as_deref()), (first.id, 2, 2, Some("w2")));
+    // The first worker wakes up: its result is refused.
+    assert!(!e.book.finish_job(&first, JobEvent::Succeed, None).expect("refused"));
+    assert_eq!(e.book.jobs_of(ids[0]).expect("jobs")[0].state, JobState::Running);
+    assert!(e.book.finish_job(&second, JobEvent::Succeed, None).expect("finishes"));
+}
+
+pub fn exhausted_expired_jobs_are_discarded_and_flagged(make: MakeStore) {
+    let e = env(make);
+    let ids = booked_jobs(&e, 1);
+    let lease = Policy::default().lease;
+    for _ in 0..4 {
+        let job = e.book.claim_jobs("crashy", 1).expect("claims");
+        assert_eq!(job.len(), 1);
+        e.clock.advance(lease);
+    }
+    assert!(e.book.claim_jobs("w", 1).expect("claims").is_empty(), "no fifth attempt");
+    assert_eq!(e.book.rescue_expired().expect("rescues"), 1);
+    let job = &e.book.jobs_of(ids[0]).expect("jobs")[0];
+    assert_eq!((job.state, job.attempt), (JobState::Discarded, 4));
+    let a = e.book.appointment(ids[0]).expect("exists");
+    assert!(a.requires_manual_review);
+    assert_eq!(a.review_reason.as_deref(), Some("sync_failed"));
+    assert_eq!(e.book.rescue_expired().expect("rescues"), 0);
+}
+
+pub fn one_unfinished_job_per_appointment_and_kind(make: MakeStore) {
+    let e = env(make);
+    let ids = booked_jobs(&e, 1);
+    let dup = NewJob { appointment_id: ids[0], company_id: CompanyId(1), kind: JobKind::Create, max_attempts: 4, run_at: t0() };
+    let err = callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect_err("unique");
+    assert_eq!(err.code(), "storage");
+    // Once finished, a new one may be queued (a manual retry).
+    let job = e.book.claim_jobs("w", 1).expect("claims").remove(0);
+    e.book.finish_job(&job, JobEvent::Fail { retryable: false, retry_at: t0() }, Some("400")).expect("discards");
+    let dup = NewJob { appointment_id: ids[0], company_id: CompanyId(1), kind: JobKind::Create, max_attempts: 4, run_at: t0() };
+    callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect("allowed after the first finished");
+}
+
+pub fn stats_count_everything(make: MakeStore) {
+    let e = env(make);
+    e.book.book(&request("call_anon", "A", "2030-01-02T10:00:00Z")).expect("books");
+    e.book.book(&request("call_known_a", "B", "2030-01-02T10:00:00Z")).expect("books");
+    let s = e.book.stats().expect("stats");
+    assert_eq!((s.customers_known, s.customers_anonymous), (1, 1));
+    assert_eq!(s.appointments["pending"], 2);
+    assert_eq!(s.jobs["available"], 2);
+    assert_eq!(s.manual_review, 0);
+}
+
+/// Runs every case of the suite against one store.
+
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        conformance_suite!(@cases $make;
+            import_is_idempotent_and_registers_calls,
+            import_rejects_bad_data_and_writes_nothing,
+            call_context_errors_write_nothing,
+            anonymous_callers_always_get_a_new_customer,
+            known_callers_are_matched_by_e164_within_their_company,
+            email_rules,
+            appointment_has_every_field_and_one_job,
+            booking_is_idempotent,
+            start_times_in_the_branch_zone,
+            queue_claims_complete_retry_discard,
+            expired_leases_are_claimed_again_and_lost_leases_write_nothing,
+            exhausted_expired_jobs_are_discarded_and_flagged,
+            one_unfinished_job_per_appointment_and_kind,
+            stats_count_everything,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                crate::conformance::$case($make);
+            }
+        )*
+    };
+}
