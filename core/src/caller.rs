@@ -194,7 +194,7 @@ pub fn phone_region(e164: &str) -> Option<phonenumber::country::Id> {
 }
 
 fn strip_uri(s: &str) -> &str {
-    let lowered_prefix = |p: &str| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p);
+    let lowered_prefix = |p: &str| s.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p));
     if lowered_prefix("tel:") {
         return &s[4..];
     }
