@@ -1,1 +1,187 @@
-fn main() {}
+//! `callbook`: the operator's command line. Each command converts its
+//! arguments, calls the core once, and prints the answer (one JSON object
+//! with `--json`). Errors carry the core's stable code; the exit code says
+//! whose fault it was: 2 bad usage or input, 3 refused by a domain rule, 1 other.
+
+mod demo;
+
+use callbook::{BookingRequest, Callbook, Error, ErrorKind, ImportData};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "callbook", version, about = "Voice-agent bookings, confirmed locally and synced to Cal.com")]
+struct Cli {
+    /// SQLite database file.
+    #[arg(long, global = true, env = "CALLBOOK_DB", default_value = "callbook.db")]
+    db: PathBuf,
+    /// Print one JSON object (errors too, as {"error":{"code","message"}}).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or migrate the database.
+    Init,
+    /// Load companies, branches, services and calls from a JSON file.
+    Import { file: PathBuf },
+    /// Book an appointment for a registered call.
+    Book {
+        /// The Retell call id.
+        #[arg(long)]
+        call: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Service id; may be left out when the company has one service.
+        #[arg(long)]
+        service: Option<i64>,
+        /// ISO 8601 start.
+        #[arg(long, conflicts_with_all = ["date", "time"])]
+        start: Option<String>,
+        /// A date (2030-01-08, 08.01.2030, today, morgen, friday, ...), with --time.
+        #[arg(long, requires = "time")]
+        date: Option<String>,
+        /// HH:MM in the branch's time zone.
+        #[arg(long, requires = "date")]
+        time: Option<String>,
+    },
+    /// Counts by sync status, jobs by state, manual reviews.
+    Stats,
+    /// Book a realistic mix of callers on a temporary database and report.
+    Demo {
+        /// How many calls to simulate.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Seed for the simulated callers.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+/// A failure of the command: a core error, or bad input found by the CLI.
+struct Failure {
+    code: String,
+    message: String,
+    exit: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let exit = match e.kind() {
+            ErrorKind::Input => 2,
+            ErrorKind::Rejected => 3,
+            _ => 1,
+        };
+        Failure { code: e.code().to_string(), message: e.to_string(), exit }
+    }
+}
+
+fn main() -> ExitCode {
+    let json_wanted = std::env::args().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let failure = Failure { code: "usage".into(), message: e.to_string().trim().to_string(), exit: 2 };
+            return report(Err(failure), json_wanted);
+        }
+    };
+    let json = cli.json;
+    report(run(cli), json)
+}
+
+fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
+    match result {
+        Ok((value, text)) => {
+            if json {
+                println!("{value}");
+            } else {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            if json {
+                println!("{}", json!({"error": {"code": f.code, "message": f.message}}));
+            } else {
+                eprintln!("error [{}]: {}", f.code, f.message);
+            }
+            ExitCode::from(f.exit)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(Value, String), Failure> {
+    match cli.command {
+        Command::Init => {
+            let store = callbook::SqliteStore::open(&cli.db)?;
+            let version = store.schema_version()?;
+            let path = cli.db.display().to_string();
+            Ok((json!({"database": path, "schema_version": version}), format!("database {path} ready (schema {version})")))
+        }
+        Command::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure { code: "io".into(), message: format!("{}: {e}", file.display()), exit: 2 })?;
+            let data = ImportData::from_json(&text)?;
+            let summary = Callbook::open(&cli.db)?.import(&data)?;
+            let text = format!(
+                "imported {} companies, {} branches, {} services, {} calls",
+                summary.companies, summary.branches, summary.services, summary.calls
+            );
+            Ok((json!(summary), text))
+        }
+        Command::Book { call, name, email, service, start, date, time } => {
+            let request = BookingRequest {
+                retell_call_id: call,
+                customer_name: name,
+                customer_email: email,
+                service_id: service,
+                start,
+                date,
+                time,
+            };
+            let b = Callbook::open(&cli.db)?.book(&request)?;
+            let text = format!(
+                "appointment {} {} for customer {}{} at {} (Cal.com sync {})",
+                b.appointment_id,
+                b.status,
+                b.customer_id,
+                if b.anonymous { " (anonymous caller)" } else { "" },
+                callbook::format_utc(&b.starts_at),
+                b.calcom_sync_status
+            );
+            Ok((json!(b), text))
+        }
+        Command::Stats => {
+            let s = Callbook::open(&cli.db)?.stats()?;
+            let line = |m: &std::collections::BTreeMap<String, u64>| {
+                m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            };
+            let text = format!(
+                "appointments: {}\njobs: {}\nmanual review: {}\ncustomers: {} known, {} anonymous",
+                line(&s.appointments),
+                line(&s.jobs),
+                s.manual_review,
+                s.customers_known,
+                s.customers_anonymous
+            );
+            Ok((json!(s), text))
+        }
+        Command::Demo { calls, seed } => {
+            let report = demo::run(calls, seed)?;
+            let text = report.to_text();
+            Ok((json!(report), text))
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The `callbook` binary end to end: real processes on a real database file,
+//! checking the JSON, the error JSON and the exit codes DESIGN.md promises.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn callbook(db: &Path, args: &[&str]) -> (Value, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callbook"))
+        .arg("--db")
+        .arg(db)
+        .arg("--json")
+        .args(args)
+        .env_remove("CALLBOOK_DB")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object on stdout, got {stdout:?}");
+    (serde_json::from_str(lines[0]).expect("stdout is JSON"), out.status.code().expect("exit code"))
+}
+
+const DIRECTORY: &str = r#"{
+  "companies": [{"id": 1, "name": "Salon", "calcom_api_key": "cal_live_supersecret"}],
+  "branches": [{"id": 1, "company_id": 1, "name": "Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+4930123456"}],
+  "services": [{"id": 1, "company_id": 1, "name": "Cut", "calcom_event_type_id": 123, "duration_minutes": 30, "capacity": null}],
+  "calls": [
+    {"id": 1, "retell_call_id": "call_abc", "company_id": 1, "branch_id": 1, "from_number": "anonymous"},
+    {"id": 2, "retell_call_id": "call_known", "company_id": 1, "branch_id": 1, "from_number": "0151 2345678"},
+    {"id": 3, "retell_call_id": "call_lost", "from_number": "+491511111111"}
+  ]
+}"#;
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("cb.db");
+    let (v, code) = callbook(&db, &["init"]);
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(1)));
+    let file = dir.path().join("directory.json");
+    std::fs::write(&file, DIRECTORY).expect("writes");
+    let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v, serde_json::json!({"companies": 1, "branches": 1, "services": 1, "calls": 3}));
+    (dir, db)
+}
+
+#[test]
+fn book_prints_the_promised_fields() {
+    let (_dir, db) = setup();
+    let (v, code) = callbook(&db, &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T13:00:00+01:00"]);
+    assert_eq!(code, 0, "{v}");
+    let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["anonymous", "appointment_id", "calcom_sync_status", "customer_id", "customer_phone", "starts_at", "status"]);
+    assert_eq!(v["starts_at"], "2099-01-08T12:00:00Z");
+    assert_eq!(v["anonymous"], true);
+    assert_eq!((v["status"].as_str(), v["calcom_sync_status"].as_str()), (Some("confirmed"), Some("pending")));
+    assert!(v["customer_phone"].as_str().expect("phone").starts_with("anonymous_"));
+
+    // Same call, service and start again: the same appointment.
+    let (again, _) = callbook(&db, &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T12:00:00Z"]);
+    assert_eq!(again, v);
+
+    // Date words in the branch zone; the only service is used.
+    let (k, code) = callbook(&db, &["book", "--call", "call_known", "--name", "Max", "--email", "max at example dot com", "--date", "morgen", "--time", "10:00"]);
+    assert_eq!(code, 0, "{k}");
+    assert_eq!((k["anonymous"].as_bool(), k["customer_phone"].as_str()), (Some(false), Some("+491512345678")));
+
+    let (s, code) = callbook(&db, &["stats"]);
+    assert_eq!(code, 0);
+    assert_eq!((s["appointments"]["pending"].as_u64(), s["jobs"]["available"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((s["customers_known"].as_u64(), s["customers_anonymous"].as_u64()), (Some(1), Some(1)));
+}
+
+#[test]
+fn errors_have_codes_and_exit_codes() {
+    let (dir, db) = setup();
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["book", "--call", "nope", "--name", "A", "--start", "2099-01-01T10:00:00Z"], "call_not_found", 3),
+        (&["book", "--call", "call_lost", "--name", "A", "--start", "2099-01-01T10:00:00Z"], "call_missing_company", 3),
+        (&["book", "--call", "call_abc", "--name", "A", "--start", "2001-01-01T10:00:00Z"], "start_in_past", 3),
+        (&["book", "--call", "call_abc", "--name", "A", "--service", "9", "--start", "2099-01-01T10:00:00Z"], "service_not_found", 3),
+        (&["book", "--call", "call_abc", "--name", " ", "--start", "soon"], "customer_name_required", 2),
+        (&["book", "--call", "call_abc", "--name", "A", "--date", "someday", "--time", "10:00"], "invalid_date", 2),
+        (&["book", "--call", "call_abc"], "usage", 2),
+        (&["import", "/nonexistent/file.json"], "io", 2),
+        (&["frobnicate"], "usage", 2),
+    ];
+    for (args, code, exit) in cases {
+        let (v, got) = callbook(&db, args);
+        assert_eq!(v["error"]["code"], *code, "{args:?}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(got, *exit, "{args:?}");
+    }
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"companies": [{"id": 1}]}"#).expect("writes");
+    let (v, code) = callbook(&db, &["import", bad.to_str().expect("utf-8")]);
+    assert_eq!((v["error"]["code"].as_str(), code), (Some("invalid_import"), 2));
+    // Nothing was booked by any of them, and no secret leaked into any answer.
+    let (s, _) = callbook(&db, &["stats"]);
+    assert_eq!(s["appointments"]["pending"], 0);
+}
+
+#[test]
+fn secrets_never_printed() {
+    let (_dir, db) = setup();
+    for args in [&["stats"][..], &["book", "--call", "call_abc", "--name", "A", "--start", "2001-01-01T10:00:00Z"]] {
+        let (v, _) = callbook(&db, args);
+        assert!(!v.to_string().contains("supersecret"));
+    }
+}
+
+#[test]
+fn demo_runs_on_its_own_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("untouched.db");
+    let (v, code) = callbook(&db, &["demo", "--calls", "60", "--seed", "3"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["calls"], 60);
+    let booked = v["booked"].as_u64().expect("booked");
+    assert!(booked > 0);
+    assert_eq!(v["anonymous_bookings"].as_u64().expect("n") + v["known_bookings"].as_u64().expect("n"), booked);
+    assert!(v["anonymous_bookings"].as_u64().expect("n") > 0 && v["known_customers_reused"].as_u64().expect("n") > 0);
+    assert_eq!(v["outbox_jobs_pending"].as_u64(), Some(booked));
+    assert!(!db.exists(), "the demo never touches --db");
+}
