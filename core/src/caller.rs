@@ -171,7 +171,31 @@ pub fn region_of(code: &str) -> Option<phonenumber::country::Id> {
 
 /// Parses a phone number to E.164 (`+491512345678`), reading national numbers
 /// in `region`. `None` when it cannot be read as a phone number.
+///
+/// libphonenumber takes ~15 µs a number, the largest cost of a booking, and
+/// regulars call again and again: answers are memoised (a pure function, so
+/// the cache changes no result), bounded and cleared when full.
 pub fn normalize_phone(text: &str, region: Option<phonenumber::country::Id>) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Memo = HashMap<(String, Option<phonenumber::country::Id>), Option<String>>;
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    const MEMO_CAPACITY: usize = 16_384;
+    let memo = MEMO.get_or_init(Mutex::default);
+    let key = (text.to_string(), region);
+    if let Some(hit) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return hit.clone();
+    }
+    let answer = parse_phone(text, region);
+    let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() >= MEMO_CAPACITY {
+        memo.clear();
+    }
+    memo.insert(key, answer.clone());
+    answer
+}
+
+fn parse_phone(text: &str, region: Option<phonenumber::country::Id>) -> Option<String> {
     let cleaned = strip_uri(text.trim());
     // libphonenumber reads "00" international prefixes only with a region; help it.
     let parsed = phonenumber::parse(region, cleaned).ok()?;

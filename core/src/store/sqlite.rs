@@ -46,8 +46,48 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     path: PathBuf,
     options: SqliteOptions,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Commits between two WAL checkpoints (SQLite's own default is ~1000 pages).
+const CHECKPOINT_EVERY: u32 = 256;
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    commits: u32,
+    /// Wakes the checkpointer; dropped with the store, which ends it.
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).wake = None;
+        if let Some(handle) = self.checkpointer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Checkpoints the WAL on its own connection and thread, so no booking
+/// pays for copying pages back into the database file (SQLite's automatic
+/// checkpoint runs inside whichever commit crosses the threshold).
+fn spawn_checkpointer(path: &Path, options: &SqliteOptions) -> Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
+    let conn = connect(path, options)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("callbook-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                // PASSIVE never blocks the writer; whatever it cannot copy now waits for the next round.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        })
+        .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok((tx, handle))
 }
 
 impl SqliteStore {
@@ -58,9 +98,17 @@ impl SqliteStore {
 
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut writer = connect(&path, &options)?;
-        migrate(&mut writer)?;
-        Ok(SqliteStore { path, options, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        let mut conn = connect(&path, &options)?;
+        migrate(&mut conn)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+        let (wake, checkpointer) = spawn_checkpointer(&path, &options)?;
+        Ok(SqliteStore {
+            path,
+            options,
+            writer: Mutex::new(Writer { conn, commits: 0, wake: Some(wake) }),
+            readers: Mutex::new(Vec::new()),
+            checkpointer: Some(checkpointer),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -69,8 +117,8 @@ impl SqliteStore {
 
     /// The schema version of the file (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<i64> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(writer.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 }
 
@@ -102,10 +150,17 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 impl Store for SqliteStore {
     fn write(&self, work: WriteFn) -> Result<()> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         work(&mut SqliteTx { conn: &tx })?;
         tx.commit()?;
+        writer.commits = writer.commits.wrapping_add(1);
+        if writer.commits % CHECKPOINT_EVERY == 0 {
+            if let Some(wake) = &writer.wake {
+                // Full channel: a checkpoint is already due, nothing to add.
+                let _ = wake.try_send(());
+            }
+        }
         Ok(())
     }
 

@@ -2,12 +2,20 @@
 //! form, fixed width so text order is time order).
 
 use crate::{Error, Result};
+use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDateTime, Utc};
+use std::sync::OnceLock;
 
 const FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
+/// The format, parsed once (a booking writes half a dozen timestamps).
+fn items() -> &'static [Item<'static>] {
+    static ITEMS: OnceLock<Vec<Item<'static>>> = OnceLock::new();
+    ITEMS.get_or_init(|| StrftimeItems::new(FORMAT).collect())
+}
+
 pub(crate) fn to_db(t: DateTime<Utc>) -> String {
-    t.format(FORMAT).to_string()
+    t.format_with_items(items().iter()).to_string()
 }
 
 pub(crate) fn from_db(s: &str) -> Result<DateTime<Utc>> {
