@@ -36,7 +36,16 @@ const WITHHELD: &[&str] = &[
     "unknown",
     "Unterdrückt",
 ];
-const NAMES: &[&str] = &["Jürgen Müller", "Anna Schmidt", "José García", "Mehmet Yılmaz", "Lena Weber", "Tom Becker", "Sofia Rossi", "Jan Nowak"];
+const NAMES: &[&str] = &[
+    "Jürgen Müller",
+    "Anna Schmidt",
+    "José García",
+    "Mehmet Yılmaz",
+    "Lena Weber",
+    "Tom Becker",
+    "Sofia Rossi",
+    "Jan Nowak",
+];
 const DATES: &[&str] = &["morgen", "übermorgen", "tomorrow", "Freitag", "monday", "next wednesday", "Donnerstag"];
 
 #[derive(Debug, Serialize)]
@@ -171,7 +180,8 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
             // One in ten asks for something that cannot be booked.
             start: None,
         };
-        let request = if rng.below(10) == 0 { BookingRequest { time: Some("25:00".into()), ..request } } else { request };
+        let request =
+            if rng.below(10) == 0 { BookingRequest { time: Some("25:00".into()), ..request } } else { request };
         let started = Instant::now();
         let outcome = book.book(&request);
         latencies.push(started.elapsed().as_micros() as u64);

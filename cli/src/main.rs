@@ -128,11 +128,17 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             let store = callbook::SqliteStore::open(&cli.db)?;
             let version = store.schema_version()?;
             let path = cli.db.display().to_string();
-            Ok((json!({"database": path, "schema_version": version}), format!("database {path} ready (schema {version})")))
+            Ok((
+                json!({"database": path, "schema_version": version}),
+                format!("database {path} ready (schema {version})"),
+            ))
         }
         Command::Import { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Failure { code: "io".into(), message: format!("{}: {e}", file.display()), exit: 2 })?;
+            let text = std::fs::read_to_string(&file).map_err(|e| Failure {
+                code: "io".into(),
+                message: format!("{}: {e}", file.display()),
+                exit: 2,
+            })?;
             let data = ImportData::from_json(&text)?;
             let summary = Callbook::open(&cli.db)?.import(&data)?;
             let text = format!(

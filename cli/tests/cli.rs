@@ -47,21 +47,45 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn book_prints_the_promised_fields() {
     let (_dir, db) = setup();
-    let (v, code) = callbook(&db, &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T13:00:00+01:00"]);
+    let (v, code) = callbook(
+        &db,
+        &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T13:00:00+01:00"],
+    );
     assert_eq!(code, 0, "{v}");
     let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["anonymous", "appointment_id", "calcom_sync_status", "customer_id", "customer_phone", "starts_at", "status"]);
+    assert_eq!(
+        keys,
+        ["anonymous", "appointment_id", "calcom_sync_status", "customer_id", "customer_phone", "starts_at", "status"]
+    );
     assert_eq!(v["starts_at"], "2099-01-08T12:00:00Z");
     assert_eq!(v["anonymous"], true);
     assert_eq!((v["status"].as_str(), v["calcom_sync_status"].as_str()), (Some("confirmed"), Some("pending")));
     assert!(v["customer_phone"].as_str().expect("phone").starts_with("anonymous_"));
 
     // Same call, service and start again: the same appointment.
-    let (again, _) = callbook(&db, &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T12:00:00Z"]);
+    let (again, _) = callbook(
+        &db,
+        &["book", "--call", "call_abc", "--name", "Jane Doe", "--service", "1", "--start", "2099-01-08T12:00:00Z"],
+    );
     assert_eq!(again, v);
 
     // Date words in the branch zone; the only service is used.
-    let (k, code) = callbook(&db, &["book", "--call", "call_known", "--name", "Max", "--email", "max at example dot com", "--date", "morgen", "--time", "10:00"]);
+    let (k, code) = callbook(
+        &db,
+        &[
+            "book",
+            "--call",
+            "call_known",
+            "--name",
+            "Max",
+            "--email",
+            "max at example dot com",
+            "--date",
+            "morgen",
+            "--time",
+            "10:00",
+        ],
+    );
     assert_eq!(code, 0, "{k}");
     assert_eq!((k["anonymous"].as_bool(), k["customer_phone"].as_str()), (Some(false), Some("+491512345678")));
 
@@ -78,7 +102,11 @@ fn errors_have_codes_and_exit_codes() {
         (&["book", "--call", "nope", "--name", "A", "--start", "2099-01-01T10:00:00Z"], "call_not_found", 3),
         (&["book", "--call", "call_lost", "--name", "A", "--start", "2099-01-01T10:00:00Z"], "call_missing_company", 3),
         (&["book", "--call", "call_abc", "--name", "A", "--start", "2001-01-01T10:00:00Z"], "start_in_past", 3),
-        (&["book", "--call", "call_abc", "--name", "A", "--service", "9", "--start", "2099-01-01T10:00:00Z"], "service_not_found", 3),
+        (
+            &["book", "--call", "call_abc", "--name", "A", "--service", "9", "--start", "2099-01-01T10:00:00Z"],
+            "service_not_found",
+            3,
+        ),
         (&["book", "--call", "call_abc", "--name", " ", "--start", "soon"], "customer_name_required", 2),
         (&["book", "--call", "call_abc", "--name", "A", "--date", "someday", "--time", "10:00"], "invalid_date", 2),
         (&["book", "--call", "call_abc"], "usage", 2),

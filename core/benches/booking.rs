@@ -49,12 +49,19 @@ fn start_of(i: usize) -> DateTime<Utc> {
 
 /// A database with the directory, `rows` appointments already stored, and the calls of both runs.
 fn prepare(path: &Path, rows: usize, n: usize) {
-    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() }).expect("opens");
+    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() })
+        .expect("opens");
     let book = Callbook::new(Arc::new(store));
     let mut data = ImportData::from_json(DIRECTORY).expect("directory");
     for run in ["raw", "callbook", "warm_raw", "warm_callbook"] {
         for i in 0..n {
-            data.calls.push(NewCall { retell_call_id: call_id(run, i).as_str().into(), company_id: Some(CompanyId(1)), branch_id: Some(callbook::BranchId(1)), from_number: Some(from_number(i)), ..Default::default() });
+            data.calls.push(NewCall {
+                retell_call_id: call_id(run, i).as_str().into(),
+                company_id: Some(CompanyId(1)),
+                branch_id: Some(callbook::BranchId(1)),
+                from_number: Some(from_number(i)),
+                ..Default::default()
+            });
         }
     }
     book.import(&data).expect("imports");
@@ -78,7 +85,8 @@ fn prepare(path: &Path, rows: usize, n: usize) {
             let seed_start = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).single().expect("valid");
             for r in 0..rows as i64 {
                 let at = callbook_db_time(seed_start + Duration::minutes(r));
-                a.execute(params![10_000_000 + r, 1_000_000 + r % 10_000, at, format!("seed-{r}"), now]).expect("inserts");
+                a.execute(params![10_000_000 + r, 1_000_000 + r % 10_000, at, format!("seed-{r}"), now])
+                    .expect("inserts");
                 j.execute(params![10_000_000 + r, now]).expect("inserts");
             }
         }
@@ -118,7 +126,8 @@ impl Run {
 }
 
 fn run_callbook(path: &Path, run: &str, n: usize) -> Run {
-    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() }).expect("opens");
+    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() })
+        .expect("opens");
     let book = Callbook::new(Arc::new(store));
     let requests: Vec<BookingRequest> = (0..n)
         .map(|i| BookingRequest {
@@ -142,7 +151,10 @@ fn run_callbook(path: &Path, run: &str, n: usize) -> Run {
 /// The same statements callbook runs for these bookings, by hand.
 fn run_raw(path: &Path, run: &str, n: usize) -> Run {
     let mut conn = Connection::open(path).expect("opens");
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;").expect("pragmas");
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+    )
+    .expect("pragmas");
     let mut latencies_ns = Vec::with_capacity(n);
     let all = Instant::now();
     for i in 0..n {
@@ -162,11 +174,26 @@ fn raw_booking(conn: &mut Connection, run: &str, i: usize) {
         .expect("prepares")
         .query_row([call_id(run, i)], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .expect("call");
-    let _: String = tx.prepare_cached("SELECT id, company_id, name, timezone, country, phone_number FROM branches WHERE id = ?1").expect("prepares").query_row([branch], |r| r.get(3)).expect("branch");
-    let duration: i64 = tx.prepare_cached("SELECT id, company_id, name, calcom_event_type_id, duration_minutes, capacity FROM services WHERE id = ?1").expect("prepares").query_row([1], |r| r.get(4)).expect("service");
+    let _: String = tx
+        .prepare_cached("SELECT id, company_id, name, timezone, country, phone_number FROM branches WHERE id = ?1")
+        .expect("prepares")
+        .query_row([branch], |r| r.get(3))
+        .expect("branch");
+    let duration: i64 = tx
+        .prepare_cached(
+            "SELECT id, company_id, name, calcom_event_type_id, duration_minutes, capacity FROM services WHERE id = ?1",
+        )
+        .expect("prepares")
+        .query_row([1], |r| r.get(4))
+        .expect("service");
     let starts = start_of(i);
     let key = idempotency_key(CompanyId(company), CallDbId(call_db_id), ServiceId(1), starts);
-    let existing: Option<i64> = tx.prepare_cached("SELECT id, customer_id FROM appointments WHERE company_id = ?1 AND idempotency_key = ?2").expect("prepares").query_row(params![company, key], |r| r.get(0)).optional().expect("key");
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT id, customer_id FROM appointments WHERE company_id = ?1 AND idempotency_key = ?2")
+        .expect("prepares")
+        .query_row(params![company, key], |r| r.get(0))
+        .optional()
+        .expect("key");
     assert!(existing.is_none());
     let phone = match from.as_deref() {
         Some("anonymous") | None => placeholder_phone("Bench Caller", CallDbId(call_db_id), now.timestamp()),
@@ -192,7 +219,9 @@ fn raw_booking(conn: &mut Connection, run: &str, i: usize) {
             tx.last_insert_rowid()
         }
     };
-    let metadata = serde_json::json!({"customer_name": "Bench Caller", "customer_email": null, "customer_phone": phone}).to_string();
+    let metadata =
+        serde_json::json!({"customer_name": "Bench Caller", "customer_email": null, "customer_phone": phone})
+            .to_string();
     tx.prepare_cached("INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'confirmed', 'pending', 'retell', ?8, 0, 0, NULL, NULL, ?9, ?10, ?10)")
         .expect("prepares")
         .execute(params![customer, company, branch, 1, call_db_id, callbook_db_time(starts), callbook_db_time(starts + Duration::minutes(duration)), metadata, key, now_s])
@@ -206,7 +235,9 @@ fn raw_booking(conn: &mut Connection, run: &str, i: usize) {
 }
 
 fn scenario(dir: &Path, label: &str, rows: usize, n: usize) -> (Run, Run) {
-    println!("\n{label}: {n} bookings each (half anonymous, half from 1,000 regulars), {rows} appointments stored before");
+    println!(
+        "\n{label}: {n} bookings each (half anonymous, half from 1,000 regulars), {rows} appointments stored before"
+    );
     let seeded: PathBuf = dir.join(format!("seed-{rows}.db"));
     prepare(&seeded, rows, n);
     let copy = |name: &str| {
@@ -238,7 +269,10 @@ fn main() {
     let n = env_usize("CALLBOOK_BENCH_N", if quick { 500 } else { 20_000 });
     let rows = env_usize("CALLBOOK_BENCH_ROWS", if quick { 20_000 } else { 1_000_000 });
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("callbook booking benchmark (SQLite file, WAL, synchronous=NORMAL){}", if quick { " [quick]" } else { "" });
+    println!(
+        "callbook booking benchmark (SQLite file, WAL, synchronous=NORMAL){}",
+        if quick { " [quick]" } else { "" }
+    );
     let (_, empty) = scenario(dir.path(), "empty database", 0, n);
     let (_, full) = scenario(dir.path(), "large database", rows, n);
     println!(

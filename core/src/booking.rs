@@ -47,10 +47,9 @@ impl BookingRequest {
         match (&self.start, &self.date, &self.time) {
             (Some(s), _, _) => Some(StartSpec::Iso(s.clone())),
             (None, None, None) => None,
-            (None, d, t) => Some(StartSpec::DateTime {
-                date: d.clone().unwrap_or_default(),
-                time: t.clone().unwrap_or_default(),
-            }),
+            (None, d, t) => {
+                Some(StartSpec::DateTime { date: d.clone().unwrap_or_default(), time: t.clone().unwrap_or_default() })
+            }
         }
     }
 }
@@ -109,7 +108,12 @@ pub fn idempotency_key(company: CompanyId, call: CallDbId, service: ServiceId, s
 
 /// Books inside the caller's transaction. Any error leaves the transaction
 /// to be rolled back by the store: nothing of a failed booking is written.
-pub(crate) fn book_in(tx: &mut dyn Tx, request: &BookingRequest, config: &Config, now: DateTime<Utc>) -> Result<Booking> {
+pub(crate) fn book_in(
+    tx: &mut dyn Tx,
+    request: &BookingRequest,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Booking> {
     let problems = validate_booking_request(request);
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
@@ -238,7 +242,8 @@ pub(crate) fn enqueue_attendee_updates(
 ) -> Result<usize> {
     let mut queued = 0;
     for appointment_id in tx.synced_future_appointments(company, customer, now)? {
-        let pending = tx.jobs_of(appointment_id)?.iter().any(|j| j.kind == JobKind::UpdateAttendee && !j.state.is_final());
+        let pending =
+            tx.jobs_of(appointment_id)?.iter().any(|j| j.kind == JobKind::UpdateAttendee && !j.state.is_final());
         if !pending {
             let job = NewJob {
                 appointment_id,

@@ -37,7 +37,11 @@ pub struct NewCall {
 }
 
 /// Registers a call unless it is known (then the known one is returned).
-pub(crate) fn register(tx: &mut dyn crate::store::Tx, new: &NewCall, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Call> {
+pub(crate) fn register(
+    tx: &mut dyn crate::store::Tx,
+    new: &NewCall,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::Result<Call> {
     use crate::Error;
     let retell_call_id = CallId(new.retell_call_id.0.trim().to_string());
     if retell_call_id.0.is_empty() {

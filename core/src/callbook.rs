@@ -155,7 +155,13 @@ impl Callbook {
 }
 
 /// Decides a job's next state with the pure rule book and writes it under the lease.
-pub(crate) fn apply_in(tx: &mut dyn Tx, job: &Job, event: &JobEvent, error: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
+pub(crate) fn apply_in(
+    tx: &mut dyn Tx,
+    job: &Job,
+    event: &JobEvent,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let current = match tx.job(job.id)? {
         Some(current) if current.lease_token == job.lease_token => current,
         _ => return Ok(false),

@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(n("max at example dot com"), EmailInput::Valid("max@example.com".into()));
         assert_eq!(n("Max Punkt Muster at Web Punkt de"), EmailInput::Valid("max.muster@web.de".into()));
         assert_eq!(n("  "), EmailInput::None);
-        assert_eq!(n("max mustermann at example dot com"), EmailInput::Invalid("max mustermann at example dot com".into()));
+        assert_eq!(
+            n("max mustermann at example dot com"),
+            EmailInput::Invalid("max mustermann at example dot com".into())
+        );
         assert_eq!(n(" Jane@Example.COM "), EmailInput::Valid("jane@example.com".into()));
     }
 }

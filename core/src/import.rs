@@ -52,13 +52,17 @@ fn checked(data: &ImportData) -> Result<ImportData> {
         }
     }
     for branch in &mut data.branches {
-        parse_timezone(&branch.timezone).map_err(|_| invalid(format!("branch {}: unknown time zone {:?}", branch.id, branch.timezone)))?;
+        parse_timezone(&branch.timezone)
+            .map_err(|_| invalid(format!("branch {}: unknown time zone {:?}", branch.id, branch.timezone)))?;
         let region = match branch.country.as_deref() {
-            Some(c) => Some(region_of(c).ok_or_else(|| invalid(format!("branch {}: unknown country {c:?}", branch.id)))?),
+            Some(c) => {
+                Some(region_of(c).ok_or_else(|| invalid(format!("branch {}: unknown country {c:?}", branch.id)))?)
+            }
             None => None,
         };
         if let Some(phone) = &branch.phone_number {
-            let e164 = normalize_phone(phone, region).ok_or_else(|| invalid(format!("branch {}: phone_number is not a phone number", branch.id)))?;
+            let e164 = normalize_phone(phone, region)
+                .ok_or_else(|| invalid(format!("branch {}: phone_number is not a phone number", branch.id)))?;
             branch.phone_number = Some(e164);
         }
     }
@@ -79,7 +83,8 @@ pub(crate) fn import_in(tx: &mut dyn Tx, data: &ImportData, now: DateTime<Utc>) 
         tx.upsert_company(company, now)?;
     }
     for branch in &data.branches {
-        tx.company(branch.company_id)?.ok_or_else(|| invalid(format!("branch {}: company {} not found", branch.id, branch.company_id)))?;
+        tx.company(branch.company_id)?
+            .ok_or_else(|| invalid(format!("branch {}: company {} not found", branch.id, branch.company_id)))?;
         tx.upsert_branch(branch, now)?;
     }
     for service in &data.services {

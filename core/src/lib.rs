@@ -47,7 +47,9 @@ pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, S
 pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
 pub use call::{Call, NewCall};
 pub use callbook::{Callbook, Config};
-pub use caller::{classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, AnonymityReason, Caller};
+pub use caller::{
+    classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, AnonymityReason, Caller,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use company::{Branch, Company, Secret, Service};
 pub use customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
@@ -55,7 +57,9 @@ pub use email::{is_valid_email, normalize_email, EmailInput};
 pub use error::{Error, ErrorKind, Problem};
 pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 pub use import::{ImportData, ImportSummary};
-pub use queue::{is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal};
+pub use queue::{
+    is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal,
+};
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
 pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, Tx, WriteFn};

@@ -34,7 +34,11 @@ pub fn start_problems(spec: Option<&StartSpec>) -> Vec<Problem> {
             if date.trim().is_empty() {
                 problems.push(Problem::new("date", "date_required", "give a date"));
             } else if parse_date(date, NaiveDate::MIN).is_none() {
-                problems.push(Problem::new("date", "invalid_date", "the date is not a date (2030-01-08, 08.01.2030, today, morgen, friday, ...)"));
+                problems.push(Problem::new(
+                    "date",
+                    "invalid_date",
+                    "the date is not a date (2030-01-08, 08.01.2030, today, morgen, friday, ...)",
+                ));
             }
             if time.trim().is_empty() {
                 problems.push(Problem::new("time", "time_required", "give a time"));
@@ -142,7 +146,8 @@ pub fn resolve_start(spec: &StartSpec, tz: Tz, now: DateTime<Utc>) -> Result<Dat
         },
         StartSpec::DateTime { date, time } => {
             let today = now.with_timezone(&tz).date_naive();
-            let d = parse_date(date, today).ok_or_else(|| Error::invalid("date", "invalid_date", "the date is not a date"))?;
+            let d = parse_date(date, today)
+                .ok_or_else(|| Error::invalid("date", "invalid_date", "the date is not a date"))?;
             let t = parse_time(time).ok_or_else(|| Error::invalid("time", "invalid_time", "the time is not HH:MM"))?;
             d.and_time(t)
         }
@@ -167,7 +172,8 @@ mod tests {
     #[test]
     fn relative_words_in_berlin() {
         let tz = parse_timezone("Europe/Berlin").expect("tz");
-        let at = |d: &str| resolve_start(&StartSpec::DateTime { date: d.into(), time: "14:30".into() }, tz, now()).expect(d);
+        let at =
+            |d: &str| resolve_start(&StartSpec::DateTime { date: d.into(), time: "14:30".into() }, tz, now()).expect(d);
         assert_eq!(at("morgen").to_rfc3339(), "2030-01-03T13:30:00+00:00");
         assert_eq!(at("übermorgen").to_rfc3339(), "2030-01-04T13:30:00+00:00");
         assert_eq!(at("Friday").to_rfc3339(), "2030-01-04T13:30:00+00:00");

@@ -122,18 +122,15 @@ proptest! {
             4 => JobEvent::Defer { until: now + Duration::seconds(60) },
             _ => JobEvent::Expire,
         };
-        match transition(&job, &event, now) {
-            Ok(next) => {
-                prop_assert!(!job.state.is_final());
-                prop_assert!(next.attempt <= job.max_attempts);
-                if matches!(event, JobEvent::Claim { .. }) {
-                    prop_assert_eq!(next.lease_token, job.lease_token + 1);
-                    prop_assert_eq!(next.state, JobState::Running);
-                } else {
-                    prop_assert_eq!(next.lease_token, job.lease_token);
-                }
+        if let Ok(next) = transition(&job, &event, now) {
+            prop_assert!(!job.state.is_final());
+            prop_assert!(next.attempt <= job.max_attempts);
+            if matches!(event, JobEvent::Claim { .. }) {
+                prop_assert_eq!(next.lease_token, job.lease_token + 1);
+                prop_assert_eq!(next.state, JobState::Running);
+            } else {
+                prop_assert_eq!(next.lease_token, job.lease_token);
             }
-            Err(_) => {}
         }
         if job.state.is_final() {
             prop_assert_eq!(transition(&job, &event, now), Err(Refusal::Final));

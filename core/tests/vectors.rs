@@ -65,7 +65,8 @@ fn placeholder_phones() {
 fn booking_request_validation() {
     for case in load("booking_request.json") {
         let request: BookingRequest = serde_json::from_value(case["request"].clone()).expect("request parses");
-        let got: Vec<(String, String)> = validate_booking_request(&request).into_iter().map(|p| (p.field, p.code)).collect();
+        let got: Vec<(String, String)> =
+            validate_booking_request(&request).into_iter().map(|p| (p.field, p.code)).collect();
         let want: Vec<(String, String)> = case["problems"]
             .as_array()
             .expect("problems")

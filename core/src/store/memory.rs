@@ -192,7 +192,13 @@ impl Tx for MemoryTx<'_> {
         );
         Ok(id)
     }
-    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>) -> Result<()> {
+    fn set_customer_email(
+        &mut self,
+        company: CompanyId,
+        id: CustomerId,
+        email: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.writing()?;
         if self.customer_id_by_email(company, email)?.is_some_and(|other| other != id) {
             return Err(unique_violation("customers.company_id, customers.email"));
@@ -208,12 +214,7 @@ impl Tx for MemoryTx<'_> {
         Ok(self.state.appointments.get(&id).filter(|a| a.company_id == company).cloned())
     }
     fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>> {
-        Ok(self
-            .state
-            .appointments
-            .values()
-            .find(|a| a.company_id == company && a.idempotency_key == key)
-            .cloned())
+        Ok(self.state.appointments.values().find(|a| a.company_id == company && a.idempotency_key == key).cloned())
     }
     fn insert_appointment(&mut self, new: &NewAppointment) -> Result<AppointmentId> {
         self.writing()?;
@@ -272,7 +273,13 @@ impl Tx for MemoryTx<'_> {
             .map(|a| a.id)
             .collect())
     }
-    fn flag_for_review(&mut self, company: CompanyId, id: AppointmentId, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    fn flag_for_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.writing()?;
         if let Some(a) = self.state.appointments.get_mut(&id).filter(|a| a.company_id == company) {
             a.requires_manual_review = true;
@@ -288,9 +295,11 @@ impl Tx for MemoryTx<'_> {
 
     fn insert_job(&mut self, new: &NewJob, now: DateTime<Utc>) -> Result<JobId> {
         self.writing()?;
-        let duplicate = self.state.jobs.values().any(|j| {
-            j.appointment_id == new.appointment_id && j.kind == new.kind && !j.state.is_final()
-        });
+        let duplicate = self
+            .state
+            .jobs
+            .values()
+            .any(|j| j.appointment_id == new.appointment_id && j.kind == new.kind && !j.state.is_final());
         if duplicate {
             return Err(unique_violation("sync_jobs.appointment_id, sync_jobs.kind"));
         }
@@ -322,7 +331,13 @@ impl Tx for MemoryTx<'_> {
     fn jobs_of(&mut self, appointment: AppointmentId) -> Result<Vec<Job>> {
         Ok(self.state.jobs.values().filter(|j| j.appointment_id == appointment).cloned().collect())
     }
-    fn claim_jobs(&mut self, now: DateTime<Utc>, limit: u32, worker: &str, lease_until: DateTime<Utc>) -> Result<Vec<Job>> {
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Job>> {
         self.writing()?;
         let mut due: Vec<&Job> = self.state.jobs.values().filter(|j| is_claimable(&j.snapshot(), now)).collect();
         due.sort_by_key(|j| (j.run_at, j.id));

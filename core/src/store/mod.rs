@@ -2,9 +2,9 @@
 //! [`Tx`]: one write transaction per booking, so nothing is ever half-written.
 //! Every query that reads customers or appointments is scoped by company.
 
+mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod memory;
 #[cfg(feature = "sqlite")]
 pub(crate) mod time;
 
@@ -107,7 +107,8 @@ pub trait Tx {
     fn customer_by_phone(&mut self, company: CompanyId, phone: &str) -> Result<Option<Customer>>;
     fn customer_id_by_email(&mut self, company: CompanyId, email: &str) -> Result<Option<CustomerId>>;
     fn insert_customer(&mut self, customer: &NewCustomer) -> Result<CustomerId>;
-    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>) -> Result<()>;
+    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>)
+        -> Result<()>;
 
     fn appointment(&mut self, company: CompanyId, id: AppointmentId) -> Result<Option<Appointment>>;
     fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>>;
@@ -120,7 +121,13 @@ pub trait Tx {
         now: DateTime<Utc>,
     ) -> Result<Vec<AppointmentId>>;
     /// Puts an appointment on the manual-review list.
-    fn flag_for_review(&mut self, company: CompanyId, id: AppointmentId, reason: &str, now: DateTime<Utc>) -> Result<()>;
+    fn flag_for_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Which company an appointment belongs to (for the operator's commands
     /// that name an appointment by id alone).
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>>;
@@ -131,7 +138,13 @@ pub trait Tx {
     /// Claims up to `limit` claimable jobs (see [`crate::queue::is_claimable`])
     /// in one statement, oldest `run_at` first: each becomes `running`, its
     /// attempt and lease token go up by one, and it is leased to `worker`.
-    fn claim_jobs(&mut self, now: DateTime<Utc>, limit: u32, worker: &str, lease_until: DateTime<Utc>) -> Result<Vec<Job>>;
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Job>>;
     /// Writes a job's next state if it is still `running` under `lease_token`;
     /// `false` when the lease was lost (someone else holds the job now).
     fn finish_job(

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
@@ -46,7 +46,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     path: PathBuf,
     options: SqliteOptions,
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
 }
@@ -74,17 +74,27 @@ impl Drop for SqliteStore {
 /// Checkpoints the WAL on its own connection and thread, so no booking
 /// pays for copying pages back into the database file (SQLite's automatic
 /// checkpoint runs inside whichever commit crosses the threshold).
-fn spawn_checkpointer(path: &Path, options: &SqliteOptions) -> Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
+///
+/// Two passes: the first copies the bulk while bookings go on; the second,
+/// holding the writer for the few frames appended meanwhile, completes the
+/// checkpoint so the next commit starts the WAL from the beginning. Without
+/// it a steady stream of bookings never lets the WAL reset, and it grows.
+fn spawn_checkpointer(
+    path: &Path,
+    options: &SqliteOptions,
+    writer: Arc<Mutex<Writer>>,
+) -> Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
     let conn = connect(path, options)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
     let handle = std::thread::Builder::new()
         .name("callbook-checkpoint".into())
         .spawn(move || {
+            let checkpoint = || conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ok();
             while rx.recv().is_ok() {
-                // PASSIVE never blocks the writer; whatever it cannot copy now waits for the next round.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                checkpoint();
+                let _held = writer.lock().unwrap_or_else(|p| p.into_inner());
+                checkpoint();
             }
-            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         })
         .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
     Ok((tx, handle))
@@ -101,14 +111,10 @@ impl SqliteStore {
         let mut conn = connect(&path, &options)?;
         migrate(&mut conn)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
-        let (wake, checkpointer) = spawn_checkpointer(&path, &options)?;
-        Ok(SqliteStore {
-            path,
-            options,
-            writer: Mutex::new(Writer { conn, commits: 0, wake: Some(wake) }),
-            readers: Mutex::new(Vec::new()),
-            checkpointer: Some(checkpointer),
-        })
+        let writer = Arc::new(Mutex::new(Writer { conn, commits: 0, wake: None }));
+        let (wake, checkpointer) = spawn_checkpointer(&path, &options, Arc::clone(&writer))?;
+        writer.lock().unwrap_or_else(|p| p.into_inner()).wake = Some(wake);
+        Ok(SqliteStore { path, options, writer, readers: Mutex::new(Vec::new()), checkpointer: Some(checkpointer) })
     }
 
     pub fn path(&self) -> &Path {
@@ -138,7 +144,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(Error::Storage(format!("database schema {version} is newer than this callbook ({SCHEMA_VERSION})")));
+        return Err(Error::Storage(format!(
+            "database schema {version} is newer than this callbook ({SCHEMA_VERSION})"
+        )));
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
@@ -188,7 +196,8 @@ struct SqliteTx<'a> {
 }
 
 const CUSTOMER_COLS: &str = "id, company_id, name, email, phone, source, anonymity_reason, created_at, updated_at";
-const APPOINTMENT_COLS: &str = "id, customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, \
+const APPOINTMENT_COLS: &str =
+    "id, customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, \
     calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
     sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
     review_reason, idempotency_key, created_at, updated_at";
@@ -242,7 +251,8 @@ struct AppointmentRaw {
 fn appointment_raw(r: &Row<'_>) -> rusqlite::Result<AppointmentRaw> {
     // Integer columns: id, customer_id, company_id, branch_id, service_id, call_id,
     // calcom_v2_booking_id, sync_attempt_count, requires_manual_review.
-    let ints = [raw(r, 0)?, raw(r, 1)?, raw(r, 2)?, raw(r, 3)?, raw(r, 4)?, raw(r, 5)?, raw(r, 12)?, raw(r, 16)?, raw(r, 18)?];
+    let ints =
+        [raw(r, 0)?, raw(r, 1)?, raw(r, 2)?, raw(r, 3)?, raw(r, 4)?, raw(r, 5)?, raw(r, 12)?, raw(r, 16)?, raw(r, 18)?];
     let texts = [
         raw(r, 6)?,
         raw(r, 7)?,
@@ -304,7 +314,22 @@ fn appointment_from(a: AppointmentRaw) -> Result<Appointment> {
     })
 }
 
-type JobRaw = (i64, i64, i64, String, String, u32, u32, String, Option<String>, Option<String>, i64, Option<String>, String, String);
+type JobRaw = (
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    u32,
+    u32,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    String,
+    String,
+);
 
 fn job_raw(r: &Row<'_>) -> rusqlite::Result<JobRaw> {
     Ok((
@@ -387,8 +412,9 @@ impl Tx for SqliteTx<'_> {
         Ok(st.query_row([id.0], branch_raw).optional()?)
     }
     fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>> {
-        let mut st =
-            self.conn.prepare_cached(&format!("SELECT {BRANCH_COLS} FROM branches WHERE phone_number = ?1 ORDER BY id LIMIT 1"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {BRANCH_COLS} FROM branches WHERE phone_number = ?1 ORDER BY id LIMIT 1"
+        ))?;
         Ok(st.query_row([phone], branch_raw).optional()?)
     }
     fn service(&mut self, id: ServiceId) -> Result<Option<Service>> {
@@ -396,8 +422,9 @@ impl Tx for SqliteTx<'_> {
         Ok(st.query_row([id.0], service_raw).optional()?)
     }
     fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>> {
-        let mut st =
-            self.conn.prepare_cached(&format!("SELECT {SERVICE_COLS} FROM services WHERE company_id = ?1 ORDER BY id"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {SERVICE_COLS} FROM services WHERE company_id = ?1 ORDER BY id"))?;
         let rows = st.query_map([company.0], service_raw)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -429,7 +456,15 @@ impl Tx for SqliteTx<'_> {
              calcom_event_type_id = excluded.calcom_event_type_id, duration_minutes = excluded.duration_minutes,
              capacity = excluded.capacity, updated_at = excluded.updated_at",
         )?;
-        st.execute(params![s.id.0, s.company_id.0, s.name, s.calcom_event_type_id, s.duration_minutes, s.capacity, to_db(now)])?;
+        st.execute(params![
+            s.id.0,
+            s.company_id.0,
+            s.name,
+            s.calcom_event_type_id,
+            s.duration_minutes,
+            s.capacity,
+            to_db(now)
+        ])?;
         Ok(())
     }
 
@@ -471,8 +506,9 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn customer(&mut self, company: CompanyId, id: CustomerId) -> Result<Option<Customer>> {
-        let mut st =
-            self.conn.prepare_cached(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE company_id = ?1 AND id = ?2"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE company_id = ?1 AND id = ?2"))?;
         st.query_row(params![company.0, id.0], customer_raw).optional()?.map(customer_from).transpose()
     }
     fn customer_by_phone(&mut self, company: CompanyId, phone: &str) -> Result<Option<Customer>> {
@@ -501,17 +537,24 @@ impl Tx for SqliteTx<'_> {
         ])?;
         Ok(CustomerId(self.conn.last_insert_rowid()))
     }
-    fn set_customer_email(&mut self, company: CompanyId, id: CustomerId, email: &str, now: DateTime<Utc>) -> Result<()> {
-        let mut st =
-            self.conn.prepare_cached("UPDATE customers SET email = ?1, updated_at = ?2 WHERE company_id = ?3 AND id = ?4")?;
+    fn set_customer_email(
+        &mut self,
+        company: CompanyId,
+        id: CustomerId,
+        email: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("UPDATE customers SET email = ?1, updated_at = ?2 WHERE company_id = ?3 AND id = ?4")?;
         st.execute(params![email, to_db(now), company.0, id.0])?;
         Ok(())
     }
 
     fn appointment(&mut self, company: CompanyId, id: AppointmentId) -> Result<Option<Appointment>> {
-        let mut st = self
-            .conn
-            .prepare_cached(&format!("SELECT {APPOINTMENT_COLS} FROM appointments WHERE company_id = ?1 AND id = ?2"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {APPOINTMENT_COLS} FROM appointments WHERE company_id = ?1 AND id = ?2"
+        ))?;
         st.query_row(params![company.0, id.0], appointment_raw).optional()?.map(appointment_from).transpose()
     }
     fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>> {
@@ -559,7 +602,13 @@ impl Tx for SqliteTx<'_> {
         let rows = st.query_map(params![company.0, customer.0, to_db(now)], |r| r.get(0))?;
         Ok(rows.map(|r| r.map(AppointmentId)).collect::<rusqlite::Result<_>>()?)
     }
-    fn flag_for_review(&mut self, company: CompanyId, id: AppointmentId, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    fn flag_for_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut st = self.conn.prepare_cached(
             "UPDATE appointments SET requires_manual_review = 1, manual_review_flagged_at = ?1, review_reason = ?2,
              updated_at = ?1 WHERE company_id = ?3 AND id = ?4",
@@ -577,7 +626,14 @@ impl Tx for SqliteTx<'_> {
             "INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt, max_attempts, run_at, lease_token,
              created_at, updated_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, ?5, 0, ?6, ?6)",
         )?;
-        st.execute(params![j.appointment_id.0, j.company_id.0, j.kind.as_str(), j.max_attempts, to_db(j.run_at), to_db(now)])?;
+        st.execute(params![
+            j.appointment_id.0,
+            j.company_id.0,
+            j.kind.as_str(),
+            j.max_attempts,
+            to_db(j.run_at),
+            to_db(now)
+        ])?;
         Ok(JobId(self.conn.last_insert_rowid()))
     }
     fn job(&mut self, id: JobId) -> Result<Option<Job>> {
@@ -585,12 +641,19 @@ impl Tx for SqliteTx<'_> {
         st.query_row([id.0], job_raw).optional()?.map(job_from).transpose()
     }
     fn jobs_of(&mut self, appointment: AppointmentId) -> Result<Vec<Job>> {
-        let mut st =
-            self.conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM sync_jobs WHERE appointment_id = ?1 ORDER BY id"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {JOB_COLS} FROM sync_jobs WHERE appointment_id = ?1 ORDER BY id"))?;
         let rows = st.query_map([appointment.0], job_raw)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(job_from).collect()
     }
-    fn claim_jobs(&mut self, now: DateTime<Utc>, limit: u32, worker: &str, lease_until: DateTime<Utc>) -> Result<Vec<Job>> {
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Job>> {
         let mut st = self.conn.prepare_cached(&format!(
             "UPDATE sync_jobs SET state = 'running', attempt = attempt + 1, lease_token = lease_token + 1,
                  locked_until = ?1, locked_by = ?2, updated_at = ?3
@@ -645,22 +708,28 @@ impl Tx for SqliteTx<'_> {
     fn counts(&mut self) -> Result<Counts> {
         let mut counts = Counts::default();
         let mut st = self.conn.prepare_cached("SELECT calcom_sync_status, COUNT(*) FROM appointments GROUP BY 1")?;
-        let by_status: Vec<(String, u64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let by_status: Vec<(String, u64)> =
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
         for status in SyncStatus::ALL {
             let n = by_status.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
             counts.appointments_by_sync_status.push((*status, n));
         }
         let mut st = self.conn.prepare_cached("SELECT state, COUNT(*) FROM sync_jobs GROUP BY 1")?;
-        let by_state: Vec<(String, u64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let by_state: Vec<(String, u64)> =
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
         for state in JobState::ALL {
             let n = by_state.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
             counts.jobs_by_state.push((*state, n));
         }
-        counts.manual_review =
-            self.conn.prepare_cached("SELECT COUNT(*) FROM appointments WHERE requires_manual_review = 1")?.query_row([], |r| r.get(0))?;
+        counts.manual_review = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM appointments WHERE requires_manual_review = 1")?
+            .query_row([], |r| r.get(0))?;
         let (anonymous, total): (u64, u64) = self
             .conn
-            .prepare_cached("SELECT COUNT(*) FILTER (WHERE source = 'retell_webhook_anonymous'), COUNT(*) FROM customers")?
+            .prepare_cached(
+                "SELECT COUNT(*) FILTER (WHERE source = 'retell_webhook_anonymous'), COUNT(*) FROM customers",
+            )?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         counts.customers_anonymous = anonymous;
         counts.customers_known = total - anonymous;

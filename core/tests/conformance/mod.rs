@@ -82,7 +82,8 @@ pub fn import_is_idempotent_and_registers_calls(make: MakeStore) {
     let again = e.book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("re-import");
     assert_eq!(again, ImportSummary { companies: 2, branches: 3, services: 3, calls: 10 });
     // Found by the dialled number, company from the branch.
-    let call = e.book.register_call(&NewCall { retell_call_id: "call_known_b".into(), ..Default::default() }).expect("known");
+    let call =
+        e.book.register_call(&NewCall { retell_call_id: "call_known_b".into(), ..Default::default() }).expect("known");
     assert_eq!((call.company_id, call.branch_id), (Some(CompanyId(1)), Some(BranchId(1))));
     let new = NewCall {
         retell_call_id: "call_new".into(),
@@ -96,7 +97,12 @@ pub fn import_is_idempotent_and_registers_calls(make: MakeStore) {
     assert_eq!(first, second);
     let err = e
         .book
-        .register_call(&NewCall { retell_call_id: "call_x".into(), company_id: Some(CompanyId(2)), branch_id: Some(BranchId(1)), ..Default::default() })
+        .register_call(&NewCall {
+            retell_call_id: "call_x".into(),
+            company_id: Some(CompanyId(2)),
+            branch_id: Some(BranchId(1)),
+            ..Default::default()
+        })
         .expect_err("branch of another company");
     assert_eq!(err.code(), "branch_not_in_company");
 }
@@ -108,7 +114,10 @@ pub fn import_rejects_bad_data_and_writes_nothing(make: MakeStore) {
     let err = book.import(&ImportData::from_json(bad).expect("parses")).expect_err("bad zone");
     assert_eq!(err.code(), "invalid_import");
     let orphan = r#"{"services":[{"id":1,"company_id":9,"name":"S","duration_minutes":30}]}"#;
-    assert_eq!(book.import(&ImportData::from_json(orphan).expect("parses")).expect_err("orphan").code(), "invalid_import");
+    assert_eq!(
+        book.import(&ImportData::from_json(orphan).expect("parses")).expect_err("orphan").code(),
+        "invalid_import"
+    );
     assert_eq!(ImportData::from_json(r#"{"companiez":[]}"#).expect_err("unknown key").code(), "invalid_import");
     // The first import failed as a whole: company 1 was not written.
     let read = callbook::read(&**book.store(), |tx| tx.company(CompanyId(1))).expect("reads");
@@ -154,7 +163,8 @@ pub fn call_context_errors_write_nothing(make: MakeStore) {
         assert_eq!(totals(&e.book), before, "nothing written for {code}");
     }
     // With one service, the service may be left out.
-    let b = e.book.book(&BookingRequest { service_id: None, ..request("call_c2", "Jane", start) }).expect("only service");
+    let b =
+        e.book.book(&BookingRequest { service_id: None, ..request("call_c2", "Jane", start) }).expect("only service");
     assert_eq!(appointment_of(&e.book, &b).service_id, ServiceId(2));
 }
 
@@ -209,7 +219,10 @@ pub fn known_callers_are_matched_by_e164_within_their_company(make: MakeStore) {
     let c = e.book.customer(CompanyId(1), ids[0].customer_id).expect("reads").expect("exists");
     assert_eq!(c.source, CustomerSource::RetellWebhook);
     // Same phone in another company: another customer, and company 1's customer is invisible there.
-    let other = e.book.book(&BookingRequest { service_id: Some(2), ..request("call_c2", "Max", "2030-01-02T10:00:00Z") }).expect("books");
+    let other = e
+        .book
+        .book(&BookingRequest { service_id: Some(2), ..request("call_c2", "Max", "2030-01-02T10:00:00Z") })
+        .expect("books");
     assert_ne!(other.customer_id, ids[0].customer_id);
     assert!(e.book.customer(CompanyId(2), ids[0].customer_id).expect("reads").is_none());
     // A US branch reads national numbers as US numbers.
@@ -237,16 +250,29 @@ pub fn email_rules(make: MakeStore) {
     r.start = Some("2030-01-04T10:00:00Z".into());
     r.customer_email = Some("Max Punkt Muster at Example dot org".into());
     let b = e.book.book(&r).expect("books");
-    assert_eq!(e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists").email.as_deref(), Some("max.muster@example.org"));
+    assert_eq!(
+        e.book.customer(CompanyId(1), b.customer_id).expect("reads").expect("exists").email.as_deref(),
+        Some("max.muster@example.org")
+    );
 
     // The same email in another company is free there (UNIQUE is per company).
     let mut r2 = BookingRequest { service_id: Some(2), ..request("call_c2", "Max", "2030-01-02T10:00:00Z") };
     r2.customer_email = Some("max.muster@example.org".into());
     let b2 = e.book.book(&r2).expect("books");
-    assert_eq!(e.book.customer(CompanyId(2), b2.customer_id).expect("reads").expect("exists").email.as_deref(), Some("max.muster@example.org"));
+    assert_eq!(
+        e.book.customer(CompanyId(2), b2.customer_id).expect("reads").expect("exists").email.as_deref(),
+        Some("max.muster@example.org")
+    );
 
     // A new known caller whose email belongs to another customer: booked, email NULL, flagged.
-    e.book.register_call(&NewCall { retell_call_id: "call_new".into(), branch_id: Some(BranchId(1)), from_number: Some("+4915199999999".into()), ..Default::default() }).expect("registers");
+    e.book
+        .register_call(&NewCall {
+            retell_call_id: "call_new".into(),
+            branch_id: Some(BranchId(1)),
+            from_number: Some("+4915199999999".into()),
+            ..Default::default()
+        })
+        .expect("registers");
     let mut r3 = request("call_new", "Other", "2030-01-05T10:00:00Z");
     r3.customer_email = Some("max.muster@example.org".into());
     let b3 = e.book.book(&r3).expect("books");
@@ -269,7 +295,10 @@ pub fn appointment_has_every_field_and_one_job(make: MakeStore) {
     assert_eq!((b.status, b.calcom_sync_status), (AppointmentStatus::Confirmed, SyncStatus::Pending));
     let a = appointment_of(&e.book, &b);
     assert_eq!(a.customer_id, b.customer_id);
-    assert_eq!((a.company_id, a.branch_id, a.service_id, a.call_id), (CompanyId(1), BranchId(1), ServiceId(1), Some(CallDbId(11))));
+    assert_eq!(
+        (a.company_id, a.branch_id, a.service_id, a.call_id),
+        (CompanyId(1), BranchId(1), ServiceId(1), Some(CallDbId(11)))
+    );
     assert_eq!(a.ends_at - a.starts_at, Duration::minutes(30));
     assert_eq!(a.sync_origin, SyncOrigin::Retell);
     assert_eq!(a.metadata["customer_name"], "Jürgen Müller");
@@ -281,7 +310,10 @@ pub fn appointment_has_every_field_and_one_job(make: MakeStore) {
     assert_eq!((a.created_at, a.updated_at), (t0(), t0()));
     let jobs = e.book.jobs_of(a.id).expect("jobs");
     assert_eq!(jobs.len(), 1);
-    assert_eq!((jobs[0].kind, jobs[0].state, jobs[0].attempt, jobs[0].max_attempts), (JobKind::Create, JobState::Available, 0, 4));
+    assert_eq!(
+        (jobs[0].kind, jobs[0].state, jobs[0].attempt, jobs[0].max_attempts),
+        (JobKind::Create, JobState::Available, 0, 4)
+    );
     assert_eq!(jobs[0].run_at, t0());
 }
 
@@ -291,7 +323,8 @@ pub fn booking_is_idempotent(make: MakeStore) {
     let first = e.book.book(&r).expect("books");
     e.clock.advance(Duration::seconds(20));
     // A retried function call, even with the start written another way.
-    let again = e.book.book(&BookingRequest { start: Some("2030-01-08T12:00:00Z".into()), ..r.clone() }).expect("replays");
+    let again =
+        e.book.book(&BookingRequest { start: Some("2030-01-08T12:00:00Z".into()), ..r.clone() }).expect("replays");
     assert_eq!(first, again);
     assert_eq!(totals(&e.book), (1, 1, 1));
     let other_service = e.book.book(&BookingRequest { service_id: Some(3), ..r.clone() }).expect("books");
@@ -348,21 +381,33 @@ pub fn queue_claims_complete_retry_discard(make: MakeStore) {
     assert_eq!(e.book.jobs_of(ids[0]).expect("jobs")[0].state, JobState::Completed);
     // retry at a time: not due before it
     let at = t0() + Duration::seconds(5);
-    assert!(e.book.finish_job(&claimed[1], JobEvent::Fail { retryable: true, retry_at: at }, Some("503")).expect("fails"));
+    assert!(e
+        .book
+        .finish_job(&claimed[1], JobEvent::Fail { retryable: true, retry_at: at }, Some("503"))
+        .expect("fails"));
     let job = &e.book.jobs_of(ids[1]).expect("jobs")[0];
-    assert_eq!((job.state, job.run_at, job.last_error.as_deref(), job.locked_by.as_deref()), (JobState::Retryable, at, Some("503"), None));
+    assert_eq!(
+        (job.state, job.run_at, job.last_error.as_deref(), job.locked_by.as_deref()),
+        (JobState::Retryable, at, Some("503"), None)
+    );
     e.clock.advance(Duration::seconds(4));
     assert!(e.book.claim_jobs("w1", 10).expect("claims").is_empty());
     e.clock.advance(Duration::seconds(1));
     let again = e.book.claim_jobs("w1", 10).expect("claims");
     assert_eq!((again.len(), again[0].attempt, again[0].lease_token), (1, 2, 2));
     // discard
-    assert!(e.book.finish_job(&again[0], JobEvent::Fail { retryable: false, retry_at: at }, Some("400")).expect("fails"));
+    assert!(e
+        .book
+        .finish_job(&again[0], JobEvent::Fail { retryable: false, retry_at: at }, Some("400"))
+        .expect("fails"));
     assert_eq!(e.book.jobs_of(ids[1]).expect("jobs")[0].state, JobState::Discarded);
     // a finished job can't be finished twice
     assert!(!e.book.finish_job(&again[0], JobEvent::Succeed, None).expect("refused"));
     // defer gives the attempt back
-    assert!(e.book.finish_job(&rest[0], JobEvent::Defer { until: e.book.now() + Duration::seconds(60) }, None).expect("defers"));
+    assert!(e
+        .book
+        .finish_job(&rest[0], JobEvent::Defer { until: e.book.now() + Duration::seconds(60) }, None)
+        .expect("defers"));
     let deferred = &e.book.jobs_of(ids[2]).expect("jobs")[0];
     assert_eq!((deferred.state, deferred.attempt), (JobState::Retryable, 0));
 }
@@ -375,7 +420,10 @@ pub fn expired_leases_are_claimed_again_and_lost_leases_write_nothing(make: Make
     assert!(e.book.claim_jobs("w2", 1).expect("claims").is_empty(), "lease still live");
     e.clock.advance(Duration::seconds(1));
     let second = e.book.claim_jobs("w2", 1).expect("claims").remove(0);
-    assert_eq!((second.id, second.attempt, second.lease_token, second.locked_by.as_deref()), (first.id, 2, 2, Some("w2")));
+    assert_eq!(
+        (second.id, second.attempt, second.lease_token, second.locked_by.as_deref()),
+        (first.id, 2, 2, Some("w2"))
+    );
     // The first worker wakes up: its result is refused.
     assert!(!e.book.finish_job(&first, JobEvent::Succeed, None).expect("refused"));
     assert_eq!(e.book.jobs_of(ids[0]).expect("jobs")[0].state, JobState::Running);
@@ -404,13 +452,25 @@ pub fn exhausted_expired_jobs_are_discarded_and_flagged(make: MakeStore) {
 pub fn one_unfinished_job_per_appointment_and_kind(make: MakeStore) {
     let e = env(make);
     let ids = booked_jobs(&e, 1);
-    let dup = NewJob { appointment_id: ids[0], company_id: CompanyId(1), kind: JobKind::Create, max_attempts: 4, run_at: t0() };
+    let dup = NewJob {
+        appointment_id: ids[0],
+        company_id: CompanyId(1),
+        kind: JobKind::Create,
+        max_attempts: 4,
+        run_at: t0(),
+    };
     let err = callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect_err("unique");
     assert_eq!(err.code(), "storage");
     // Once finished, a new one may be queued (a manual retry).
     let job = e.book.claim_jobs("w", 1).expect("claims").remove(0);
     e.book.finish_job(&job, JobEvent::Fail { retryable: false, retry_at: t0() }, Some("400")).expect("discards");
-    let dup = NewJob { appointment_id: ids[0], company_id: CompanyId(1), kind: JobKind::Create, max_attempts: 4, run_at: t0() };
+    let dup = NewJob {
+        appointment_id: ids[0],
+        company_id: CompanyId(1),
+        kind: JobKind::Create,
+        max_attempts: 4,
+        run_at: t0(),
+    };
     callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect("allowed after the first finished");
 }
 
@@ -426,7 +486,6 @@ pub fn stats_count_everything(make: MakeStore) {
 }
 
 /// Runs every case of the suite against one store.
-
 macro_rules! conformance_suite {
     ($make:expr) => {
         conformance_suite!(@cases $make;
