@@ -8,7 +8,7 @@ mod memory {
     use std::sync::Arc;
 
     fn make() -> Arc<dyn Store> {
-        Arc::new(MemoryStore::new())
+        Arc::new(MemoryStore::default())
     }
     conformance_suite!(make);
 }

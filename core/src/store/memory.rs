@@ -28,7 +28,7 @@ struct State {
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
 /// state only when the work succeeds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
     /// Write operations left before an injected fault; negative = never.
@@ -43,6 +43,12 @@ impl MemoryStore {
     /// Makes the write operation after the next `n` fail with `injected_fault`.
     pub fn fail_after_writes(&self, n: u32) {
         self.fault_in.store(i64::from(n), Ordering::SeqCst);
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
