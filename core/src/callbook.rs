@@ -162,11 +162,9 @@ pub(crate) fn apply_in(
     error: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let current = match tx.job(job.id)? {
-        Some(current) if current.lease_token == job.lease_token => current,
-        _ => return Ok(false),
-    };
-    match transition(&current.snapshot(), event, now) {
+    // While the lease token matches, the stored job is the one the worker
+    // holds; `finish_job` checks that, so no read is needed first.
+    match transition(&job.snapshot(), event, now) {
         Ok(next) => tx.finish_job(job.id, job.lease_token, &next, error, now),
         Err(_) => Ok(false),
     }

@@ -96,61 +96,49 @@ pub(crate) fn resolve(
     now: DateTime<Utc>,
 ) -> Result<Resolved> {
     let given = email.valid();
-    let email_free = |tx: &mut dyn Tx| -> Result<bool> {
-        Ok(match given {
-            Some(e) => tx.customer_id_by_email(company_id, e)?.is_none(),
-            None => true,
-        })
-    };
-    match caller {
-        Caller::Anonymous(reason) => {
-            // Never matched: the email is only used when nobody in the company has it.
-            let free = email_free(tx)?;
-            let new = NewCustomer {
-                company_id,
-                name: name.to_string(),
-                email: if free { given.map(str::to_string) } else { None },
-                phone: placeholder_phone(name, call_db_id, now.timestamp()),
-                source: CustomerSource::RetellWebhookAnonymous,
-                anonymity_reason: Some(*reason),
-                now,
-            };
-            let customer = insert(tx, new)?;
-            Ok(Resolved { customer, email_conflict: !free, email_set: false })
-        }
+    let (phone, source, anonymity_reason) = match caller {
         Caller::Known(phone) => {
-            if let Some(mut existing) = tx.customer_by_phone(company_id, phone)? {
-                let mut email_set = false;
-                let mut email_conflict = false;
-                if existing.email.is_none() {
-                    if let Some(e) = given {
-                        match tx.customer_id_by_email(company_id, e)? {
-                            None => {
-                                tx.set_customer_email(company_id, existing.id, e, now)?;
-                                existing.email = Some(e.to_string());
-                                existing.updated_at = now;
-                                email_set = true;
-                            }
-                            Some(other) => email_conflict = other != existing.id,
-                        }
-                    }
-                }
-                return Ok(Resolved { customer: existing, email_conflict, email_set });
+            if let Some(existing) = tx.customer_by_phone(company_id, phone)? {
+                return reuse(tx, existing, given, now);
             }
-            let free = email_free(tx)?;
-            let new = NewCustomer {
-                company_id,
-                name: name.to_string(),
-                email: if free { given.map(str::to_string) } else { None },
-                phone: phone.clone(),
-                source: CustomerSource::RetellWebhook,
-                anonymity_reason: None,
-                now,
-            };
-            let customer = insert(tx, new)?;
-            Ok(Resolved { customer, email_conflict: !free, email_set: false })
+            (phone.clone(), CustomerSource::RetellWebhook, None)
         }
+        // Never matched by anything: always a new customer.
+        Caller::Anonymous(reason) => (
+            placeholder_phone(name, call_db_id, now.timestamp()),
+            CustomerSource::RetellWebhookAnonymous,
+            Some(*reason),
+        ),
+    };
+    // The email is only stored when nobody in the company has it.
+    let email_conflict = match given {
+        Some(e) => tx.customer_id_by_email(company_id, e)?.is_some(),
+        None => false,
+    };
+    let new = NewCustomer {
+        company_id,
+        name: name.to_string(),
+        email: given.filter(|_| !email_conflict).map(str::to_string),
+        phone,
+        source,
+        anonymity_reason,
+        now,
+    };
+    Ok(Resolved { customer: insert(tx, new)?, email_conflict, email_set: false })
+}
+
+/// A known customer calls again: a first email is set if it is free in the company.
+fn reuse(tx: &mut dyn Tx, mut existing: Customer, given: Option<&str>, now: DateTime<Utc>) -> Result<Resolved> {
+    let (Some(e), None) = (given, existing.email.as_ref()) else {
+        return Ok(Resolved { customer: existing, email_conflict: false, email_set: false });
+    };
+    if let Some(other) = tx.customer_id_by_email(existing.company_id, e)? {
+        return Ok(Resolved { email_conflict: other != existing.id, customer: existing, email_set: false });
     }
+    tx.set_customer_email(existing.company_id, existing.id, e, now)?;
+    existing.email = Some(e.to_string());
+    existing.updated_at = now;
+    Ok(Resolved { customer: existing, email_conflict: false, email_set: true })
 }
 
 fn insert(tx: &mut dyn Tx, new: NewCustomer) -> Result<Customer> {

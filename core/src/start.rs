@@ -134,22 +134,26 @@ pub fn parse_date(s: &str, today: NaiveDate) -> Option<NaiveDate> {
 
 /// The instant a start names, in UTC. `now` decides what "today" is in `tz`.
 pub fn resolve_start(spec: &StartSpec, tz: Tz, now: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
-    let problems = start_problems(Some(spec));
-    if !problems.is_empty() {
-        return Err(Error::Invalid(problems));
-    }
+    // Parsed once; only a failure asks `start_problems` for every problem.
+    let invalid = || {
+        let mut problems = start_problems(Some(spec));
+        if problems.is_empty() {
+            problems.push(Problem::new("start", "invalid_start", "the start is out of range"));
+        }
+        Error::Invalid(problems)
+    };
     let local = match spec {
         StartSpec::Iso(s) => match parse_iso(s) {
             Some(Iso::Absolute(dt)) => return Ok(dt),
             Some(Iso::Local(naive)) => naive,
-            None => return Err(Error::invalid("start", "invalid_start", "the start is not ISO 8601")),
+            None => return Err(invalid()),
         },
         StartSpec::DateTime { date, time } => {
             let today = now.with_timezone(&tz).date_naive();
-            let d = parse_date(date, today)
-                .ok_or_else(|| Error::invalid("date", "invalid_date", "the date is not a date"))?;
-            let t = parse_time(time).ok_or_else(|| Error::invalid("time", "invalid_time", "the time is not HH:MM"))?;
-            d.and_time(t)
+            match (parse_date(date, today), parse_time(time)) {
+                (Some(d), Some(t)) => d.and_time(t),
+                _ => return Err(invalid()),
+            }
         }
     };
     match tz.from_local_datetime(&local) {

@@ -208,186 +208,135 @@ fn bad(what: &str, value: &str) -> Error {
     Error::Storage(format!("unexpected {what} in database: {value:?}"))
 }
 
-fn time_opt(value: Option<String>) -> Result<Option<DateTime<Utc>>> {
-    value.as_deref().map(from_db).transpose()
+/// The first row of a query, mapped with callbook's own errors (so a bad enum
+/// or timestamp in the database is a `storage` error, not a panic).
+fn one<T>(
+    st: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut rows = st.query(params)?;
+    rows.next()?.map(map).transpose()
 }
 
-/// Reads a row with rusqlite, then converts it with callbook's own errors.
-fn raw<T>(row: &Row<'_>, i: usize) -> rusqlite::Result<T>
-where
-    T: rusqlite::types::FromSql,
-{
-    row.get(i)
+/// Every row of a query, mapped with callbook's own errors.
+fn all<T>(
+    st: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    mut map: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut rows = st.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
 }
 
-type CustomerRaw = (i64, i64, String, Option<String>, String, String, Option<String>, String, String);
-
-fn customer_raw(r: &Row<'_>) -> rusqlite::Result<CustomerRaw> {
-    Ok((raw(r, 0)?, raw(r, 1)?, raw(r, 2)?, raw(r, 3)?, raw(r, 4)?, raw(r, 5)?, raw(r, 6)?, raw(r, 7)?, raw(r, 8)?))
+fn time_at(r: &Row<'_>, i: usize) -> Result<DateTime<Utc>> {
+    from_db(&r.get::<_, String>(i)?)
 }
 
-fn customer_from(c: CustomerRaw) -> Result<Customer> {
+fn time_opt_at(r: &Row<'_>, i: usize) -> Result<Option<DateTime<Utc>>> {
+    r.get::<_, Option<String>>(i)?.as_deref().map(from_db).transpose()
+}
+
+fn parsed<T>(r: &Row<'_>, i: usize, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| bad(what, &text))
+}
+
+/// Columns in `CUSTOMER_COLS` order.
+fn customer_row(r: &Row<'_>) -> Result<Customer> {
     Ok(Customer {
-        id: CustomerId(c.0),
-        company_id: CompanyId(c.1),
-        name: c.2,
-        email: c.3,
-        phone: c.4,
-        source: CustomerSource::parse(&c.5).ok_or_else(|| bad("customer source", &c.5))?,
-        anonymity_reason: match c.6 {
-            Some(r) => Some(AnonymityReason::parse(&r).ok_or_else(|| bad("anonymity reason", &r))?),
+        id: CustomerId(r.get(0)?),
+        company_id: CompanyId(r.get(1)?),
+        name: r.get(2)?,
+        email: r.get(3)?,
+        phone: r.get(4)?,
+        source: parsed(r, 5, "customer source", CustomerSource::parse)?,
+        anonymity_reason: match r.get::<_, Option<String>>(6)? {
+            Some(text) => Some(AnonymityReason::parse(&text).ok_or_else(|| bad("anonymity reason", &text))?),
             None => None,
         },
-        created_at: from_db(&c.7)?,
-        updated_at: from_db(&c.8)?,
+        created_at: time_at(r, 7)?,
+        updated_at: time_at(r, 8)?,
     })
 }
 
-struct AppointmentRaw {
-    ints: [Option<i64>; 9],
-    texts: [Option<String>; 15],
-}
-
-fn appointment_raw(r: &Row<'_>) -> rusqlite::Result<AppointmentRaw> {
-    // Integer columns: id, customer_id, company_id, branch_id, service_id, call_id,
-    // calcom_v2_booking_id, sync_attempt_count, requires_manual_review.
-    let ints =
-        [raw(r, 0)?, raw(r, 1)?, raw(r, 2)?, raw(r, 3)?, raw(r, 4)?, raw(r, 5)?, raw(r, 12)?, raw(r, 16)?, raw(r, 18)?];
-    let texts = [
-        raw(r, 6)?,
-        raw(r, 7)?,
-        raw(r, 8)?,
-        raw(r, 9)?,
-        raw(r, 10)?,
-        raw(r, 11)?,
-        raw(r, 13)?,
-        raw(r, 14)?,
-        raw(r, 15)?,
-        raw(r, 17)?,
-        raw(r, 19)?,
-        raw(r, 20)?,
-        raw(r, 21)?,
-        raw(r, 22)?,
-        raw(r, 23)?,
-    ];
-    Ok(AppointmentRaw { ints, texts })
-}
-
-fn appointment_from(a: AppointmentRaw) -> Result<Appointment> {
-    let [id, customer_id, company_id, branch_id, service_id, call_id, booking_id, attempts, review] = a.ints;
-    let [starts_at, ends_at, status, sync_status, origin, metadata, uid, err_code, err_msg, verified, flagged, reason, key, created, updated] =
-        a.texts;
-    let need_int = |v: Option<i64>| v.ok_or_else(|| Error::Storage("NULL in a NOT NULL column".into()));
-    let need = |v: Option<String>| v.ok_or_else(|| Error::Storage("NULL in a NOT NULL column".into()));
-    let status = need(status)?;
-    let sync_status = need(sync_status)?;
-    let origin = need(origin)?;
-    let metadata: serde_json::Value = serde_json::from_str(&need(metadata)?)?;
+/// Columns in `APPOINTMENT_COLS` order.
+fn appointment_row(r: &Row<'_>) -> Result<Appointment> {
+    let metadata: serde_json::Value = serde_json::from_str(&r.get::<_, String>(11)?)?;
     Ok(Appointment {
-        id: AppointmentId(need_int(id)?),
-        customer_id: CustomerId(need_int(customer_id)?),
-        company_id: CompanyId(need_int(company_id)?),
-        branch_id: BranchId(need_int(branch_id)?),
-        service_id: ServiceId(need_int(service_id)?),
-        call_id: call_id.map(CallDbId),
-        starts_at: from_db(&need(starts_at)?)?,
-        ends_at: from_db(&need(ends_at)?)?,
-        status: AppointmentStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        calcom_sync_status: SyncStatus::parse(&sync_status).ok_or_else(|| bad("sync status", &sync_status))?,
-        sync_origin: SyncOrigin::parse(&origin).ok_or_else(|| bad("sync origin", &origin))?,
+        id: AppointmentId(r.get(0)?),
+        customer_id: CustomerId(r.get(1)?),
+        company_id: CompanyId(r.get(2)?),
+        branch_id: BranchId(r.get(3)?),
+        service_id: ServiceId(r.get(4)?),
+        call_id: r.get::<_, Option<i64>>(5)?.map(CallDbId),
+        starts_at: time_at(r, 6)?,
+        ends_at: time_at(r, 7)?,
+        status: parsed(r, 8, "status", AppointmentStatus::parse)?,
+        calcom_sync_status: parsed(r, 9, "sync status", SyncStatus::parse)?,
+        sync_origin: parsed(r, 10, "sync origin", SyncOrigin::parse)?,
         metadata: match metadata {
             serde_json::Value::Object(map) => map,
             _ => return Err(bad("metadata", "not an object")),
         },
-        calcom_v2_booking_id: booking_id,
-        calcom_v2_booking_uid: uid,
-        sync_error_code: err_code,
-        sync_error_message: err_msg,
-        sync_attempt_count: attempts.unwrap_or(0),
-        sync_verified_at: time_opt(verified)?,
-        requires_manual_review: review.unwrap_or(0) != 0,
-        manual_review_flagged_at: time_opt(flagged)?,
-        review_reason: reason,
-        idempotency_key: need(key)?,
-        created_at: from_db(&need(created)?)?,
-        updated_at: from_db(&need(updated)?)?,
+        calcom_v2_booking_id: r.get(12)?,
+        calcom_v2_booking_uid: r.get(13)?,
+        sync_error_code: r.get(14)?,
+        sync_error_message: r.get(15)?,
+        sync_attempt_count: r.get(16)?,
+        sync_verified_at: time_opt_at(r, 17)?,
+        requires_manual_review: r.get(18)?,
+        manual_review_flagged_at: time_opt_at(r, 19)?,
+        review_reason: r.get(20)?,
+        idempotency_key: r.get(21)?,
+        created_at: time_at(r, 22)?,
+        updated_at: time_at(r, 23)?,
     })
 }
 
-type JobRaw = (
-    i64,
-    i64,
-    i64,
-    String,
-    String,
-    u32,
-    u32,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-    String,
-    String,
-);
-
-fn job_raw(r: &Row<'_>) -> rusqlite::Result<JobRaw> {
-    Ok((
-        raw(r, 0)?,
-        raw(r, 1)?,
-        raw(r, 2)?,
-        raw(r, 3)?,
-        raw(r, 4)?,
-        raw(r, 5)?,
-        raw(r, 6)?,
-        raw(r, 7)?,
-        raw(r, 8)?,
-        raw(r, 9)?,
-        raw(r, 10)?,
-        raw(r, 11)?,
-        raw(r, 12)?,
-        raw(r, 13)?,
-    ))
-}
-
-fn job_from(j: JobRaw) -> Result<Job> {
+/// Columns in `JOB_COLS` order.
+fn job_row(r: &Row<'_>) -> Result<Job> {
     Ok(Job {
-        id: JobId(j.0),
-        appointment_id: AppointmentId(j.1),
-        company_id: CompanyId(j.2),
-        kind: JobKind::parse(&j.3).ok_or_else(|| bad("job kind", &j.3))?,
-        state: JobState::parse(&j.4).ok_or_else(|| bad("job state", &j.4))?,
-        attempt: j.5,
-        max_attempts: j.6,
-        run_at: from_db(&j.7)?,
-        locked_until: time_opt(j.8)?,
-        locked_by: j.9,
-        lease_token: j.10,
-        last_error: j.11,
-        created_at: from_db(&j.12)?,
-        updated_at: from_db(&j.13)?,
+        id: JobId(r.get(0)?),
+        appointment_id: AppointmentId(r.get(1)?),
+        company_id: CompanyId(r.get(2)?),
+        kind: parsed(r, 3, "job kind", JobKind::parse)?,
+        state: parsed(r, 4, "job state", JobState::parse)?,
+        attempt: r.get(5)?,
+        max_attempts: r.get(6)?,
+        run_at: time_at(r, 7)?,
+        locked_until: time_opt_at(r, 8)?,
+        locked_by: r.get(9)?,
+        lease_token: r.get(10)?,
+        last_error: r.get(11)?,
+        created_at: time_at(r, 12)?,
+        updated_at: time_at(r, 13)?,
     })
 }
 
-fn branch_raw(r: &Row<'_>) -> rusqlite::Result<Branch> {
+fn branch_row(r: &Row<'_>) -> rusqlite::Result<Branch> {
     Ok(Branch {
-        id: BranchId(raw(r, 0)?),
-        company_id: CompanyId(raw(r, 1)?),
-        name: raw(r, 2)?,
-        timezone: raw(r, 3)?,
-        country: raw(r, 4)?,
-        phone_number: raw(r, 5)?,
+        id: BranchId(r.get(0)?),
+        company_id: CompanyId(r.get(1)?),
+        name: r.get(2)?,
+        timezone: r.get(3)?,
+        country: r.get(4)?,
+        phone_number: r.get(5)?,
     })
 }
 
-fn service_raw(r: &Row<'_>) -> rusqlite::Result<Service> {
+fn service_row(r: &Row<'_>) -> rusqlite::Result<Service> {
     Ok(Service {
-        id: ServiceId(raw(r, 0)?),
-        company_id: CompanyId(raw(r, 1)?),
-        name: raw(r, 2)?,
-        calcom_event_type_id: raw(r, 3)?,
-        duration_minutes: raw(r, 4)?,
-        capacity: raw(r, 5)?,
+        id: ServiceId(r.get(0)?),
+        company_id: CompanyId(r.get(1)?),
+        name: r.get(2)?,
+        calcom_event_type_id: r.get(3)?,
+        duration_minutes: r.get(4)?,
+        capacity: r.get(5)?,
     })
 }
 
@@ -409,23 +358,23 @@ impl Tx for SqliteTx<'_> {
     }
     fn branch(&mut self, id: BranchId) -> Result<Option<Branch>> {
         let mut st = self.conn.prepare_cached(&format!("SELECT {BRANCH_COLS} FROM branches WHERE id = ?1"))?;
-        Ok(st.query_row([id.0], branch_raw).optional()?)
+        Ok(st.query_row([id.0], branch_row).optional()?)
     }
     fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {BRANCH_COLS} FROM branches WHERE phone_number = ?1 ORDER BY id LIMIT 1"
         ))?;
-        Ok(st.query_row([phone], branch_raw).optional()?)
+        Ok(st.query_row([phone], branch_row).optional()?)
     }
     fn service(&mut self, id: ServiceId) -> Result<Option<Service>> {
         let mut st = self.conn.prepare_cached(&format!("SELECT {SERVICE_COLS} FROM services WHERE id = ?1"))?;
-        Ok(st.query_row([id.0], service_raw).optional()?)
+        Ok(st.query_row([id.0], service_row).optional()?)
     }
     fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>> {
         let mut st = self
             .conn
             .prepare_cached(&format!("SELECT {SERVICE_COLS} FROM services WHERE company_id = ?1 ORDER BY id"))?;
-        let rows = st.query_map([company.0], service_raw)?;
+        let rows = st.query_map([company.0], service_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
@@ -509,13 +458,13 @@ impl Tx for SqliteTx<'_> {
         let mut st = self
             .conn
             .prepare_cached(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE company_id = ?1 AND id = ?2"))?;
-        st.query_row(params![company.0, id.0], customer_raw).optional()?.map(customer_from).transpose()
+        one(&mut st, params![company.0, id.0], customer_row)
     }
     fn customer_by_phone(&mut self, company: CompanyId, phone: &str) -> Result<Option<Customer>> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {CUSTOMER_COLS} FROM customers WHERE company_id = ?1 AND phone = ?2 ORDER BY id LIMIT 1"
         ))?;
-        st.query_row(params![company.0, phone], customer_raw).optional()?.map(customer_from).transpose()
+        one(&mut st, params![company.0, phone], customer_row)
     }
     fn customer_id_by_email(&mut self, company: CompanyId, email: &str) -> Result<Option<CustomerId>> {
         let mut st = self.conn.prepare_cached("SELECT id FROM customers WHERE company_id = ?1 AND email = ?2")?;
@@ -555,13 +504,13 @@ impl Tx for SqliteTx<'_> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {APPOINTMENT_COLS} FROM appointments WHERE company_id = ?1 AND id = ?2"
         ))?;
-        st.query_row(params![company.0, id.0], appointment_raw).optional()?.map(appointment_from).transpose()
+        one(&mut st, params![company.0, id.0], appointment_row)
     }
     fn appointment_by_key(&mut self, company: CompanyId, key: &str) -> Result<Option<Appointment>> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {APPOINTMENT_COLS} FROM appointments WHERE company_id = ?1 AND idempotency_key = ?2"
         ))?;
-        st.query_row(params![company.0, key], appointment_raw).optional()?.map(appointment_from).transpose()
+        one(&mut st, params![company.0, key], appointment_row)
     }
     fn insert_appointment(&mut self, a: &NewAppointment) -> Result<AppointmentId> {
         let mut st = self.conn.prepare_cached(
@@ -638,14 +587,13 @@ impl Tx for SqliteTx<'_> {
     }
     fn job(&mut self, id: JobId) -> Result<Option<Job>> {
         let mut st = self.conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM sync_jobs WHERE id = ?1"))?;
-        st.query_row([id.0], job_raw).optional()?.map(job_from).transpose()
+        one(&mut st, [id.0], job_row)
     }
     fn jobs_of(&mut self, appointment: AppointmentId) -> Result<Vec<Job>> {
         let mut st = self
             .conn
             .prepare_cached(&format!("SELECT {JOB_COLS} FROM sync_jobs WHERE appointment_id = ?1 ORDER BY id"))?;
-        let rows = st.query_map([appointment.0], job_raw)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(job_from).collect()
+        all(&mut st, [appointment.0], job_row)
     }
     fn claim_jobs(
         &mut self,
@@ -665,9 +613,8 @@ impl Tx for SqliteTx<'_> {
                  ORDER BY run_at, id LIMIT ?4)
              RETURNING {JOB_COLS}"
         ))?;
-        let rows = st.query_map(params![to_db(lease_until), worker, to_db(now), limit], job_raw)?;
-        let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut jobs = rows.into_iter().map(job_from).collect::<Result<Vec<_>>>()?;
+        let mut jobs = all(&mut st, params![to_db(lease_until), worker, to_db(now), limit], job_row)?;
+        // RETURNING has no order of its own.
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
     }
@@ -701,8 +648,7 @@ impl Tx for SqliteTx<'_> {
             "SELECT {JOB_COLS} FROM sync_jobs WHERE state = 'running' AND locked_until <= ?1
              AND attempt >= max_attempts ORDER BY id LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![to_db(now), limit], job_raw)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(job_from).collect()
+        all(&mut st, params![to_db(now), limit], job_row)
     }
 
     fn counts(&mut self) -> Result<Counts> {

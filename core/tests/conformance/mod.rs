@@ -459,18 +459,12 @@ pub fn one_unfinished_job_per_appointment_and_kind(make: MakeStore) {
         max_attempts: 4,
         run_at: t0(),
     };
-    let err = callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect_err("unique");
+    let first = dup.clone();
+    let err = callbook::write(&**e.book.store(), move |tx| tx.insert_job(&first, t0())).expect_err("unique");
     assert_eq!(err.code(), "storage");
     // Once finished, a new one may be queued (a manual retry).
     let job = e.book.claim_jobs("w", 1).expect("claims").remove(0);
     e.book.finish_job(&job, JobEvent::Fail { retryable: false, retry_at: t0() }, Some("400")).expect("discards");
-    let dup = NewJob {
-        appointment_id: ids[0],
-        company_id: CompanyId(1),
-        kind: JobKind::Create,
-        max_attempts: 4,
-        run_at: t0(),
-    };
     callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect("allowed after the first finished");
 }
 
