@@ -70,6 +70,9 @@ pub struct Appointment {
     pub manual_review_flagged_at: Option<DateTime<Utc>>,
     /// Why a person should look at it (`email_conflict`, `sync_failed`).
     pub review_reason: Option<String>,
+    pub review_resolved_at: Option<DateTime<Utc>>,
+    pub review_resolved_by: Option<String>,
+    pub review_note: Option<String>,
     /// (call, service, start): the same booking twice returns this appointment.
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,

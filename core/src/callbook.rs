@@ -98,7 +98,7 @@ impl Callbook {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        store::read(&*self.store, |tx| Ok(Stats::from(tx.counts()?)))
+        store::read(&*self.store, |tx| Ok(Stats { breakers: tx.breakers()?, ..Stats::from(tx.counts()?) }))
     }
 
     /// An appointment by id, for the operator (who sees every tenant).

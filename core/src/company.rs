@@ -32,6 +32,9 @@ pub struct Company {
     pub name: String,
     #[serde(default)]
     pub calcom_api_key: Option<Secret>,
+    /// Cal.com API base for this company; `None` uses the worker's (`https://api.cal.com`).
+    #[serde(default)]
+    pub calcom_api_base: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,6 +66,14 @@ pub enum Error {
     InvalidImport(String),
     #[error("appointment {0} not found")]
     AppointmentNotFound(i64),
+    #[error("appointment {0} is not on the manual-review list")]
+    NotInReview(i64),
+    #[error("customer {0} not found")]
+    CustomerNotFound(i64),
+    #[error("customer {0} already has an email")]
+    EmailAlreadySet(i64),
+    #[error("another customer of the company has this email")]
+    EmailTaken,
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
@@ -94,6 +102,10 @@ impl Error {
             Error::ServiceRequired => "service_required",
             Error::InvalidImport(_) => "invalid_import",
             Error::AppointmentNotFound(_) => "appointment_not_found",
+            Error::NotInReview(_) => "not_in_review",
+            Error::CustomerNotFound(_) => "customer_not_found",
+            Error::EmailAlreadySet(_) => "email_already_set",
+            Error::EmailTaken => "email_taken",
             Error::Storage(_) => "storage",
             Error::InjectedFault(_) => "injected_fault",
         }

@@ -28,6 +28,10 @@
 
 mod appointment;
 mod booking;
+mod breaker;
+mod calcom;
+#[cfg(feature = "fake-calcom")]
+mod calcom_fake;
 mod call;
 mod callbook;
 mod caller;
@@ -39,12 +43,23 @@ mod error;
 mod ids;
 mod import;
 mod queue;
+mod review;
 mod start;
 mod stats;
 mod store;
+mod sync;
 
 pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
+pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
+#[cfg(feature = "http")]
+pub use calcom::HttpCalcom;
+pub use calcom::{
+    build_create_payload, classify, is_slot_taken, retry_after, ApiFailure, BookingQuery, CalBooking, CalcomApi,
+    Endpoint, ErrorClass, NewAttendee, BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY,
+};
+#[cfg(feature = "fake-calcom")]
+pub use calcom_fake::{FakeCalcom, FakeStats, Fault};
 pub use call::{Call, NewCall};
 pub use callbook::{Callbook, Config};
 pub use caller::{
@@ -62,8 +77,9 @@ pub use queue::{
 };
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
-pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, Tx, WriteFn};
+pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteOptions, SqliteStore, Synchronous};
+pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
 //! Counts an operator looks at: appointments by sync status, jobs by state,
 //! the manual-review list, known and anonymous customers.
 
+use crate::breaker::Breaker;
 use crate::store::Counts;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ pub struct Stats {
     pub manual_review: u64,
     pub customers_known: u64,
     pub customers_anonymous: u64,
+    /// The Cal.com circuit breakers (per API base and key) and their state.
+    pub breakers: Vec<Breaker>,
 }
 
 impl From<Counts> for Stats {
@@ -24,6 +27,7 @@ impl From<Counts> for Stats {
             manual_review: c.manual_review,
             customers_known: c.customers_known,
             customers_anonymous: c.customers_anonymous,
+            breakers: Vec::new(),
         }
     }
 }

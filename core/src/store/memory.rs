@@ -2,8 +2,9 @@
 //! the SQL schema, and can inject faults: fail the n-th write operation, to
 //! show that a failed transaction leaves nothing behind.
 
-use super::{Counts, NewAppointment, Store, Tx, WriteFn};
+use super::{Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncStatus};
+use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
 use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
@@ -24,6 +25,7 @@ struct State {
     customers: BTreeMap<CustomerId, Customer>,
     appointments: BTreeMap<AppointmentId, Appointment>,
     jobs: BTreeMap<JobId, Job>,
+    breakers: BTreeMap<String, Breaker>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -92,6 +94,12 @@ impl MemoryTx<'_> {
             return Err(Error::InjectedFault("memory store write failed".into()));
         }
         Ok(())
+    }
+}
+
+impl MemoryTx<'_> {
+    fn appointment_mut(&mut self, company: CompanyId, id: AppointmentId) -> Option<&mut Appointment> {
+        self.state.appointments.get_mut(&id).filter(|a| a.company_id == company)
     }
 }
 
@@ -252,6 +260,9 @@ impl Tx for MemoryTx<'_> {
                 requires_manual_review: new.requires_manual_review,
                 manual_review_flagged_at: new.requires_manual_review.then_some(new.now),
                 review_reason: new.review_reason.clone(),
+                review_resolved_at: None,
+                review_resolved_by: None,
+                review_note: None,
                 idempotency_key: new.idempotency_key.clone(),
                 created_at: new.now,
                 updated_at: new.now,
@@ -397,6 +408,97 @@ impl Tx for MemoryTx<'_> {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    fn record_sync_success(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        booking_id: i64,
+        uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.calcom_sync_status = SyncStatus::Synced;
+            a.calcom_v2_booking_id = Some(booking_id);
+            a.calcom_v2_booking_uid = Some(uid.to_string());
+            a.sync_verified_at = Some(now);
+            a.sync_error_code = None;
+            a.sync_error_message = None;
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn record_sync_failure(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        failure: &SyncFailure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.calcom_sync_status = SyncStatus::Failed;
+            a.sync_error_code = Some(failure.code.clone());
+            a.sync_error_message = Some(failure.message.clone());
+            a.sync_attempt_count += 1;
+            if failure.flag {
+                a.requires_manual_review = true;
+                a.manual_review_flagged_at = Some(now);
+                a.review_reason = Some("sync_failed".into());
+            }
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn review_list(&mut self, limit: u32) -> Result<Vec<Appointment>> {
+        let mut list: Vec<Appointment> =
+            self.state.appointments.values().filter(|a| a.requires_manual_review).cloned().collect();
+        list.sort_by_key(|a| (a.manual_review_flagged_at, a.id));
+        list.truncate(limit as usize);
+        Ok(list)
+    }
+    fn resolve_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        by: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.requires_manual_review = false;
+            a.review_resolved_at = Some(now);
+            a.review_resolved_by = Some(by.to_string());
+            a.review_note = Some(note.to_string());
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn reset_sync(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.calcom_sync_status = SyncStatus::Pending;
+            a.requires_manual_review = false;
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn customer_company(&mut self, id: CustomerId) -> Result<Option<CompanyId>> {
+        Ok(self.state.customers.get(&id).map(|c| c.company_id))
+    }
+    fn breaker(&mut self, key: &str) -> Result<Option<Breaker>> {
+        Ok(self.state.breakers.get(key).cloned())
+    }
+    fn put_breaker(&mut self, breaker: &Breaker) -> Result<()> {
+        self.writing()?;
+        self.state.breakers.insert(breaker.key.clone(), breaker.clone());
+        Ok(())
+    }
+    fn breakers(&mut self) -> Result<Vec<Breaker>> {
+        Ok(self.state.breakers.values().cloned().collect())
     }
 
     fn counts(&mut self) -> Result<Counts> {

@@ -13,6 +13,7 @@ pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::appointment::{Appointment, SyncOrigin, SyncStatus};
+use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
 use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
@@ -76,6 +77,17 @@ pub struct NewAppointment {
     pub review_reason: Option<String>,
     pub idempotency_key: String,
     pub now: DateTime<Utc>,
+}
+
+/// A failed sync attempt as the appointment records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFailure {
+    /// HTTP status or error kind (`timeout`, `network`, `slot_unavailable`, ...).
+    pub code: String,
+    /// At most 255 chars (cut on a char boundary by the caller).
+    pub message: String,
+    /// Out of attempts or not retryable: put it on the manual-review list.
+    pub flag: bool,
 }
 
 /// Counts for `stats`.
@@ -157,6 +169,42 @@ pub trait Tx {
     ) -> Result<bool>;
     /// Running jobs whose lease ran out with no attempts left.
     fn expired_exhausted_jobs(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>>;
+
+    /// Cal.com has the appointment: `synced`, booking id and uid, verified now, errors cleared.
+    fn record_sync_success(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        booking_id: i64,
+        uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// A failed attempt: `failed`, the error, one more attempt counted, and
+    /// when `flag` the manual-review flag.
+    fn record_sync_failure(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        failure: &SyncFailure,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Appointments flagged for review and not resolved, oldest flag first (all tenants: the operator's list).
+    fn review_list(&mut self, limit: u32) -> Result<Vec<Appointment>>;
+    /// Clears the flag and records who resolved it, when and why.
+    fn resolve_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        by: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Back to `pending` with the review flag cleared (a retry follows with a new job).
+    fn reset_sync(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()>;
+    fn customer_company(&mut self, id: CustomerId) -> Result<Option<CompanyId>>;
+    fn breaker(&mut self, key: &str) -> Result<Option<Breaker>>;
+    fn put_breaker(&mut self, breaker: &Breaker) -> Result<()>;
+    fn breakers(&mut self) -> Result<Vec<Breaker>>;
 
     fn counts(&mut self) -> Result<Counts>;
 }

@@ -3,8 +3,9 @@
 //! reads use their own connections so they never wait for the writer.
 
 use super::time::{from_db, to_db};
-use super::{Counts, NewAppointment, Store, Tx, WriteFn};
+use super::{Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
 use crate::caller::AnonymityReason;
 use crate::company::{Branch, Company, Secret, Service};
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_V2: &str = include_str!("schema_sqlite_v2.sql");
+const SCHEMA_VERSION: i64 = 2;
 
 /// SQLite's `synchronous` setting for the write connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
     }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     tx.commit()?;
     Ok(())
@@ -200,7 +205,7 @@ const APPOINTMENT_COLS: &str =
     "id, customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, \
     calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
     sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
-    review_reason, idempotency_key, created_at, updated_at";
+    review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note";
 const JOB_COLS: &str = "id, appointment_id, company_id, kind, state, attempt, max_attempts, run_at, locked_until, \
     locked_by, lease_token, last_error, created_at, updated_at";
 
@@ -295,6 +300,20 @@ fn appointment_row(r: &Row<'_>) -> Result<Appointment> {
         idempotency_key: r.get(21)?,
         created_at: time_at(r, 22)?,
         updated_at: time_at(r, 23)?,
+        review_resolved_at: time_opt_at(r, 24)?,
+        review_resolved_by: r.get(25)?,
+        review_note: r.get(26)?,
+    })
+}
+
+fn breaker_row(r: &Row<'_>) -> Result<Breaker> {
+    Ok(Breaker {
+        key: r.get(0)?,
+        state: parsed(r, 1, "breaker state", BreakerState::parse)?,
+        consecutive_failures: r.get(2)?,
+        open_until: time_opt_at(r, 3)?,
+        cooldown_secs: r.get(4)?,
+        updated_at: time_at(r, 5)?,
     })
 }
 
@@ -345,13 +364,16 @@ const SERVICE_COLS: &str = "id, company_id, name, calcom_event_type_id, duration
 
 impl Tx for SqliteTx<'_> {
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        let mut st = self.conn.prepare_cached("SELECT id, name, calcom_api_key FROM companies WHERE id = ?1")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, calcom_api_key, calcom_api_base FROM companies WHERE id = ?1")?;
         Ok(st
             .query_row([id.0], |r| {
                 Ok(Company {
                     id: CompanyId(r.get(0)?),
                     name: r.get(1)?,
                     calcom_api_key: r.get::<_, Option<String>>(2)?.map(Secret::new),
+                    calcom_api_base: r.get(3)?,
                 })
             })
             .optional()?)
@@ -379,11 +401,18 @@ impl Tx for SqliteTx<'_> {
     }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
         let mut st = self.conn.prepare_cached(
-            "INSERT INTO companies (id, name, calcom_api_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+            "INSERT INTO companies (id, name, calcom_api_key, calcom_api_base, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?5, ?4, ?4)
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, calcom_api_key = excluded.calcom_api_key,
-             updated_at = excluded.updated_at",
+             calcom_api_base = excluded.calcom_api_base, updated_at = excluded.updated_at",
         )?;
-        st.execute(params![c.id.0, c.name, c.calcom_api_key.as_ref().map(Secret::expose), to_db(now)])?;
+        st.execute(params![
+            c.id.0,
+            c.name,
+            c.calcom_api_key.as_ref().map(Secret::expose),
+            to_db(now),
+            c.calcom_api_base
+        ])?;
         Ok(())
     }
     fn upsert_branch(&mut self, b: &Branch, now: DateTime<Utc>) -> Result<()> {
@@ -649,6 +678,106 @@ impl Tx for SqliteTx<'_> {
              AND attempt >= max_attempts ORDER BY id LIMIT ?2"
         ))?;
         all(&mut st, params![to_db(now), limit], job_row)
+    }
+
+    fn record_sync_success(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        booking_id: i64,
+        uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE appointments SET calcom_sync_status = 'synced', calcom_v2_booking_id = ?1,
+             calcom_v2_booking_uid = ?2, sync_verified_at = ?3, sync_error_code = NULL, sync_error_message = NULL,
+             updated_at = ?3 WHERE company_id = ?4 AND id = ?5",
+        )?;
+        st.execute(params![booking_id, uid, to_db(now), company.0, id.0])?;
+        Ok(())
+    }
+    fn record_sync_failure(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        failure: &SyncFailure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE appointments SET calcom_sync_status = 'failed', sync_error_code = ?1, sync_error_message = ?2,
+             sync_attempt_count = sync_attempt_count + 1,
+             requires_manual_review = CASE WHEN ?3 THEN 1 ELSE requires_manual_review END,
+             manual_review_flagged_at = CASE WHEN ?3 THEN ?4 ELSE manual_review_flagged_at END,
+             review_reason = CASE WHEN ?3 THEN 'sync_failed' ELSE review_reason END,
+             updated_at = ?4 WHERE company_id = ?5 AND id = ?6",
+        )?;
+        st.execute(params![failure.code, failure.message, failure.flag, to_db(now), company.0, id.0])?;
+        Ok(())
+    }
+    fn review_list(&mut self, limit: u32) -> Result<Vec<Appointment>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {APPOINTMENT_COLS} FROM appointments WHERE requires_manual_review = 1
+             ORDER BY manual_review_flagged_at, id LIMIT ?1"
+        ))?;
+        all(&mut st, [limit], appointment_row)
+    }
+    fn resolve_review(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        by: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE appointments SET requires_manual_review = 0, review_resolved_at = ?1, review_resolved_by = ?2,
+             review_note = ?3, updated_at = ?1 WHERE company_id = ?4 AND id = ?5",
+        )?;
+        st.execute(params![to_db(now), by, note, company.0, id.0])?;
+        Ok(())
+    }
+    fn reset_sync(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE appointments SET calcom_sync_status = 'pending', requires_manual_review = 0, updated_at = ?1
+             WHERE company_id = ?2 AND id = ?3",
+        )?;
+        st.execute(params![to_db(now), company.0, id.0])?;
+        Ok(())
+    }
+    fn customer_company(&mut self, id: CustomerId) -> Result<Option<CompanyId>> {
+        let mut st = self.conn.prepare_cached("SELECT company_id FROM customers WHERE id = ?1")?;
+        Ok(st.query_row([id.0], |r| r.get(0)).optional()?.map(CompanyId))
+    }
+    fn breaker(&mut self, key: &str) -> Result<Option<Breaker>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT key, state, consecutive_failures, open_until, cooldown_secs, updated_at FROM calcom_breakers
+             WHERE key = ?1",
+        )?;
+        one(&mut st, [key], breaker_row)
+    }
+    fn put_breaker(&mut self, b: &Breaker) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO calcom_breakers (key, state, consecutive_failures, open_until, cooldown_secs, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(key) DO UPDATE SET state = excluded.state, consecutive_failures = excluded.consecutive_failures,
+             open_until = excluded.open_until, cooldown_secs = excluded.cooldown_secs, updated_at = excluded.updated_at",
+        )?;
+        st.execute(params![
+            b.key,
+            b.state.as_str(),
+            b.consecutive_failures,
+            b.open_until.map(to_db),
+            b.cooldown_secs,
+            to_db(b.updated_at)
+        ])?;
+        Ok(())
+    }
+    fn breakers(&mut self) -> Result<Vec<Breaker>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT key, state, consecutive_failures, open_until, cooldown_secs, updated_at FROM calcom_breakers
+             ORDER BY key",
+        )?;
+        all(&mut st, [], breaker_row)
     }
 
     fn counts(&mut self) -> Result<Counts> {

@@ -1,0 +1,354 @@
+//! Cal.com API v2, as callbook uses it (bookings API version 2024-08-13,
+//! checked against calcom/cal.com apps/api/v2 and the v2 docs): what a
+//! booking request looks like, what an error answer means, and the
+//! `CalcomApi` trait the sync worker calls. The HTTP client (feature `http`)
+//! is one implementation; tests may inject others.
+//!
+//! Pure here: [`build_create_payload`], [`classify`], [`retry_after`].
+
+use crate::appointment::Appointment;
+use crate::breaker::Outcome;
+use crate::company::{Branch, Secret, Service};
+use crate::customer::Customer;
+use crate::email::is_valid_email;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Header value every bookings call needs (without it an older version answers).
+pub const BOOKINGS_API_VERSION: &str = "2024-08-13";
+/// The metadata key that carries an appointment's idempotency key to Cal.com.
+pub const METADATA_KEY: &str = "callbook_key";
+/// Default API base; paths such as `/v2/bookings` are appended.
+pub const DEFAULT_BASE_URL: &str = "https://api.cal.com";
+
+/// Where and as whom to call Cal.com.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub base_url: String,
+    pub api_key: Secret,
+}
+
+impl Endpoint {
+    /// The breaker's key: the base URL and a hash of the key (never the key).
+    pub fn breaker_key(&self) -> String {
+        use md5::{Digest, Md5};
+        let digest = Md5::digest(self.api_key.expose().as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("{}|{hex}", self.base_url.trim_end_matches('/'))
+    }
+}
+
+/// A booking as Cal.com returns it (the fields callbook reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalBooking {
+    pub id: i64,
+    pub uid: String,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `GET /v2/bookings` filters: Cal.com cannot filter by metadata, so callbook
+/// narrows by event type and time and matches the metadata itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingQuery {
+    pub event_type_id: i64,
+    pub after_start: DateTime<Utc>,
+    pub before_end: DateTime<Utc>,
+    pub attendee_email: Option<String>,
+}
+
+/// An attendee to add to a booking (`POST /v2/bookings/{uid}/attendees`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewAttendee {
+    pub name: String,
+    pub email: String,
+    pub time_zone: String,
+}
+
+/// Why a call to Cal.com failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// No answer at all (connection refused, reset, DNS).
+    Network(String),
+    /// No answer within the timeout: the request may or may not have been done.
+    Timeout,
+    /// An HTTP error answer.
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    /// A 2xx whose body is not what the API promises.
+    BadAnswer(String),
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiFailure::Network(m) => write!(f, "network error: {m}"),
+            ApiFailure::Timeout => f.write_str("no answer within the timeout"),
+            ApiFailure::Status { status, message, .. } => write!(f, "HTTP {status}: {message}"),
+            ApiFailure::BadAnswer(m) => write!(f, "unexpected answer: {m}"),
+        }
+    }
+}
+
+/// Cal.com as the worker needs it. Implementations must be usable from many threads.
+pub trait CalcomApi: Send + Sync {
+    fn create_booking(&self, endpoint: &Endpoint, payload: &Value) -> Result<CalBooking, ApiFailure>;
+    fn find_bookings(&self, endpoint: &Endpoint, query: &BookingQuery) -> Result<Vec<CalBooking>, ApiFailure>;
+    fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure>;
+    fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure>;
+    fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure>;
+}
+
+/// The `POST /v2/bookings` body for an appointment. The attendee's email is
+/// the customer's or the fallback (event types usually require one); a
+/// placeholder phone is never sent, a real one only when libphonenumber holds
+/// it valid (Cal.com rejects invalid numbers).
+pub fn build_create_payload(
+    appointment: &Appointment,
+    customer: &Customer,
+    service: &Service,
+    branch: &Branch,
+    email_fallback: &str,
+) -> Value {
+    let email = customer.email.as_deref().filter(|e| is_valid_email(e)).unwrap_or(email_fallback);
+    let mut attendee = json!({
+        "name": customer.name,
+        "email": email,
+        "timeZone": branch.timezone,
+    });
+    if !customer.is_anonymous() && crate::caller::is_valid_phone(&customer.phone) {
+        attendee["phoneNumber"] = json!(customer.phone);
+    }
+    if let Some(language) = branch_language(branch) {
+        attendee["language"] = json!(language);
+    }
+    json!({
+        "start": crate::booking::format_utc(&appointment.starts_at),
+        "eventTypeId": service.calcom_event_type_id,
+        "attendee": attendee,
+        "metadata": {
+            METADATA_KEY: appointment.idempotency_key,
+            "callbook_appointment_id": appointment.id.0.to_string(),
+        },
+    })
+}
+
+/// German-speaking branches get German confirmations.
+fn branch_language(branch: &Branch) -> Option<&'static str> {
+    match branch.country.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("DE" | "AT" | "CH") => Some("de"),
+        Some(_) => Some("en"),
+        None => None,
+    }
+}
+
+/// What an error means for the job and the breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorClass {
+    /// The `sync_error_code` stored on the appointment.
+    pub code: String,
+    pub retryable: bool,
+    /// A rate-limit answer: wait, without using an attempt.
+    pub rate_limited: bool,
+    pub breaker: Outcome,
+}
+
+/// The "already has booking at this time or is not available" answer, sent
+/// as 400 or 409 depending on the version: matched by message, not status.
+pub fn is_slot_taken(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("already has booking") || m.contains("is not available")
+}
+
+/// Sorts a failure into the error classes of the design.
+pub fn classify(failure: &ApiFailure) -> ErrorClass {
+    let class = |code: &str, retryable: bool, breaker: Outcome| ErrorClass {
+        code: code.to_string(),
+        retryable,
+        rate_limited: false,
+        breaker,
+    };
+    match failure {
+        ApiFailure::Network(_) => class("network", true, Outcome::Unhealthy),
+        ApiFailure::Timeout => class("timeout", true, Outcome::Unhealthy),
+        ApiFailure::BadAnswer(_) => class("bad_answer", true, Outcome::Unhealthy),
+        ApiFailure::Status { status: 429, .. } => {
+            ErrorClass { rate_limited: true, ..class("429", true, Outcome::Healthy) }
+        }
+        ApiFailure::Status { status, .. } if *status == 408 || *status >= 500 => {
+            class(&status.to_string(), true, Outcome::Unhealthy)
+        }
+        ApiFailure::Status { status, message, .. } => {
+            let code = match status {
+                400 | 409 if is_slot_taken(message) => "slot_unavailable",
+                401 | 403 => "calcom_auth",
+                404 => "calcom_not_found",
+                _ => "calcom_validation",
+            };
+            class(code, false, Outcome::Healthy)
+        }
+    }
+}
+
+/// How long the server asked us to wait: `Retry-After` (seconds or an HTTP
+/// date), else `X-RateLimit-Reset-Default` (its unit is unconfirmed: a small
+/// number is read as seconds from now, a large one as a Unix time in seconds
+/// or milliseconds), else, for a 429, 60 s.
+pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: DateTime<Utc>) -> Option<Duration> {
+    if let Some(value) = header("retry-after") {
+        let value = value.trim();
+        if let Ok(secs) = value.parse::<i64>() {
+            return Some(Duration::seconds(secs.max(0)));
+        }
+        if let Ok(at) = DateTime::parse_from_rfc2822(value) {
+            return Some((at.with_timezone(&Utc) - now).max(Duration::zero()));
+        }
+    }
+    if let Some(reset) = header("x-ratelimit-reset-default").and_then(|v| v.trim().parse::<i64>().ok()) {
+        let wait = match reset {
+            r if r > 100_000_000_000 => Duration::milliseconds(r - now.timestamp_millis()),
+            r if r > 1_000_000_000 => Duration::seconds(r - now.timestamp()),
+            r => Duration::seconds(r),
+        };
+        return Some(wait.max(Duration::zero()));
+    }
+    (status == 429).then(|| Duration::seconds(60))
+}
+
+#[cfg(feature = "http")]
+pub use http::HttpCalcom;
+
+#[cfg(feature = "http")]
+mod http {
+    use super::*;
+    use std::io::ErrorKind;
+
+    /// The real client: ureq, blocking, with a per-request timeout.
+    #[derive(Debug, Clone)]
+    pub struct HttpCalcom {
+        agent: ureq::Agent,
+    }
+
+    impl HttpCalcom {
+        pub fn new(timeout: std::time::Duration) -> Self {
+            HttpCalcom { agent: ureq::AgentBuilder::new().timeout(timeout).build() }
+        }
+
+        fn request(&self, method: &str, endpoint: &Endpoint, path: &str) -> ureq::Request {
+            let url = format!("{}{path}", endpoint.base_url.trim_end_matches('/'));
+            self.agent
+                .request(method, &url)
+                .set("Authorization", &format!("Bearer {}", endpoint.api_key.expose()))
+                .set("cal-api-version", BOOKINGS_API_VERSION)
+        }
+
+        fn send(&self, request: ureq::Request, body: Option<&Value>) -> Result<Value, ApiFailure> {
+            let answer = match body {
+                Some(b) => request.send_json(b),
+                None => request.call(),
+            };
+            match answer {
+                Ok(response) => response.into_json::<Value>().map_err(|e| ApiFailure::BadAnswer(e.to_string())),
+                Err(ureq::Error::Status(status, response)) => {
+                    let retry = retry_after(status, |h| response.header(h).map(str::to_string), Utc::now());
+                    let body: Value = response.into_json().unwrap_or(Value::Null);
+                    let message = body["error"]["message"]
+                        .as_str()
+                        .or_else(|| body["message"].as_str())
+                        .unwrap_or("no message")
+                        .to_string();
+                    Err(ApiFailure::Status { status, message, retry_after: retry })
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    let timed_out = std::error::Error::source(&t)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .is_some_and(|io| matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock));
+                    if timed_out || t.to_string().contains("timed out") {
+                        Err(ApiFailure::Timeout)
+                    } else {
+                        Err(ApiFailure::Network(t.kind().to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    fn data<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, ApiFailure> {
+        serde_json::from_value(answer["data"].clone()).map_err(|e| ApiFailure::BadAnswer(e.to_string()))
+    }
+
+    impl CalcomApi for HttpCalcom {
+        fn create_booking(&self, endpoint: &Endpoint, payload: &Value) -> Result<CalBooking, ApiFailure> {
+            data(self.send(self.request("POST", endpoint, "/v2/bookings"), Some(payload))?)
+        }
+
+        fn find_bookings(&self, endpoint: &Endpoint, q: &BookingQuery) -> Result<Vec<CalBooking>, ApiFailure> {
+            let mut request = self
+                .request("GET", endpoint, "/v2/bookings")
+                .query("eventTypeId", &q.event_type_id.to_string())
+                .query("afterStart", &crate::booking::format_utc(&q.after_start))
+                .query("beforeEnd", &crate::booking::format_utc(&q.before_end))
+                .query("take", "250");
+            if let Some(email) = &q.attendee_email {
+                request = request.query("attendeeEmail", email);
+            }
+            data(self.send(request, None)?)
+        }
+
+        fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure> {
+            data(self.send(self.request("GET", endpoint, &format!("/v2/bookings/{uid}")), None)?)
+        }
+
+        fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure> {
+            let body = json!({ "cancellationReason": reason });
+            self.send(self.request("POST", endpoint, &format!("/v2/bookings/{uid}/cancel")), Some(&body)).map(|_| ())
+        }
+
+        fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure> {
+            let body = serde_json::to_value(attendee).map_err(|e| ApiFailure::BadAnswer(e.to_string()))?;
+            self.send(self.request("POST", endpoint, &format!("/v2/bookings/{uid}/attendees")), Some(&body)).map(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes() {
+        let status =
+            |status: u16, message: &str| ApiFailure::Status { status, message: message.into(), retry_after: None };
+        let taken = "User either already has booking at this time or is not available";
+        assert_eq!(classify(&status(400, taken)).code, "slot_unavailable");
+        assert_eq!(classify(&status(409, taken)).code, "slot_unavailable");
+        assert_eq!(classify(&status(400, "Attempting to book a meeting in the past.")).code, "calcom_validation");
+        assert_eq!(classify(&status(401, "bad key")).code, "calcom_auth");
+        assert_eq!(classify(&status(404, "Event type with id 1 not found.")).code, "calcom_not_found");
+        for s in [408, 500, 502, 503] {
+            assert!(classify(&status(s, "")).retryable, "{s}");
+        }
+        assert!(classify(&status(429, "")).rate_limited);
+        assert!(classify(&ApiFailure::Timeout).retryable);
+        assert!(!classify(&status(422, "")).retryable);
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
+        let h = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(retry_after(503, h(&[("retry-after", "7")]), now), Some(Duration::seconds(7)));
+        assert_eq!(retry_after(429, h(&[("x-ratelimit-reset-default", "12")]), now), Some(Duration::seconds(12)));
+        assert_eq!(
+            retry_after(429, h(&[("x-ratelimit-reset-default", "1900000030")]), now),
+            Some(Duration::seconds(30))
+        );
+        assert_eq!(retry_after(429, h(&[]), now), Some(Duration::seconds(60)));
+        assert_eq!(retry_after(503, h(&[]), now), None);
+    }
+}

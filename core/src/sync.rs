@@ -1,0 +1,529 @@
+//! The sync worker: claims due outbox jobs with a lease and runs them against
+//! Cal.com, with a client-side rate limit per API key, the shared circuit
+//! breaker, and a lookup before any retried create so an appointment never
+//! gets two Cal.com bookings. Time comes from the injected clock; nothing
+//! here sleeps to wait out a backoff.
+
+use crate::appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin};
+use crate::breaker::{self, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
+use crate::calcom::{
+    build_create_payload, classify, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, NewAttendee,
+    DEFAULT_BASE_URL, METADATA_KEY,
+};
+use crate::callbook::{apply_in, Callbook};
+use crate::company::{Branch, Company, Service};
+use crate::customer::Customer;
+use crate::ids::{AppointmentId, JobId};
+use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState};
+use crate::store::{self, SyncFailure, Tx};
+use crate::{Error, Result};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How a worker runs. Retry policy and lease come from the `Callbook`'s `Config`.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names the worker in `locked_by`.
+    pub id: String,
+    /// Jobs run at once (threads).
+    pub threads: usize,
+    /// Jobs claimed per round.
+    pub batch: u32,
+    /// Cal.com API base for companies that name none.
+    pub base_url: String,
+    /// The attendee email when the customer has none (Cal.com needs one).
+    pub email_fallback: String,
+    pub breaker: BreakerPolicy,
+    /// Client-side limit per API key (Cal.com's default: 120 a minute).
+    pub requests_per_minute: u32,
+    /// Seeds the backoff jitter.
+    pub seed: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: format!("worker-{}", std::process::id()),
+            threads: 1,
+            batch: 32,
+            base_url: DEFAULT_BASE_URL.to_string(),
+            email_fallback: "noreply@example.com".to_string(),
+            breaker: BreakerPolicy::default(),
+            requests_per_minute: 120,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// What happened to one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SyncOutcome {
+    /// Cal.com has it now (`adopted`: found by its key after a lost answer, not created again).
+    Synced { adopted: bool },
+    /// Done without a call (from Cal.com, already synced, nothing to update).
+    Skipped { reason: String },
+    /// The attempt failed and the job will run again.
+    Retrying { code: String },
+    /// Out of attempts or not retryable: on the manual-review list.
+    Flagged { code: String },
+    /// Not run now and no attempt used: the breaker is open or the rate limit is reached.
+    Deferred { reason: String },
+    /// The appointment was cancelled before it was synced.
+    Cancelled,
+    /// The lease was lost (or the job panicked): another worker will take it.
+    Lost,
+}
+
+/// One finished job, for `Worker::on_event` listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncEvent {
+    pub job_id: JobId,
+    pub appointment_id: AppointmentId,
+    pub kind: JobKind,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub outcome: SyncOutcome,
+}
+
+/// Counts of one `run_once`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    pub jobs: u64,
+    pub synced: u64,
+    pub adopted: u64,
+    pub skipped: u64,
+    pub retried: u64,
+    pub flagged: u64,
+    pub deferred_breaker: u64,
+    pub deferred_rate_limit: u64,
+    pub cancelled: u64,
+    pub lost: u64,
+}
+
+impl RunReport {
+    fn add(&mut self, outcome: &SyncOutcome) {
+        self.jobs += 1;
+        match outcome {
+            SyncOutcome::Synced { adopted } => {
+                self.synced += 1;
+                self.adopted += u64::from(*adopted);
+            }
+            SyncOutcome::Skipped { .. } => self.skipped += 1,
+            SyncOutcome::Retrying { .. } => self.retried += 1,
+            SyncOutcome::Flagged { .. } => self.flagged += 1,
+            SyncOutcome::Deferred { reason } if reason == "breaker_open" => self.deferred_breaker += 1,
+            SyncOutcome::Deferred { .. } => self.deferred_rate_limit += 1,
+            SyncOutcome::Cancelled => self.cancelled += 1,
+            SyncOutcome::Lost => self.lost += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &RunReport) {
+        self.jobs += other.jobs;
+        self.synced += other.synced;
+        self.adopted += other.adopted;
+        self.skipped += other.skipped;
+        self.retried += other.retried;
+        self.flagged += other.flagged;
+        self.deferred_breaker += other.deferred_breaker;
+        self.deferred_rate_limit += other.deferred_rate_limit;
+        self.cancelled += other.cancelled;
+        self.lost += other.lost;
+    }
+}
+
+/// A sliding-window limit per API key: at most `limit` requests in any 60 s.
+/// Stricter than a token bucket with the same rate, so it never trips a
+/// window-based server limit (a burst of 120 then 2/s would).
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    limit: usize,
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    sent: VecDeque<DateTime<Utc>>,
+    blocked_until: Option<DateTime<Utc>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter { limit: per_minute.max(1) as usize, windows: Mutex::default() }
+    }
+
+    /// Takes `n` request slots at once, or says when enough free up.
+    pub fn acquire(&self, key: &str, n: usize, now: DateTime<Utc>) -> std::result::Result<(), DateTime<Utc>> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.entry(key.to_string()).or_default();
+        if let Some(until) = w.blocked_until.filter(|u| *u > now) {
+            return Err(until);
+        }
+        while w.sent.front().is_some_and(|t| *t + Duration::minutes(1) <= now) {
+            w.sent.pop_front();
+        }
+        let n = n.clamp(1, self.limit);
+        if w.sent.len() + n > self.limit {
+            let frees = w.sent.get(w.sent.len() + n - self.limit - 1).copied();
+            return Err(frees.map_or(now, |t| t + Duration::minutes(1)));
+        }
+        w.sent.extend(std::iter::repeat_n(now, n));
+        Ok(())
+    }
+
+    /// The server said 429: nobody uses this key until then.
+    pub fn block(&self, key: &str, until: DateTime<Utc>) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.entry(key.to_string()).or_default().blocked_until = Some(until);
+    }
+}
+
+type Listener = Box<dyn Fn(&SyncEvent) + Send + Sync>;
+
+pub struct Worker {
+    book: Callbook,
+    api: Arc<dyn CalcomApi>,
+    config: WorkerConfig,
+    limiter: RateLimiter,
+    rng: Mutex<u64>,
+    listeners: Vec<Listener>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Everything a job needs, read in one snapshot.
+struct Context {
+    appointment: Appointment,
+    customer: Customer,
+    service: Service,
+    branch: Branch,
+    company: Company,
+}
+
+impl Worker {
+    pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
+        let limiter = RateLimiter::new(config.requests_per_minute);
+        let rng = Mutex::new(config.seed);
+        Worker { book, api, config, limiter, rng, listeners: Vec::new() }
+    }
+
+    /// Calls `listener` after every job (from the worker's threads: keep it short).
+    pub fn on_event(mut self, listener: impl Fn(&SyncEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(Box::new(listener));
+        self
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs jobs until none is due: rescues jobs whose worker died on their
+    /// last attempt, then claims and runs batches on `threads` threads.
+    pub fn run_once(&self) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        self.book.rescue_expired()?;
+        loop {
+            let jobs = self.book.claim_jobs(&self.config.id, self.config.batch)?;
+            if jobs.is_empty() {
+                return Ok(report);
+            }
+            report.merge(&self.run_jobs(jobs));
+        }
+    }
+
+    /// Runs until `stop` is set, waiting `idle` (real time) when nothing is due.
+    /// A job that is running when `stop` is set finishes its attempt first.
+    pub fn run(&self, stop: &AtomicBool, idle: std::time::Duration) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        while !stop.load(Ordering::SeqCst) {
+            self.book.rescue_expired()?;
+            let jobs = self.book.claim_jobs(&self.config.id, self.config.batch)?;
+            if jobs.is_empty() {
+                std::thread::sleep(idle);
+                continue;
+            }
+            report.merge(&self.run_jobs(jobs));
+        }
+        Ok(report)
+    }
+
+    fn run_jobs(&self, jobs: Vec<Job>) -> RunReport {
+        let queue = Mutex::new(VecDeque::from(jobs));
+        let report = Mutex::new(RunReport::default());
+        let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        std::thread::scope(|scope| {
+            for _ in 0..self.config.threads.max(1) {
+                scope.spawn(|| {
+                    while let Some(job) = next() {
+                        let event = self.run_job(job);
+                        report.lock().unwrap_or_else(|p| p.into_inner()).add(&event.outcome);
+                        for listener in &self.listeners {
+                            listener(&event);
+                        }
+                    }
+                });
+            }
+        });
+        report.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one claimed job. A panic inside leaves the job leased: it is
+    /// claimed again when the lease runs out, like a job of a dead worker.
+    pub fn run_job(&self, job: Job) -> SyncEvent {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.process(&job)))
+            .unwrap_or(Ok(SyncOutcome::Lost))
+            .unwrap_or(SyncOutcome::Lost);
+        SyncEvent { job_id: job.id, appointment_id: job.appointment_id, kind: job.kind, attempt: job.attempt, outcome }
+    }
+
+    fn jitter(&self) -> f64 {
+        let mut state = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn context(&self, job: &Job) -> Result<Context> {
+        let (company_id, appointment_id) = (job.company_id, job.appointment_id);
+        store::read(&**self.book.store(), |tx| {
+            let appointment =
+                tx.appointment(company_id, appointment_id)?.ok_or(Error::AppointmentNotFound(appointment_id.0))?;
+            let missing = |what: &str| Error::Storage(format!("appointment {} has no {what}", appointment_id.0));
+            Ok(Context {
+                customer: tx.customer(company_id, appointment.customer_id)?.ok_or_else(|| missing("customer"))?,
+                service: tx.service(appointment.service_id)?.ok_or_else(|| missing("service"))?,
+                branch: tx.branch(appointment.branch_id)?.ok_or_else(|| missing("branch"))?,
+                company: tx.company(company_id)?.ok_or_else(|| missing("company"))?,
+                appointment,
+            })
+        })
+    }
+
+    /// Finishes a job without a call to Cal.com.
+    fn finish_quietly(&self, job: &Job, event: JobEvent, outcome: SyncOutcome) -> Result<SyncOutcome> {
+        Ok(if self.book.finish_job(job, event, None)? { outcome } else { SyncOutcome::Lost })
+    }
+
+    fn process(&self, job: &Job) -> Result<SyncOutcome> {
+        let ctx = self.context(job)?;
+        let a = &ctx.appointment;
+        let skip =
+            |reason: &str| self.finish_quietly(job, JobEvent::Succeed, SyncOutcome::Skipped { reason: reason.into() });
+        match job.kind {
+            // Loop prevention: what came from Cal.com is never pushed back.
+            JobKind::Create if a.sync_origin == SyncOrigin::Calcom => return skip("from_calcom"),
+            JobKind::Create if a.calcom_v2_booking_uid.is_some() => return skip("already_synced"),
+            JobKind::Create if a.status == AppointmentStatus::Cancelled => {
+                return self.finish_quietly(job, JobEvent::Cancel, SyncOutcome::Cancelled)
+            }
+            JobKind::UpdateAttendee | JobKind::Cancel if a.calcom_v2_booking_uid.is_none() => {
+                return skip("not_in_calcom")
+            }
+            JobKind::UpdateAttendee if ctx.customer.email.is_none() => return skip("no_email"),
+            _ => {}
+        }
+        let Some(api_key) = ctx.company.calcom_api_key.clone() else {
+            let failure = ApiFailure::Status {
+                status: 401,
+                message: "the company has no Cal.com API key".into(),
+                retry_after: None,
+            };
+            return self.record(job, &ctx, Err(failure), false);
+        };
+        let endpoint = Endpoint {
+            base_url: ctx.company.calcom_api_base.clone().unwrap_or_else(|| self.config.base_url.clone()),
+            api_key,
+        };
+        let breaker_key = endpoint.breaker_key();
+        let now = self.book.now();
+        let probe = match self.admit(&breaker_key, now)? {
+            Admission::Go => false,
+            Admission::Probe(_) => true,
+            Admission::Wait(until) => return self.defer(job, until, "breaker_open"),
+        };
+        // A retried create looks for its booking first: two requests.
+        let requests = if job.kind == JobKind::Create && job.attempt > 1 { 2 } else { 1 };
+        if let Err(until) = self.limiter.acquire(&breaker_key, requests, now) {
+            return self.defer(job, until, "rate_limit");
+        }
+        let answer = match job.kind {
+            JobKind::Create => self.create(job, &ctx, &endpoint),
+            JobKind::UpdateAttendee => {
+                let attendee = NewAttendee {
+                    name: ctx.customer.name.clone(),
+                    email: ctx.customer.email.clone().unwrap_or_default(),
+                    time_zone: ctx.branch.timezone.clone(),
+                };
+                let uid = a.calcom_v2_booking_uid.clone().unwrap_or_default();
+                self.api.add_attendee(&endpoint, &uid, &attendee).map(|()| None)
+            }
+            JobKind::Cancel => {
+                let uid = a.calcom_v2_booking_uid.clone().unwrap_or_default();
+                self.api.cancel_booking(&endpoint, &uid, "cancelled by the caller").map(|()| None)
+            }
+        };
+        if let Err(ApiFailure::Status { status: 429, retry_after, .. }) = &answer {
+            // Rate limited: wait as told, without using an attempt.
+            let until = self.book.now()
+                + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.book.config().policy.max_retry_after);
+            self.limiter.block(&breaker_key, until);
+            self.note_breaker(&breaker_key, Outcome::Healthy)?;
+            return self.defer(job, until, "rate_limit");
+        }
+        let outcome = match &answer {
+            Ok(_) => Outcome::Healthy,
+            Err(failure) => classify(failure).breaker,
+        };
+        let reopened = self.note_breaker(&breaker_key, outcome)?;
+        if probe && outcome == Outcome::Unhealthy {
+            // The probe found Cal.com still down: that is the breaker's
+            // business, not this appointment's, so no attempt is used.
+            return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open");
+        }
+        self.record(job, &ctx, answer, true)
+    }
+
+    /// The create flow. A retry first looks for the booking a previous attempt
+    /// may have made (its answer lost), by the key in its metadata.
+    fn create(
+        &self,
+        job: &Job,
+        ctx: &Context,
+        endpoint: &Endpoint,
+    ) -> std::result::Result<Option<(CalBooking, bool)>, ApiFailure> {
+        let a = &ctx.appointment;
+        let Some(event_type_id) = ctx.service.calcom_event_type_id else {
+            return Err(ApiFailure::Status {
+                status: 400,
+                message: "the service has no Cal.com event type".into(),
+                retry_after: None,
+            });
+        };
+        if job.attempt > 1 {
+            let query = BookingQuery {
+                event_type_id,
+                after_start: a.starts_at - Duration::minutes(1),
+                before_end: a.ends_at + Duration::minutes(1),
+                attendee_email: None,
+            };
+            let found = self.api.find_bookings(endpoint, &query)?;
+            let mine = found
+                .into_iter()
+                .find(|b| b.metadata.get(METADATA_KEY).and_then(|v| v.as_str()) == Some(&a.idempotency_key));
+            if let Some(booking) = mine {
+                return Ok(Some((booking, true)));
+            }
+        }
+        let payload = build_create_payload(a, &ctx.customer, &ctx.service, &ctx.branch, &self.config.email_fallback);
+        self.api.create_booking(endpoint, &payload).map(|b| Some((b, false)))
+    }
+
+    fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {
+        let key = key.to_string();
+        let policy = self.config.breaker.clone();
+        store::write(&**self.book.store(), move |tx| {
+            let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
+            let admission = breaker::admit(&current, now, &policy);
+            if let Admission::Probe(probing) = &admission {
+                tx.put_breaker(probing)?;
+            }
+            Ok(admission)
+        })
+    }
+
+    /// Records a call's outcome on the shared breaker; returns the new state.
+    fn note_breaker(&self, key: &str, outcome: Outcome) -> Result<Breaker> {
+        let key = key.to_string();
+        let policy = self.config.breaker.clone();
+        let now = self.book.now();
+        store::write(&**self.book.store(), move |tx| {
+            let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
+            let next = breaker::record(&current, outcome, now, &policy);
+            // A healthy answer on a closed, clean breaker changes nothing: skip the write.
+            let unchanged = current.state == BreakerState::Closed
+                && next.state == BreakerState::Closed
+                && current.consecutive_failures == next.consecutive_failures;
+            if !unchanged {
+                tx.put_breaker(&next)?;
+            }
+            Ok(next)
+        })
+    }
+
+    fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str) -> Result<SyncOutcome> {
+        self.finish_quietly(job, JobEvent::Defer { until }, SyncOutcome::Deferred { reason: reason.into() })
+    }
+
+    /// Writes the attempt's result: job state, appointment sync fields and,
+    /// when the job is discarded, the manual-review flag, in one transaction.
+    fn record(
+        &self,
+        job: &Job,
+        ctx: &Context,
+        answer: std::result::Result<Option<(CalBooking, bool)>, ApiFailure>,
+        attempted: bool,
+    ) -> Result<SyncOutcome> {
+        let now = self.book.now();
+        let job = job.clone();
+        let (company, appointment) = (job.company_id, ctx.appointment.id);
+        match answer {
+            Ok(booked) => store::write(&**self.book.store(), move |tx| {
+                if !apply_in(tx, &job, &JobEvent::Succeed, None, now)? {
+                    return Ok(SyncOutcome::Lost);
+                }
+                let adopted = match booked {
+                    Some((booking, adopted)) => {
+                        tx.record_sync_success(company, appointment, booking.id, &booking.uid, now)?;
+                        adopted
+                    }
+                    None => false,
+                };
+                Ok(SyncOutcome::Synced { adopted })
+            }),
+            Err(failure) => {
+                let class = classify(&failure);
+                let policy = &self.book.config().policy;
+                let retry_after = match &failure {
+                    ApiFailure::Status { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let retry_at = now + retry_delay(policy, job.attempt, retry_after, self.jitter());
+                let event = JobEvent::Fail { retryable: class.retryable && attempted, retry_at };
+                let discarded =
+                    transition(&job.snapshot(), &event, now).is_ok_and(|next| next.state == JobState::Discarded);
+                let failure = SyncFailure {
+                    code: class.code.clone(),
+                    message: cut_message(&failure.to_string()),
+                    flag: discarded,
+                };
+                let message = failure.message.clone();
+                store::write(&**self.book.store(), move |tx: &mut dyn Tx| {
+                    if !apply_in(tx, &job, &event, Some(&message), now)? {
+                        return Ok(SyncOutcome::Lost);
+                    }
+                    if job.kind == JobKind::Create {
+                        tx.record_sync_failure(company, appointment, &failure, now)?;
+                    } else if failure.flag {
+                        tx.flag_for_review(company, appointment, "sync_failed", now)?;
+                    }
+                    Ok(if failure.flag {
+                        SyncOutcome::Flagged { code: failure.code }
+                    } else {
+                        SyncOutcome::Retrying { code: failure.code }
+                    })
+                })
+            }
+        }
+    }
+}
