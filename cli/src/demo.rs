@@ -3,14 +3,20 @@
 //! regulars calling back with their number written differently, spoken
 //! emails), booked through the core; then a report.
 
-use callbook::{BookingRequest, Callbook, ImportData, NewCall};
+use callbook::{
+    BookingRequest, Callbook, Clock, FakeCalcom, Fault, HttpCalcom, ImportData, ManualClock, NewCall, RunReport,
+    Worker, WorkerConfig,
+};
+use chrono::Duration;
 use serde::Serialize;
+use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 const DIRECTORY: &str = r#"{
   "companies": [
-    {"id": 1, "name": "Salon Sonnenschein"},
-    {"id": 2, "name": "Physio am Hafen"}
+    {"id": 1, "name": "Salon Sonnenschein", "calcom_api_key": "cal_test_demo_salon"},
+    {"id": 2, "name": "Physio am Hafen", "calcom_api_key": "cal_test_demo_physio"}
   ],
   "branches": [
     {"id": 1, "company_id": 1, "name": "Berlin Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 30 1234567"},
@@ -62,6 +68,25 @@ pub struct Report {
     pub booking_p50_us: u64,
     pub booking_p99_us: u64,
     pub outbox_jobs_pending: u64,
+    pub sync: SyncSummary,
+}
+
+/// The sync half of the demo: the worker against the built-in fake Cal.com.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncSummary {
+    pub synced: u64,
+    pub adopted_after_lost_answer: u64,
+    pub retried_attempts: u64,
+    pub deferred_by_breaker: u64,
+    pub deferred_by_rate_limit: u64,
+    pub flagged_for_review: u64,
+    /// `sync_error_code` → appointments flagged with it.
+    pub flagged_by_code: std::collections::BTreeMap<String, u64>,
+    pub calcom_requests: u64,
+    pub calcom_429s: u64,
+    pub duplicate_calcom_bookings: usize,
+    pub simulated_seconds: i64,
+    pub real_ms: u128,
 }
 
 impl Report {
@@ -75,7 +100,16 @@ impl Report {
              email conflicts   {} flagged for review (anonymous caller gave someone else's email)\n\
              refused           {}\n\
              booking latency   p50 {} µs, p99 {} µs (durable commit included)\n\
-             outbox            {} calcom.create jobs waiting for the sync worker",
+             outbox            {} calcom.create jobs written with the bookings\n\
+             \n\
+             sync to the built-in fake Cal.com (3-minute outage at the start, 2 lost answers, 2 refused requests;\n\
+             callers who chose a time already taken get slot_unavailable until availability checks land)\n\
+             synced            {} ({} adopted after a lost answer, none created twice: {} duplicates)\n\
+             retried           {} failed attempts retried with backoff\n\
+             deferred          {} by the open circuit breaker, {} by the 120/min rate limit (no attempt used)\n\
+             flagged           {} for manual review: {}\n\
+             Cal.com           {} requests, {} answered 429\n\
+             took              {} s simulated, {} ms real",
             self.calls,
             self.booked,
             self.anonymous_bookings,
@@ -87,7 +121,19 @@ impl Report {
             if rejected.is_empty() { "none".to_string() } else { rejected.join(", ") },
             self.booking_p50_us,
             self.booking_p99_us,
-            self.outbox_jobs_pending
+            self.outbox_jobs_pending,
+            self.sync.synced,
+            self.sync.adopted_after_lost_answer,
+            self.sync.duplicate_calcom_bookings,
+            self.sync.retried_attempts,
+            self.sync.deferred_by_breaker,
+            self.sync.deferred_by_rate_limit,
+            self.sync.flagged_for_review,
+            self.sync.flagged_by_code.iter().map(|(c, n)| format!("{n} {c}")).collect::<Vec<_>>().join(", "),
+            self.sync.calcom_requests,
+            self.sync.calcom_429s,
+            self.sync.simulated_seconds,
+            self.sync.real_ms
         )
     }
 }
@@ -130,7 +176,10 @@ pub fn run(calls: usize, seed: u64) -> callbook::Result<Report> {
 }
 
 fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<Report> {
-    let book = Callbook::open(path)?;
+    // Simulated time: the worker's backoffs, the breaker's cool-downs and
+    // Cal.com's rate limit run on this clock, so the demo takes seconds.
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let book = Callbook::open(path)?.with_clock(clock.clone());
     book.import(&ImportData::from_json(DIRECTORY)?)?;
     let mut rng = Rng(seed);
     let mut latencies = Vec::with_capacity(calls);
@@ -147,6 +196,7 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         booking_p50_us: 0,
         booking_p99_us: 0,
         outbox_jobs_pending: 0,
+        sync: SyncSummary::default(),
     };
     let mut seen_customers = std::collections::HashSet::new();
     for i in 0..calls {
@@ -214,5 +264,101 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
     report.customers_created = stats.customers_known + stats.customers_anonymous;
     report.email_conflicts_flagged = stats.manual_review;
     report.outbox_jobs_pending = stats.jobs.get("available").copied().unwrap_or(0);
+    report.sync = sync_phase(&book, &clock, report.booked as u64)?;
     Ok(report)
+}
+
+fn sync_phase(book: &Callbook, clock: &Arc<ManualClock>, total: u64) -> callbook::Result<SyncSummary> {
+    let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
+    let fake = FakeCalcom::start(clock.clone()).map_err(io)?;
+    fake.inject([
+        Fault::LoseAnswer(std::time::Duration::from_millis(400)),
+        Fault::Status(400, "responses - {email}invalid_email".into()),
+        Fault::LoseAnswer(std::time::Duration::from_millis(400)),
+        Fault::Status(404, "Event type with id 1002 not found.".into()),
+    ]);
+    let api = Arc::new(HttpCalcom::new(std::time::Duration::from_millis(200)));
+    let config = WorkerConfig { id: "demo".into(), threads: 2, base_url: fake.url().into(), ..WorkerConfig::default() };
+    let worker = Worker::new(book.clone(), api, config);
+    let progress = Progress::new(total);
+    let (started, real) = (clock.now(), Instant::now());
+    let mut run = RunReport::default();
+    fake.outage_until(clock.now() + Duration::minutes(3));
+    for _ in 0..3600 {
+        run.merge(&worker.run_once()?);
+        let stats = book.stats()?;
+        progress.show(run.synced + run.flagged, &run);
+        if ["available", "retryable", "running"].iter().all(|s| stats.jobs.get(*s).copied().unwrap_or(0) == 0) {
+            break;
+        }
+        clock.advance(Duration::seconds(1));
+    }
+    progress.finish();
+    let fake_stats = fake.stats();
+    Ok(SyncSummary {
+        synced: run.synced,
+        adopted_after_lost_answer: run.adopted,
+        retried_attempts: run.retried,
+        deferred_by_breaker: run.deferred_breaker,
+        deferred_by_rate_limit: run.deferred_rate_limit,
+        flagged_for_review: run.flagged,
+        flagged_by_code: book.review_list()?.iter().filter_map(|a| a.sync_error_code.clone()).fold(
+            Default::default(),
+            |mut m, code| {
+                *m.entry(code).or_default() += 1;
+                m
+            },
+        ),
+        calcom_requests: fake_stats.requests,
+        calcom_429s: fake_stats.rate_limited,
+        duplicate_calcom_bookings: fake_stats.duplicated_keys,
+        simulated_seconds: (clock.now() - started).num_seconds(),
+        real_ms: real.elapsed().as_millis(),
+    })
+}
+
+/// A progress bar on a terminal, a plain line per 10% otherwise (on stderr,
+/// so `--json` keeps stdout to one object).
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines { total: u64, last: std::cell::Cell<u64> },
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            let style = indicatif::ProgressStyle::with_template("syncing {bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines { total: total.max(1), last: std::cell::Cell::new(0) }
+        }
+    }
+
+    fn show(&self, done: u64, run: &RunReport) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{} deferred by the breaker, {} retried", run.deferred_breaker, run.retried));
+            }
+            Progress::Lines { total, last } => {
+                let tenth = done * 10 / total;
+                if tenth > last.get() {
+                    last.set(tenth);
+                    eprintln!(
+                        "syncing: {done}/{total} done ({} deferred by the breaker, {} retried)",
+                        run.deferred_breaker, run.retried
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
 }

@@ -24,8 +24,8 @@ pub enum Fault {
     RateLimited(i64),
     /// Answer after this long (real time: past the client's timeout, the client gives up).
     Delay(std::time::Duration),
-    /// Do the request, then answer only after this long: the client times out
-    /// although the booking exists (the lost answer).
+    /// Do the next create, then answer only after this long: the client times
+    /// out although the booking exists (the lost answer). Waits for a create.
     LoseAnswer(std::time::Duration),
 }
 
@@ -226,7 +226,9 @@ fn answer(
         if s.outage_until.is_some_and(|until| now < until) {
             return Answer::json(503, error_body(path, 503, "Service Unavailable"));
         }
-        match s.faults.pop_front() {
+        let is_create = method == "POST" && path.trim_end_matches('/') == "/v2/bookings";
+        let waits_for_create = matches!(s.faults.front(), Some(Fault::LoseAnswer(_))) && !is_create;
+        match if waits_for_create { None } else { s.faults.pop_front() } {
             Some(Fault::Status(status, message)) => return Answer::json(status, error_body(path, status, &message)),
             Some(Fault::RateLimited(secs)) => {
                 s.rate_limited_total += 1;

@@ -350,15 +350,17 @@ impl Worker {
         let probe = match self.admit(&breaker_key, now)? {
             Admission::Go => false,
             Admission::Probe(_) => true,
-            Admission::Wait(until) => return self.defer(job, until, "breaker_open"),
+            Admission::Wait(until) => return self.defer(job, until, "breaker_open", None),
         };
-        // A retried create looks for its booking first: two requests.
-        let requests = if job.kind == JobKind::Create && job.attempt > 1 { 2 } else { 1 };
+        // A create that was sent before without a definite answer (an earlier
+        // attempt, or a probe that timed out) looks for its booking first.
+        let lookup = job.kind == JobKind::Create && (job.attempt > 1 || job.last_error.is_some());
+        let requests = if lookup { 2 } else { 1 };
         if let Err(until) = self.limiter.acquire(&breaker_key, requests, now) {
-            return self.defer(job, until, "rate_limit");
+            return self.defer(job, until, "rate_limit", None);
         }
         let answer = match job.kind {
-            JobKind::Create => self.create(job, &ctx, &endpoint),
+            JobKind::Create => self.create(lookup, &ctx, &endpoint),
             JobKind::UpdateAttendee => {
                 let attendee = NewAttendee {
                     name: ctx.customer.name.clone(),
@@ -379,7 +381,7 @@ impl Worker {
                 + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.book.config().policy.max_retry_after);
             self.limiter.block(&breaker_key, until);
             self.note_breaker(&breaker_key, Outcome::Healthy)?;
-            return self.defer(job, until, "rate_limit");
+            return self.defer(job, until, "rate_limit", None);
         }
         let outcome = match &answer {
             Ok(_) => Outcome::Healthy,
@@ -389,7 +391,8 @@ impl Worker {
         if probe && outcome == Outcome::Unhealthy {
             // The probe found Cal.com still down: that is the breaker's
             // business, not this appointment's, so no attempt is used.
-            return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open");
+            let error = answer.err().map(|f| cut_message(&f.to_string()));
+            return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open", error.as_deref());
         }
         self.record(job, &ctx, answer, true)
     }
@@ -398,7 +401,7 @@ impl Worker {
     /// may have made (its answer lost), by the key in its metadata.
     fn create(
         &self,
-        job: &Job,
+        lookup: bool,
         ctx: &Context,
         endpoint: &Endpoint,
     ) -> std::result::Result<Option<(CalBooking, bool)>, ApiFailure> {
@@ -410,7 +413,7 @@ impl Worker {
                 retry_after: None,
             });
         };
-        if job.attempt > 1 {
+        if lookup {
             let query = BookingQuery {
                 event_type_id,
                 after_start: a.starts_at - Duration::minutes(1),
@@ -461,8 +464,9 @@ impl Worker {
         })
     }
 
-    fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str) -> Result<SyncOutcome> {
-        self.finish_quietly(job, JobEvent::Defer { until }, SyncOutcome::Deferred { reason: reason.into() })
+    fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str, error: Option<&str>) -> Result<SyncOutcome> {
+        let outcome = SyncOutcome::Deferred { reason: reason.into() };
+        Ok(if self.book.finish_job(job, JobEvent::Defer { until }, error)? { outcome } else { SyncOutcome::Lost })
     }
 
     /// Writes the attempt's result: job state, appointment sync fields and,

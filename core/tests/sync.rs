@@ -360,3 +360,16 @@ fn a_new_email_adds_the_customer_as_attendee() {
         "email_already_set"
     );
 }
+
+#[test]
+fn a_probe_whose_answer_is_lost_is_adopted_later() {
+    let (e, worker) = env_with(150);
+    let bookings = book_n(&e.book, 10);
+    e.fake.outage_until(t0() + Duration::minutes(2));
+    e.fake.inject([Fault::LoseAnswer(std::time::Duration::from_millis(400))]);
+    let report = drain(&e, &worker, Duration::hours(1));
+    let fake = e.fake.stats();
+    assert_eq!((report.synced, report.adopted, report.flagged), (10, 1, 0), "{report:?}");
+    assert_eq!((fake.creates, fake.duplicated_keys), (10, 0));
+    assert!(bookings.iter().all(|b| !e.book.appointment(b.appointment_id).expect("exists").requires_manual_review));
+}

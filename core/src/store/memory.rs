@@ -393,7 +393,9 @@ impl Tx for MemoryTx<'_> {
         if next.locked_until.is_none() {
             job.locked_by = None;
         }
-        job.last_error = last_error.map(str::to_string);
+        if let Some(error) = last_error {
+            job.last_error = Some(error.to_string());
+        }
         job.updated_at = now;
         Ok(true)
     }

@@ -159,6 +159,7 @@ pub trait Tx {
     ) -> Result<Vec<Job>>;
     /// Writes a job's next state if it is still `running` under `lease_token`;
     /// `false` when the lease was lost (someone else holds the job now).
+    /// `last_error: None` keeps the job's previous error (a deferral is no error).
     fn finish_job(
         &mut self,
         id: JobId,

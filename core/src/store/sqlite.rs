@@ -657,7 +657,7 @@ impl Tx for SqliteTx<'_> {
     ) -> Result<bool> {
         let mut st = self.conn.prepare_cached(
             "UPDATE sync_jobs SET state = ?1, attempt = ?2, run_at = ?3, locked_until = ?4,
-                 locked_by = CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END, last_error = ?5, updated_at = ?6
+                 locked_by = CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END, last_error = COALESCE(?5, last_error), updated_at = ?6
              WHERE id = ?7 AND state = 'running' AND lease_token = ?8",
         )?;
         let changed = st.execute(params![
