@@ -5,7 +5,9 @@
 
 mod demo;
 
-use callbook::{BookingRequest, Callbook, Error, ErrorKind, ImportData};
+use callbook::{
+    AppointmentId, BookingRequest, Callbook, CustomerId, Error, ErrorKind, HttpCalcom, ImportData, Worker, WorkerConfig,
+};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -52,8 +54,35 @@ enum Command {
         #[arg(long, requires = "date")]
         time: Option<String>,
     },
-    /// Counts by sync status, jobs by state, manual reviews.
+    /// Counts by sync status, jobs by state, manual reviews, breaker state.
     Stats,
+    /// Run the sync worker: push pending appointments to Cal.com.
+    Sync {
+        /// Run until no job is due, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Cal.com API base; paths such as /v2/bookings are appended.
+        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
+        calcom_url: String,
+        /// Jobs run at once.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// The manual-review queue.
+    Review {
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
+    /// Set a customer's email (when it has none); Cal.com bookings get the customer as attendee.
+    CustomerEmail {
+        #[arg(long)]
+        customer: i64,
+        #[arg(long)]
+        email: String,
+    },
     /// Book a realistic mix of callers on a temporary database and report.
     Demo {
         /// How many calls to simulate.
@@ -62,6 +91,25 @@ enum Command {
         /// Seed for the simulated callers.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReviewAction {
+    /// Appointments waiting for a person.
+    List,
+    /// One appointment with its jobs.
+    Show { id: i64 },
+    /// Back to pending with a fresh sync job.
+    Retry { id: i64 },
+    /// Take it off the list, saying why.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        note: String,
+        /// Who resolves it (default: $USER).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
     },
 }
 
@@ -175,14 +223,45 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             };
             let text = format!(
-                "appointments: {}\njobs: {}\nmanual review: {}\ncustomers: {} known, {} anonymous",
+                "appointments: {}\njobs: {}\nmanual review: {}\ncustomers: {} known, {} anonymous\nbreakers: {}",
                 line(&s.appointments),
                 line(&s.jobs),
                 s.manual_review,
                 s.customers_known,
-                s.customers_anonymous
+                s.customers_anonymous,
+                if s.breakers.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    s.breakers.iter().map(|b| format!("{} {}", b.key, b.state)).collect::<Vec<_>>().join(", ")
+                }
             );
             Ok((json!(s), text))
+        }
+        Command::Sync { once, calcom_url, threads, timeout } => {
+            let book = Callbook::open(&cli.db)?;
+            let api = std::sync::Arc::new(HttpCalcom::new(std::time::Duration::from_secs(timeout)));
+            let config = WorkerConfig { threads, base_url: calcom_url, ..WorkerConfig::default() };
+            let worker = Worker::new(book, api, config);
+            let report = if once {
+                worker.run_once()?
+            } else {
+                // Runs until the process is stopped; a job cut off mid-attempt
+                // is claimed again when its lease runs out.
+                worker.run(&std::sync::atomic::AtomicBool::new(false), std::time::Duration::from_millis(500))?
+            };
+            let text = format!(
+                "{} jobs: {} synced ({} adopted), {} retrying, {} flagged, {} deferred by the breaker, {} by the rate limit",
+                report.jobs, report.synced, report.adopted, report.retried, report.flagged, report.deferred_breaker, report.deferred_rate_limit
+            );
+            Ok((json!(report), text))
+        }
+        Command::Review { action } => review(&Callbook::open(&cli.db)?, action),
+        Command::CustomerEmail { customer, email } => {
+            let queued = Callbook::open(&cli.db)?.set_customer_email(CustomerId(customer), &email)?;
+            Ok((
+                json!({"customer_id": customer, "attendee_updates_queued": queued}),
+                format!("email set; {queued} Cal.com bookings will get the customer as attendee"),
+            ))
         }
         Command::Demo { calls, seed } => {
             let report = demo::run(calls, seed)?;
@@ -190,4 +269,52 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(report), text))
         }
     }
+}
+
+fn review_line(a: &callbook::Appointment) -> String {
+    format!(
+        "#{} {} starts {} — {} {} (attempts {}): {}",
+        a.id,
+        a.review_reason.as_deref().unwrap_or("review"),
+        callbook::format_utc(&a.starts_at),
+        a.calcom_sync_status,
+        a.sync_error_code.as_deref().unwrap_or("-"),
+        a.sync_attempt_count,
+        a.sync_error_message.as_deref().unwrap_or("")
+    )
+}
+
+fn review(book: &Callbook, action: ReviewAction) -> Result<(Value, String), Failure> {
+    Ok(match action {
+        ReviewAction::List => {
+            let list = book.review_list()?;
+            let text = if list.is_empty() {
+                "nothing to review".to_string()
+            } else {
+                list.iter().map(review_line).collect::<Vec<_>>().join("\n")
+            };
+            (json!({ "appointments": list }), text)
+        }
+        ReviewAction::Show { id } => {
+            let (appointment, jobs) = book.review_show(AppointmentId(id))?;
+            let text = format!(
+                "{}\njobs: {}",
+                review_line(&appointment),
+                jobs.iter()
+                    .map(|j| format!("{} {} attempt {}", j.kind, j.state, j.attempt))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (json!({ "appointment": appointment, "jobs": jobs }), text)
+        }
+        ReviewAction::Retry { id } => {
+            let a = book.review_retry(AppointmentId(id))?;
+            let text = format!("appointment {id} is pending again; the worker will sync it");
+            (json!({ "appointment": a }), text)
+        }
+        ReviewAction::Resolve { id, note, by } => {
+            let a = book.review_resolve(AppointmentId(id), &by, &note)?;
+            (json!({ "appointment": a }), format!("appointment {id} resolved by {by}"))
+        }
+    })
 }

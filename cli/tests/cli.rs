@@ -35,7 +35,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("cb.db");
     let (v, code) = callbook(&db, &["init"]);
-    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(1)));
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(2)));
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
     let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);
@@ -149,5 +149,86 @@ fn demo_runs_on_its_own_database() {
     assert_eq!(v["anonymous_bookings"].as_u64().expect("n") + v["known_bookings"].as_u64().expect("n"), booked);
     assert!(v["anonymous_bookings"].as_u64().expect("n") > 0 && v["known_customers_reused"].as_u64().expect("n") > 0);
     assert_eq!(v["outbox_jobs_pending"].as_u64(), Some(booked));
+    // The sync half: through an outage and lost answers, nothing lost, nothing doubled.
+    let sync = &v["sync"];
+    let n = |k: &str| sync[k].as_u64().unwrap_or_else(|| panic!("{k} in {sync}"));
+    assert_eq!(n("synced") + n("flagged_for_review"), booked, "{sync}");
+    assert_eq!((n("duplicate_calcom_bookings"), n("calcom_429s")), (0, 0));
+    assert!(n("deferred_by_breaker") > 0 && n("adopted_after_lost_answer") > 0, "{sync}");
     assert!(!db.exists(), "the demo never touches --db");
+}
+
+#[test]
+fn sync_and_review_against_a_fake_calcom() {
+    let (_dir, db) = setup();
+    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    let (a, _) = callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
+    let (b, _) = callbook(&db, &["book", "--call", "call_known", "--name", "B", "--start", "2099-01-08T11:00:00Z"]);
+    fake.inject([callbook::Fault::Status(400, "responses - {email}invalid_email".into())]);
+    let (report, code) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!((report["synced"].as_u64(), report["flagged"].as_u64()), (Some(1), Some(1)), "{report}");
+
+    let (list, _) = callbook(&db, &["review", "list"]);
+    let flagged = &list["appointments"][0];
+    let id = flagged["id"].as_i64().expect("id");
+    assert!([a["appointment_id"].as_i64(), b["appointment_id"].as_i64()].contains(&Some(id)));
+    assert_eq!(flagged["sync_error_code"], "calcom_validation");
+    let (shown, _) = callbook(&db, &["review", "show", &id.to_string()]);
+    assert_eq!(shown["jobs"][0]["state"], "discarded");
+
+    let (retried, code) = callbook(&db, &["review", "retry", &id.to_string()]);
+    assert_eq!((code, retried["appointment"]["calcom_sync_status"].as_str()), (0, Some("pending")));
+    let (report, _) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    assert_eq!(report["synced"], 1);
+    let (err, code) = callbook(&db, &["review", "resolve", &id.to_string(), "--note", "done"]);
+    assert_eq!((err["error"]["code"].as_str(), code), (Some("not_in_review"), 3));
+
+    let (stats, _) = callbook(&db, &["stats"]);
+    assert_eq!(stats["appointments"]["synced"], 2);
+    assert!(stats["breakers"].is_array());
+    assert!(!stats.to_string().contains("supersecret"));
+
+    // A known customer's first email: the Cal.com booking gets them as attendee.
+    let customer = b["customer_id"].as_i64().expect("id").to_string();
+    let (set, code) = callbook(&db, &["customer-email", "--customer", &customer, "--email", "b@example.com"]);
+    assert_eq!((code, set["attendee_updates_queued"].as_u64()), (0, Some(1)), "{set}");
+    let (report, _) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    assert_eq!(report["synced"], 1);
+    assert!(fake
+        .bookings()
+        .iter()
+        .any(|bk| bk["attendees"].as_array().is_some_and(|l| l.iter().any(|x| x["email"] == "b@example.com"))));
+}
+
+#[test]
+fn review_resolve_records_the_note() {
+    let (_dir, db) = setup();
+    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
+    fake.inject([callbook::Fault::Status(404, "Event type with id 123 not found.".into())]);
+    callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    let (resolved, code) =
+        callbook(&db, &["review", "resolve", "1", "--note", "event type was deleted", "--by", "ops"]);
+    assert_eq!(code, 0, "{resolved}");
+    assert_eq!(resolved["appointment"]["review_note"], "event type was deleted");
+    assert_eq!(resolved["appointment"]["review_resolved_by"], "ops");
+    assert_eq!(resolved["appointment"]["requires_manual_review"], false);
+    let (list, _) = callbook(&db, &["review", "list"]);
+    assert_eq!(list["appointments"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn stats_show_the_breaker_after_a_failure() {
+    let (_dir, db) = setup();
+    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
+    fake.inject([callbook::Fault::Status(503, "Service Unavailable".into())]);
+    let (report, _) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    assert_eq!(report["retried"], 1, "{report}");
+    let (stats, _) = callbook(&db, &["stats"]);
+    let breaker = &stats["breakers"][0];
+    assert_eq!((breaker["state"].as_str(), breaker["consecutive_failures"].as_u64()), (Some("closed"), Some(1)));
+    assert!(breaker["key"].as_str().is_some_and(|k| k.starts_with(fake.url()) && !k.contains("supersecret")));
+    assert_eq!(stats["appointments"]["failed"], 1);
 }
