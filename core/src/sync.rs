@@ -397,8 +397,10 @@ impl Worker {
         self.record(job, &ctx, answer, true)
     }
 
-    /// The create flow. A retry first looks for the booking a previous attempt
-    /// may have made (its answer lost), by the key in its metadata.
+    /// The create flow. A create sent before without a definite answer first
+    /// looks for the booking that attempt may have made, by the key in its
+    /// metadata. If the create then meets "slot taken", the earlier request
+    /// may have landed in between (a slow answer): look once more.
     fn create(
         &self,
         lookup: bool,
@@ -413,7 +415,7 @@ impl Worker {
                 retry_after: None,
             });
         };
-        if lookup {
+        let find_mine = || -> std::result::Result<Option<CalBooking>, ApiFailure> {
             let query = BookingQuery {
                 event_type_id,
                 after_start: a.starts_at - Duration::minutes(1),
@@ -421,15 +423,24 @@ impl Worker {
                 attendee_email: None,
             };
             let found = self.api.find_bookings(endpoint, &query)?;
-            let mine = found
+            Ok(found
                 .into_iter()
-                .find(|b| b.metadata.get(METADATA_KEY).and_then(|v| v.as_str()) == Some(&a.idempotency_key));
-            if let Some(booking) = mine {
+                .find(|b| b.metadata.get(METADATA_KEY).and_then(|v| v.as_str()) == Some(&a.idempotency_key)))
+        };
+        if lookup {
+            if let Some(booking) = find_mine()? {
                 return Ok(Some((booking, true)));
             }
         }
         let payload = build_create_payload(a, &ctx.customer, &ctx.service, &ctx.branch, &self.config.email_fallback);
-        self.api.create_booking(endpoint, &payload).map(|b| Some((b, false)))
+        match self.api.create_booking(endpoint, &payload) {
+            Ok(booking) => Ok(Some((booking, false))),
+            Err(failure) if lookup && classify(&failure).code == "slot_unavailable" => match find_mine()? {
+                Some(booking) => Ok(Some((booking, true))),
+                None => Err(failure),
+            },
+            Err(failure) => Err(failure),
+        }
     }
 
     fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {

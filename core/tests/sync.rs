@@ -373,3 +373,18 @@ fn a_probe_whose_answer_is_lost_is_adopted_later() {
     assert_eq!((fake.creates, fake.duplicated_keys), (10, 0));
     assert!(bookings.iter().all(|b| !e.book.appointment(b.appointment_id).expect("exists").requires_manual_review));
 }
+
+#[test]
+fn a_slow_answer_past_the_timeout_is_retried_and_adopted() {
+    let (e, worker) = env_with(150);
+    let b = book_n(&e.book, 1).remove(0);
+    // The request is handled only after the client gave up; the booking lands anyway.
+    e.fake.inject([Fault::Delay(std::time::Duration::from_millis(400))]);
+    assert_eq!(worker.run_once().expect("runs").retried, 1);
+    std::thread::sleep(std::time::Duration::from_millis(500)); // the slow request finishes server-side
+    e.clock.advance(Duration::seconds(1));
+    let report = worker.run_once().expect("runs");
+    assert_eq!((report.synced, report.adopted), (1, 1), "{report:?}");
+    let a = e.book.appointment(b.appointment_id).expect("exists");
+    assert_eq!((e.fake.creates_for(&a.idempotency_key), a.requires_manual_review), (1, false));
+}
