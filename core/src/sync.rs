@@ -202,6 +202,8 @@ impl std::fmt::Debug for Worker {
 
 /// Everything a job needs, read in one snapshot.
 struct Context {
+    /// The company's Cal.com breaker as stored (`None`: never tripped).
+    breaker: Option<Breaker>,
     appointment: Appointment,
     customer: Customer,
     service: Service,
@@ -296,15 +298,22 @@ impl Worker {
 
     fn context(&self, job: &Job) -> Result<Context> {
         let (company_id, appointment_id) = (job.company_id, job.appointment_id);
+        let base_url = self.config.base_url.clone();
         store::read(&**self.book.store(), |tx| {
             let appointment =
                 tx.appointment(company_id, appointment_id)?.ok_or(Error::AppointmentNotFound(appointment_id.0))?;
             let missing = |what: &str| Error::Storage(format!("appointment {} has no {what}", appointment_id.0));
+            let company = tx.company(company_id)?.ok_or_else(|| missing("company"))?;
+            let breaker = match endpoint_of(&company, &base_url) {
+                Some(endpoint) => tx.breaker(&endpoint.breaker_key())?,
+                None => None,
+            };
             Ok(Context {
+                breaker,
                 customer: tx.customer(company_id, appointment.customer_id)?.ok_or_else(|| missing("customer"))?,
                 service: tx.service(appointment.service_id)?.ok_or_else(|| missing("service"))?,
                 branch: tx.branch(appointment.branch_id)?.ok_or_else(|| missing("branch"))?,
-                company: tx.company(company_id)?.ok_or_else(|| missing("company"))?,
+                company,
                 appointment,
             })
         })
@@ -333,25 +342,24 @@ impl Worker {
             JobKind::UpdateAttendee if ctx.customer.email.is_none() => return skip("no_email"),
             _ => {}
         }
-        let Some(api_key) = ctx.company.calcom_api_key.clone() else {
+        let Some(endpoint) = endpoint_of(&ctx.company, &self.config.base_url) else {
             let failure = ApiFailure::Status {
                 status: 401,
                 message: "the company has no Cal.com API key".into(),
                 retry_after: None,
             };
-            return self.record(job, &ctx, Err(failure), false);
-        };
-        let endpoint = Endpoint {
-            base_url: ctx.company.calcom_api_base.clone().unwrap_or_else(|| self.config.base_url.clone()),
-            api_key,
+            return self.record(job, &ctx, Err(failure), false, None);
         };
         let breaker_key = endpoint.breaker_key();
         let now = self.book.now();
-        let probe = match self.admit(&breaker_key, now)? {
-            Admission::Go => false,
-            Admission::Probe(_) => true,
-            Admission::Wait(until) => return self.defer(job, until, "breaker_open", None),
-        };
+        // A closed breaker (the usual case) needs no write to admit a call.
+        let closed = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed);
+        let probe = !closed
+            && match self.admit(&breaker_key, now)? {
+                Admission::Go => false,
+                Admission::Probe(_) => true,
+                Admission::Wait(until) => return self.defer(job, until, "breaker_open", None),
+            };
         // A create that was sent before without a definite answer (an earlier
         // attempt, or a probe that timed out) looks for its booking first.
         let lookup = job.kind == JobKind::Create && (job.attempt > 1 || job.last_error.is_some());
@@ -387,14 +395,17 @@ impl Worker {
             Ok(_) => Outcome::Healthy,
             Err(failure) => classify(failure).breaker,
         };
-        let reopened = self.note_breaker(&breaker_key, outcome)?;
         if probe && outcome == Outcome::Unhealthy {
             // The probe found Cal.com still down: that is the breaker's
             // business, not this appointment's, so no attempt is used.
+            let reopened = self.note_breaker(&breaker_key, outcome)?;
             let error = answer.err().map(|f| cut_message(&f.to_string()));
             return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open", error.as_deref());
         }
-        self.record(job, &ctx, answer, true)
+        // A healthy answer on a clean breaker changes nothing: no breaker write.
+        let clean = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed && b.consecutive_failures == 0);
+        let breaker = (outcome == Outcome::Unhealthy || !clean).then_some((breaker_key, outcome));
+        self.record(job, &ctx, answer, true, breaker)
     }
 
     /// The create flow. A create sent before without a definite answer first
@@ -461,18 +472,7 @@ impl Worker {
         let key = key.to_string();
         let policy = self.config.breaker.clone();
         let now = self.book.now();
-        store::write(&**self.book.store(), move |tx| {
-            let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
-            let next = breaker::record(&current, outcome, now, &policy);
-            // A healthy answer on a closed, clean breaker changes nothing: skip the write.
-            let unchanged = current.state == BreakerState::Closed
-                && next.state == BreakerState::Closed
-                && current.consecutive_failures == next.consecutive_failures;
-            if !unchanged {
-                tx.put_breaker(&next)?;
-            }
-            Ok(next)
-        })
+        store::write(&**self.book.store(), move |tx| breaker_in(tx, &key, outcome, now, &policy))
     }
 
     fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str, error: Option<&str>) -> Result<SyncOutcome> {
@@ -488,12 +488,21 @@ impl Worker {
         ctx: &Context,
         answer: std::result::Result<Option<(CalBooking, bool)>, ApiFailure>,
         attempted: bool,
+        breaker: Option<(String, Outcome)>,
     ) -> Result<SyncOutcome> {
         let now = self.book.now();
         let job = job.clone();
+        let policy = self.config.breaker.clone();
+        let note = move |tx: &mut dyn Tx| -> Result<()> {
+            if let Some((key, outcome)) = &breaker {
+                breaker_in(tx, key, *outcome, now, &policy)?;
+            }
+            Ok(())
+        };
         let (company, appointment) = (job.company_id, ctx.appointment.id);
         match answer {
             Ok(booked) => store::write(&**self.book.store(), move |tx| {
+                note(tx)?;
                 if !apply_in(tx, &job, &JobEvent::Succeed, None, now)? {
                     return Ok(SyncOutcome::Lost);
                 }
@@ -524,6 +533,7 @@ impl Worker {
                 };
                 let message = failure.message.clone();
                 store::write(&**self.book.store(), move |tx: &mut dyn Tx| {
+                    note(tx)?;
                     if !apply_in(tx, &job, &event, Some(&message), now)? {
                         return Ok(SyncOutcome::Lost);
                     }
@@ -541,4 +551,30 @@ impl Worker {
             }
         }
     }
+}
+
+fn endpoint_of(company: &Company, default_base: &str) -> Option<Endpoint> {
+    Some(Endpoint {
+        base_url: company.calcom_api_base.clone().unwrap_or_else(|| default_base.to_string()),
+        api_key: company.calcom_api_key.clone()?,
+    })
+}
+
+/// Applies a call's outcome to the stored breaker inside `tx`; writes only a change.
+fn breaker_in(
+    tx: &mut dyn Tx,
+    key: &str,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+    policy: &BreakerPolicy,
+) -> Result<Breaker> {
+    let current = tx.breaker(key)?.unwrap_or_else(|| Breaker::closed(key, now));
+    let next = breaker::record(&current, outcome, now, policy);
+    let unchanged = current.state == next.state
+        && current.consecutive_failures == next.consecutive_failures
+        && current.open_until == next.open_until;
+    if !unchanged {
+        tx.put_breaker(&next)?;
+    }
+    Ok(next)
 }
