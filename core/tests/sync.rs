@@ -388,3 +388,42 @@ fn a_slow_answer_past_the_timeout_is_retried_and_adopted() {
     let a = e.book.appointment(b.appointment_id).expect("exists");
     assert_eq!((e.fake.creates_for(&a.idempotency_key), a.requires_manual_review), (1, false));
 }
+
+#[test]
+fn the_client_reads_and_cancels_bookings() {
+    let (e, worker) = env();
+    let b = book_n(&e.book, 1).remove(0);
+    worker.run_once().expect("runs");
+    let a = e.book.appointment(b.appointment_id).expect("exists");
+    let uid = a.calcom_v2_booking_uid.clone().expect("uid");
+    let client = HttpCalcom::new(std::time::Duration::from_secs(2));
+    let endpoint = Endpoint { base_url: e.fake.url().into(), api_key: Secret::new("cal_live_secret_one") };
+    let got = client.get_booking(&endpoint, &uid).expect("gets");
+    assert_eq!(
+        (got.id, got.metadata[METADATA_KEY].as_str()),
+        (a.calcom_v2_booking_id.expect("id"), Some(a.idempotency_key.as_str()))
+    );
+    let query = BookingQuery {
+        event_type_id: 1001,
+        after_start: a.starts_at,
+        before_end: a.ends_at,
+        attendee_email: Some("noreply@example.com".into()),
+    };
+    assert_eq!(client.find_bookings(&endpoint, &query).expect("lists").len(), 1);
+    client.cancel_booking(&endpoint, &uid, "caller cancelled").expect("cancels");
+    assert_eq!(e.fake.bookings()[0]["status"], "cancelled");
+    let missing = client.get_booking(&endpoint, "nope").expect_err("404");
+    assert_eq!(classify(&missing).code, "calcom_not_found");
+    let no_key = Endpoint { base_url: e.fake.url().into(), api_key: Secret::new("") };
+    assert_eq!(classify(&client.get_booking(&no_key, &uid).expect_err("401")).code, "calcom_auth");
+    // A cancel job for a synced appointment goes to Cal.com too.
+    let (company, id) = (a.company_id, a.id);
+    callbook::write(&**e.book.store(), move |tx| {
+        tx.insert_job(
+            &NewJob { appointment_id: id, company_id: company, kind: JobKind::Cancel, max_attempts: 4, run_at: t0() },
+            t0(),
+        )
+    })
+    .expect("queues");
+    assert_eq!(worker.run_once().expect("runs").synced, 1);
+}
