@@ -102,10 +102,70 @@ pub trait CalcomApi: Send + Sync {
     fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure>;
 }
 
-/// The `POST /v2/bookings` body for an appointment. The attendee's email is
-/// the customer's or the fallback (event types usually require one); a
-/// placeholder phone is never sent, a real one only when libphonenumber holds
-/// it valid (Cal.com rejects invalid numbers).
+/// Everything the `POST /v2/bookings` body is made of, as plain data (the
+/// WASM module builds the same body from it in a browser).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadInput {
+    /// The appointment's start (ISO 8601; sent in UTC).
+    pub start: String,
+    pub event_type_id: i64,
+    pub customer_name: String,
+    #[serde(default)]
+    pub customer_email: Option<String>,
+    /// E.164, or a placeholder for anonymous callers.
+    #[serde(default)]
+    pub customer_phone: Option<String>,
+    /// The branch's IANA zone.
+    pub time_zone: String,
+    /// The branch's ISO country, for the attendee's language.
+    #[serde(default)]
+    pub country: Option<String>,
+    pub idempotency_key: String,
+    pub appointment_id: i64,
+    /// Sent when the customer has no valid email (Cal.com needs one).
+    #[serde(default = "default_email_fallback")]
+    pub email_fallback: String,
+}
+
+pub fn default_email_fallback() -> String {
+    "noreply@example.com".to_string()
+}
+
+/// The `POST /v2/bookings` body. The attendee's email is the customer's or
+/// the fallback (event types usually require one); a placeholder phone is
+/// never sent, a real one only when libphonenumber holds it valid (Cal.com
+/// rejects invalid numbers).
+pub fn calcom_payload(input: &PayloadInput) -> Result<Value, crate::Error> {
+    let start = DateTime::parse_from_rfc3339(input.start.trim())
+        .map_err(|_| crate::Error::invalid("start", "invalid_start", "the start is not an ISO 8601 instant"))?
+        .with_timezone(&Utc);
+    crate::start::parse_timezone(&input.time_zone)?;
+    let email =
+        input.customer_email.as_deref().map(str::trim).filter(|e| is_valid_email(e)).unwrap_or(&input.email_fallback);
+    let mut attendee = json!({
+        "name": input.customer_name,
+        "email": email,
+        "timeZone": input.time_zone,
+    });
+    if let Some(phone) = input.customer_phone.as_deref().filter(|p| crate::caller::is_valid_phone(p)) {
+        attendee["phoneNumber"] = json!(phone);
+    }
+    if let Some(language) = language_of(input.country.as_deref()) {
+        attendee["language"] = json!(language);
+    }
+    Ok(json!({
+        "start": crate::booking::format_utc(&start),
+        "eventTypeId": input.event_type_id,
+        "attendee": attendee,
+        "metadata": {
+            METADATA_KEY: input.idempotency_key,
+            "callbook_appointment_id": input.appointment_id.to_string(),
+        },
+    }))
+}
+
+/// The body for a stored appointment (see [`calcom_payload`]).
 pub fn build_create_payload(
     appointment: &Appointment,
     customer: &Customer,
@@ -113,32 +173,25 @@ pub fn build_create_payload(
     branch: &Branch,
     email_fallback: &str,
 ) -> Value {
-    let email = customer.email.as_deref().filter(|e| is_valid_email(e)).unwrap_or(email_fallback);
-    let mut attendee = json!({
-        "name": customer.name,
-        "email": email,
-        "timeZone": branch.timezone,
-    });
-    if !customer.is_anonymous() && crate::caller::is_valid_phone(&customer.phone) {
-        attendee["phoneNumber"] = json!(customer.phone);
-    }
-    if let Some(language) = branch_language(branch) {
-        attendee["language"] = json!(language);
-    }
-    json!({
-        "start": crate::booking::format_utc(&appointment.starts_at),
-        "eventTypeId": service.calcom_event_type_id,
-        "attendee": attendee,
-        "metadata": {
-            METADATA_KEY: appointment.idempotency_key,
-            "callbook_appointment_id": appointment.id.0.to_string(),
-        },
-    })
+    let input = PayloadInput {
+        start: crate::booking::format_utc(&appointment.starts_at),
+        event_type_id: service.calcom_event_type_id.unwrap_or_default(),
+        customer_name: customer.name.clone(),
+        customer_email: customer.email.clone(),
+        customer_phone: (!customer.is_anonymous()).then(|| customer.phone.clone()),
+        time_zone: branch.timezone.clone(),
+        country: branch.country.clone(),
+        idempotency_key: appointment.idempotency_key.clone(),
+        appointment_id: appointment.id.0,
+        email_fallback: email_fallback.to_string(),
+    };
+    // Stored rows always hold a valid start and zone; fall back to nothing rather than panic.
+    calcom_payload(&input).unwrap_or(Value::Null)
 }
 
 /// German-speaking branches get German confirmations.
-fn branch_language(branch: &Branch) -> Option<&'static str> {
-    match branch.country.as_deref().map(str::to_ascii_uppercase).as_deref() {
+fn language_of(country: Option<&str>) -> Option<&'static str> {
+    match country.map(str::to_ascii_uppercase).as_deref() {
         Some("DE" | "AT" | "CH") => Some("de"),
         Some(_) => Some("en"),
         None => None,

@@ -43,6 +43,7 @@ mod error;
 mod ids;
 mod import;
 mod queue;
+mod retell;
 mod review;
 mod start;
 mod stats;
@@ -55,8 +56,9 @@ pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPo
 #[cfg(feature = "http")]
 pub use calcom::HttpCalcom;
 pub use calcom::{
-    build_create_payload, classify, is_slot_taken, retry_after, ApiFailure, BookingQuery, CalBooking, CalcomApi,
-    Endpoint, ErrorClass, NewAttendee, BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY,
+    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, retry_after, ApiFailure,
+    BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput, BOOKINGS_API_VERSION,
+    DEFAULT_BASE_URL, METADATA_KEY,
 };
 #[cfg(feature = "fake-calcom")]
 pub use calcom_fake::{FakeCalcom, FakeStats, Fault};
@@ -75,6 +77,7 @@ pub use import::{ImportData, ImportSummary};
 pub use queue::{
     is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal,
 };
+pub use retell::{sign_retell, verify_retell_signature, MAX_SKEW_MS};
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
 pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};

@@ -97,3 +97,29 @@ fn job_transitions() {
         }
     }
 }
+
+#[test]
+fn retell_signatures() {
+    for case in load("retell_signature.json") {
+        let s = |k: &str| case[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string();
+        let got = verify_retell_signature(
+            s("body").as_bytes(),
+            &s("header"),
+            &s("apiKey"),
+            case["nowMs"].as_i64().expect("now"),
+        );
+        assert_eq!(got, case["valid"].as_bool().expect("valid"), "{}", case["name"]);
+    }
+}
+
+#[test]
+fn calcom_payloads() {
+    for case in load("calcom_payload.json") {
+        let input: PayloadInput = serde_json::from_value(case["input"].clone()).expect("input parses");
+        match (calcom_payload(&input), case.get("payload"), case.get("error")) {
+            (Ok(got), Some(want), None) => assert_eq!(&got, want, "{}", case["name"]),
+            (Err(e), None, Some(code)) => assert_eq!(e.code(), code, "{}", case["name"]),
+            (got, _, _) => panic!("{}: unexpected {got:?}", case["name"]),
+        }
+    }
+}
