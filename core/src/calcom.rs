@@ -113,7 +113,9 @@ pub struct PayloadInput {
     pub customer_name: String,
     #[serde(default)]
     pub customer_email: Option<String>,
-    /// E.164, or a placeholder for anonymous callers.
+    /// The number to send, already checked where it entered (the worker
+    /// passes only numbers libphonenumber holds valid: [`sendable_phone`]).
+    /// A placeholder (`anonymous_…`) is never sent.
     #[serde(default)]
     pub customer_phone: Option<String>,
     /// The branch's IANA zone.
@@ -132,10 +134,16 @@ pub fn default_email_fallback() -> String {
     "noreply@example.com".to_string()
 }
 
+/// The phone to send to Cal.com for a customer: none for anonymous callers,
+/// and only a number libphonenumber holds valid (Cal.com rejects others).
+pub fn sendable_phone(customer: &Customer) -> Option<String> {
+    (!customer.is_anonymous() && crate::caller::is_valid_phone(&customer.phone)).then(|| customer.phone.clone())
+}
+
 /// The `POST /v2/bookings` body. The attendee's email is the customer's or
-/// the fallback (event types usually require one); a placeholder phone is
-/// never sent, a real one only when libphonenumber holds it valid (Cal.com
-/// rejects invalid numbers).
+/// the fallback (event types usually require one); the phone is sent as
+/// given, except a placeholder, which never is. Needs no phone metadata, so
+/// the WASM module stays small; phone validity is decided by [`sendable_phone`].
 pub fn calcom_payload(input: &PayloadInput) -> Result<Value, crate::Error> {
     let start = DateTime::parse_from_rfc3339(input.start.trim())
         .map_err(|_| crate::Error::invalid("start", "invalid_start", "the start is not an ISO 8601 instant"))?
@@ -148,7 +156,9 @@ pub fn calcom_payload(input: &PayloadInput) -> Result<Value, crate::Error> {
         "email": email,
         "timeZone": input.time_zone,
     });
-    if let Some(phone) = input.customer_phone.as_deref().filter(|p| crate::caller::is_valid_phone(p)) {
+    let phone =
+        input.customer_phone.as_deref().map(str::trim).filter(|p| !p.is_empty() && !p.starts_with("anonymous_"));
+    if let Some(phone) = phone {
         attendee["phoneNumber"] = json!(phone);
     }
     if let Some(language) = language_of(input.country.as_deref()) {
@@ -178,7 +188,7 @@ pub fn build_create_payload(
         event_type_id: service.calcom_event_type_id.unwrap_or_default(),
         customer_name: customer.name.clone(),
         customer_email: customer.email.clone(),
-        customer_phone: (!customer.is_anonymous()).then(|| customer.phone.clone()),
+        customer_phone: sendable_phone(customer),
         time_zone: branch.timezone.clone(),
         country: branch.country.clone(),
         idempotency_key: appointment.idempotency_key.clone(),

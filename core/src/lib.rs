@@ -56,9 +56,9 @@ pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPo
 #[cfg(feature = "http")]
 pub use calcom::HttpCalcom;
 pub use calcom::{
-    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, retry_after, ApiFailure,
-    BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput, BOOKINGS_API_VERSION,
-    DEFAULT_BASE_URL, METADATA_KEY,
+    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, retry_after, sendable_phone,
+    ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput,
+    BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY,
 };
 #[cfg(feature = "fake-calcom")]
 pub use calcom_fake::{FakeCalcom, FakeStats, Fault};
