@@ -1,0 +1,300 @@
+//! The Node addon: `new Callbook(dbPath, options)`. Each method converts its
+//! arguments, calls the core once and converts the answer; bookings and the
+//! sync worker run on Rust threads, never blocking the event loop for I/O.
+
+mod convert;
+mod error;
+
+use callbook::{AppointmentId, HttpCalcom, Worker, WorkerConfig};
+use convert::{camel, snake};
+use error::{bad_argument, to_js, to_js_async, Code};
+use napi::bindgen_prelude::AsyncTask;
+use napi::bindgen_prelude::Result;
+use napi::threadsafe_function::{ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, JsFunction, Task};
+use napi_derive::napi;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Value, Code> {
+    serde_json::to_value(value).map(camel).map_err(bad_argument)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Code> {
+    serde_json::from_value(snake(value)).map_err(bad_argument)
+}
+
+type Listeners = Arc<Mutex<Vec<ThreadsafeFunction<Value, ErrorStrategy::Fatal>>>>;
+
+struct RunningWorker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+#[napi(js_name = "Callbook")]
+pub struct JsCallbook {
+    inner: callbook::Callbook,
+    listeners: Listeners,
+    worker: Arc<Mutex<Option<RunningWorker>>>,
+}
+
+#[napi]
+impl JsCallbook {
+    /// Opens (creating and migrating) the SQLite database at `dbPath`.
+    /// Options: `{ synchronous: "full" | "normal" }` (default full: durable).
+    #[napi(constructor)]
+    pub fn new(db_path: String, options: Option<Value>) -> Result<Self, Code> {
+        let normal = options.as_ref().and_then(|o| o["synchronous"].as_str()) == Some("normal");
+        let sqlite = callbook::SqliteOptions {
+            synchronous: if normal { callbook::Synchronous::Normal } else { callbook::Synchronous::Full },
+            ..Default::default()
+        };
+        let store = callbook::SqliteStore::open_with(db_path, sqlite).map_err(to_js)?;
+        Ok(JsCallbook {
+            inner: callbook::Callbook::new(Arc::new(store)),
+            listeners: Arc::default(),
+            worker: Arc::default(),
+        })
+    }
+
+    /// Loads companies, branches, services and calls (the CLI's import JSON).
+    #[napi(js_name = "import")]
+    pub fn import_data(&self, data: Value) -> Result<Value, Code> {
+        let data: callbook::ImportData = serde_json::from_value(data).map_err(bad_argument)?;
+        json(&self.inner.import(&data).map_err(to_js)?)
+    }
+
+    /// `{retellCallId, companyId?, branchId?, fromNumber, toNumber?}` → the call.
+    #[napi]
+    pub fn register_call(&self, call: Value) -> Result<Value, Code> {
+        json(&self.inner.register_call(&parse(call)?).map_err(to_js)?)
+    }
+
+    /// Books synchronously (microseconds; the commit waits for the disk).
+    #[napi(
+        ts_args_type = "request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }",
+        ts_return_type = "{ appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }"
+    )]
+    pub fn book(&self, request: Value) -> Result<Value, Code> {
+        let request: callbook::BookingRequest = serde_json::from_value(request).map_err(bad_argument)?;
+        json(&self.inner.book(&request).map_err(to_js)?)
+    }
+
+    /// Books on the libuv thread pool; resolves with the booking.
+    #[napi(
+        ts_args_type = "request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }",
+        ts_return_type = "Promise<{ appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }>"
+    )]
+    pub fn book_async(&self, request: Value) -> Result<AsyncTask<BookTask>, Code> {
+        let request = serde_json::from_value(request).map_err(bad_argument)?;
+        Ok(AsyncTask::new(BookTask { book: self.inner.clone(), request }))
+    }
+
+    /// Starts the sync worker on Rust threads:
+    /// `{calcomUrl?, threads?, timeoutMs?, idleMs?, emailFallback?}`.
+    #[napi]
+    pub fn start_worker(&self, options: Option<Value>) -> Result<(), Code> {
+        let o = options.unwrap_or(Value::Null);
+        let mut running = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return Err(napi::Error::new(Code("worker_running".into()), "the worker is already running"));
+        }
+        let mut config = WorkerConfig::default();
+        if let Some(url) = o["calcomUrl"].as_str() {
+            config.base_url = url.to_string();
+        }
+        if let Some(threads) = o["threads"].as_u64() {
+            config.threads = threads as usize;
+        }
+        if let Some(email) = o["emailFallback"].as_str() {
+            config.email_fallback = email.to_string();
+        }
+        let timeout = std::time::Duration::from_millis(o["timeoutMs"].as_u64().unwrap_or(30_000));
+        let idle = std::time::Duration::from_millis(o["idleMs"].as_u64().unwrap_or(200));
+        let listeners = Arc::clone(&self.listeners);
+        let worker =
+            Worker::new(self.inner.clone(), Arc::new(HttpCalcom::new(timeout)), config).on_event(move |event| {
+                let value = serde_json::to_value(event).map(camel).unwrap_or(Value::Null);
+                for listener in listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    // Non-blocking: a slow JS listener never holds up the worker.
+                    listener.call(value.clone(), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            });
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("callbook-worker".into())
+            .spawn(move || {
+                let _ = worker.run(&flag, idle);
+            })
+            .map_err(|e| bad_argument(format!("cannot start the worker: {e}")))?;
+        *running = Some(RunningWorker { stop, thread });
+        Ok(())
+    }
+
+    /// Stops the worker after the jobs in hand finish their attempt.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop_worker(&self) -> AsyncTask<StopTask> {
+        AsyncTask::new(StopTask { worker: Arc::clone(&self.worker) })
+    }
+
+    /// Calls `callback(event)` after every sync job: `{jobId, appointmentId, kind, attempt, outcome, ...}`.
+    #[napi(
+        ts_args_type = "callback: (event: { jobId: number; appointmentId: number; kind: string; attempt: number; outcome: string; adopted?: boolean; code?: string; reason?: string }) => void"
+    )]
+    pub fn on_sync_event(&self, env: Env, callback: JsFunction) -> Result<(), Code> {
+        let mut tsfn: ThreadsafeFunction<Value, ErrorStrategy::Fatal> = callback
+            .create_threadsafe_function(0, |ctx: ThreadSafeCallContext<Value>| Ok(vec![ctx.value]))
+            .map_err(|e| bad_argument(e.reason))?;
+        // Listening must not keep the process alive on its own.
+        tsfn.unref(&env).map_err(|e| bad_argument(e.reason))?;
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push(tsfn);
+        Ok(())
+    }
+
+    #[napi]
+    pub fn review_list(&self) -> Result<Value, Code> {
+        json(&self.inner.review_list().map_err(to_js)?)
+    }
+
+    #[napi]
+    pub fn review_retry(&self, id: i64) -> Result<Value, Code> {
+        json(&self.inner.review_retry(AppointmentId(id)).map_err(to_js)?)
+    }
+
+    #[napi]
+    pub fn review_resolve(&self, id: i64, note: String) -> Result<Value, Code> {
+        json(&self.inner.review_resolve(AppointmentId(id), "node", &note).map_err(to_js)?)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Result<Value, Code> {
+        json(&self.inner.stats().map_err(to_js)?)
+    }
+}
+
+pub struct BookTask {
+    book: callbook::Callbook,
+    request: callbook::BookingRequest,
+}
+
+impl Task for BookTask {
+    type Output = Value;
+    type JsValue = napi::JsUnknown;
+
+    fn compute(&mut self) -> napi::Result<Value> {
+        let booking = self.book.book(&self.request).map_err(to_js_async)?;
+        serde_json::to_value(booking).map(camel).map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    fn resolve(&mut self, env: Env, output: Value) -> napi::Result<napi::JsUnknown> {
+        env.to_js_value(&output)
+    }
+}
+
+pub struct StopTask {
+    worker: Arc<Mutex<Option<RunningWorker>>>,
+}
+
+impl Task for StopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        let running = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = running {
+            w.stop.store(true, Ordering::SeqCst);
+            let _ = w.thread.join();
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// The loopback fake Cal.com, for tests and examples: `new FakeCalcom()`.
+#[napi(js_name = "FakeCalcom")]
+pub struct JsFakeCalcom {
+    fake: callbook::FakeCalcom,
+}
+
+#[napi]
+impl JsFakeCalcom {
+    #[napi(constructor)]
+    pub fn new() -> Result<Self, Code> {
+        let fake = callbook::FakeCalcom::start(Arc::new(callbook::SystemClock)).map_err(bad_argument)?;
+        Ok(JsFakeCalcom { fake })
+    }
+
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.fake.url().to_string()
+    }
+
+    /// `{requests, bookings, creates, duplicatedKeys, rateLimited}`.
+    #[napi]
+    pub fn stats(&self) -> Result<Value, Code> {
+        json(&self.fake.stats())
+    }
+
+    /// Answers the next request with `status` and Cal.com's error body.
+    #[napi]
+    pub fn fail_next(&self, status: u16, message: String) {
+        self.fake.inject([callbook::Fault::Status(status, message)]);
+    }
+
+    #[napi]
+    pub fn bookings(&self) -> Value {
+        Value::Array(self.fake.bookings())
+    }
+}
+
+/// `{anonymous, reason}` for a caller id (`null` = no number).
+#[napi(ts_return_type = "{ anonymous: boolean; reason: string | null }")]
+pub fn detect_anonymous(from_number: Option<String>) -> Value {
+    let reason = callbook::detect_anonymous(from_number.as_deref()).map(|r| r.as_str());
+    serde_json::json!({ "anonymous": reason.is_some(), "reason": reason })
+}
+
+/// The normalised address, or `null`.
+#[napi]
+pub fn normalize_email(text: Option<String>) -> Option<String> {
+    callbook::normalize_email(text.as_deref()).valid().map(str::to_string)
+}
+
+#[napi]
+pub fn placeholder_phone(name: String, call_db_id: i64, unix_seconds: i64) -> String {
+    callbook::placeholder_phone(&name, callbook::CallDbId(call_db_id), unix_seconds)
+}
+
+/// Every problem `[{field, code, message}]` a booking would refuse.
+#[napi]
+pub fn validate_booking_request(request: Value) -> Result<Value, Code> {
+    let request: callbook::BookingRequest = serde_json::from_value(request).map_err(bad_argument)?;
+    json(&callbook::validate_booking_request(&request))
+}
+
+/// The Cal.com `POST /v2/bookings` body.
+#[napi]
+pub fn build_calcom_payload(input: Value) -> Result<Value, Code> {
+    let input: callbook::PayloadInput = serde_json::from_value(input).map_err(bad_argument)?;
+    callbook::calcom_payload(&input).map_err(to_js)
+}
+
+/// Checks `x-retell-signature` against the raw body (a string or a Buffer).
+#[napi]
+pub fn verify_retell_signature(
+    body: napi::Either<String, napi::bindgen_prelude::Buffer>,
+    header: String,
+    api_key: String,
+    now_ms: i64,
+) -> bool {
+    let bytes: &[u8] = match &body {
+        napi::Either::A(text) => text.as_bytes(),
+        napi::Either::B(buffer) => buffer,
+    };
+    callbook::verify_retell_signature(bytes, &header, &api_key, now_ms)
+}
