@@ -180,16 +180,69 @@ pub struct BookTask {
 }
 
 impl Task for BookTask {
-    type Output = Value;
-    type JsValue = napi::JsUnknown;
+    type Output = Booking;
+    type JsValue = Booking;
 
-    fn compute(&mut self) -> napi::Result<Value> {
-        let booking = self.book.book(&self.request).map_err(to_js_async)?;
-        serde_json::to_value(booking).map(camel).map_err(|e| napi::Error::from_reason(e.to_string()))
+    fn compute(&mut self) -> napi::Result<Booking> {
+        self.book.book(&self.request).map(Booking::from).map_err(to_js_async)
     }
 
-    fn resolve(&mut self, env: Env, output: Value) -> napi::Result<napi::JsUnknown> {
-        env.to_js_value(&output)
+    fn resolve(&mut self, _env: Env, output: Booking) -> napi::Result<Booking> {
+        Ok(output)
+    }
+}
+
+/// A booking request, as JS sends it (camelCase).
+#[napi(object)]
+pub struct BookingRequest {
+    pub retell_call_id: String,
+    pub customer_name: String,
+    pub customer_email: Option<String>,
+    pub service_id: Option<i64>,
+    /// ISO 8601; or `date` and `time`.
+    pub start: Option<String>,
+    pub date: Option<String>,
+    pub time: Option<String>,
+}
+
+impl From<BookingRequest> for callbook::BookingRequest {
+    fn from(r: BookingRequest) -> Self {
+        callbook::BookingRequest {
+            retell_call_id: r.retell_call_id,
+            customer_name: r.customer_name,
+            customer_email: r.customer_email,
+            service_id: r.service_id,
+            start: r.start,
+            date: r.date,
+            time: r.time,
+        }
+    }
+}
+
+/// A confirmed booking.
+#[napi(object)]
+pub struct Booking {
+    pub appointment_id: i64,
+    pub customer_id: i64,
+    pub anonymous: bool,
+    pub customer_phone: String,
+    /// UTC RFC 3339.
+    pub starts_at: String,
+    pub status: String,
+    pub calcom_sync_status: String,
+}
+
+impl From<callbook::Booking> for Booking {
+    fn from(b: callbook::Booking) -> Self {
+        Booking {
+            appointment_id: b.appointment_id.0,
+            customer_id: b.customer_id.0,
+            anonymous: b.anonymous,
+            customer_phone: b.customer_phone,
+            starts_at: callbook::format_utc(&b.starts_at),
+            status: b.status.as_str().to_string(),
+            calcom_sync_status: b.calcom_sync_status.as_str().to_string(),
+        }
     }
 }
 
