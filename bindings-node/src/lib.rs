@@ -126,7 +126,7 @@ impl JsCallbook {
         let thread = std::thread::Builder::new()
             .name("callbook-worker".into())
             .spawn(move || {
-                let _ = worker.run(&flag, idle);
+                worker.run(&flag, idle);
             })
             .map_err(|e| bad_argument(format!("cannot start the worker: {e}")))?;
         *running = Some(RunningWorker { stop, thread });

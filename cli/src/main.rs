@@ -247,7 +247,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             } else {
                 // Runs until the process is stopped; a job cut off mid-attempt
                 // is claimed again when its lease runs out.
-                worker.run(&std::sync::atomic::AtomicBool::new(false), std::time::Duration::from_millis(500))?
+                worker.run(&std::sync::atomic::AtomicBool::new(false), std::time::Duration::from_millis(500))
             };
             let text = format!(
                 "{} jobs: {} synced ({} adopted), {} retrying, {} flagged, {} deferred by the breaker, {} by the rate limit",

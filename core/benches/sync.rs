@@ -163,7 +163,7 @@ fn main() {
     let stop = AtomicBool::new(false);
     let e2e = if quick { 200 } else { 1000 };
     std::thread::scope(|scope| {
-        scope.spawn(|| w.run(&stop, std::time::Duration::from_micros(200)).expect("runs"));
+        scope.spawn(|| w.run(&stop, std::time::Duration::from_micros(200)));
         let base = chrono::Utc::now() + Duration::days(30);
         for i in 0..e2e {
             let start = format_utc(&(base + Duration::minutes(30 * i as i64)));

@@ -103,6 +103,8 @@ pub struct RunReport {
     pub deferred_rate_limit: u64,
     pub cancelled: u64,
     pub lost: u64,
+    /// Rounds `run` could not claim because the store failed.
+    pub storage_errors: u64,
 }
 
 impl RunReport {
@@ -134,6 +136,7 @@ impl RunReport {
         self.deferred_rate_limit += other.deferred_rate_limit;
         self.cancelled += other.cancelled;
         self.lost += other.lost;
+        self.storage_errors += other.storage_errors;
     }
 }
 
@@ -244,18 +247,24 @@ impl Worker {
 
     /// Runs until `stop` is set, waiting `idle` (real time) when nothing is due.
     /// A job that is running when `stop` is set finishes its attempt first.
-    pub fn run(&self, stop: &AtomicBool, idle: std::time::Duration) -> Result<RunReport> {
+    /// A storage error (a busy or briefly unavailable database) does not end
+    /// the worker: it is counted in `storage_errors` and the loop goes on
+    /// after `idle`; jobs it held are claimed again when their lease ends.
+    pub fn run(&self, stop: &AtomicBool, idle: std::time::Duration) -> RunReport {
         let mut report = RunReport::default();
         while !stop.load(Ordering::SeqCst) {
-            self.book.rescue_expired()?;
-            let jobs = self.book.claim_jobs(&self.config.id, self.config.batch)?;
-            if jobs.is_empty() {
-                std::thread::sleep(idle);
-                continue;
+            let claimed =
+                self.book.rescue_expired().and_then(|_| self.book.claim_jobs(&self.config.id, self.config.batch));
+            match claimed {
+                Ok(jobs) if !jobs.is_empty() => report.merge(&self.run_jobs(jobs)),
+                Ok(_) => std::thread::sleep(idle),
+                Err(_) => {
+                    report.storage_errors += 1;
+                    std::thread::sleep(idle);
+                }
             }
-            report.merge(&self.run_jobs(jobs));
         }
-        Ok(report)
+        report
     }
 
     fn run_jobs(&self, jobs: Vec<Job>) -> RunReport {

@@ -427,3 +427,27 @@ fn the_client_reads_and_cancels_bookings() {
     .expect("queues");
     assert_eq!(worker.run_once().expect("runs").synced, 1);
 }
+
+#[test]
+fn a_running_worker_survives_a_storage_error_and_goes_on() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let book = Callbook::new(store.clone()).with_clock(clock.clone());
+    book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+    let fake = FakeCalcom::start(clock.clone()).expect("fake starts");
+    let b = book_n(&book, 1).remove(0);
+    store.fail_after_writes(0); // the worker's first write fails
+    let worker = worker_for(&book, &fake, "resilient", 2000);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let running = s.spawn(|| worker.run(&stop, std::time::Duration::from_millis(1)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while book.appointment(b.appointment_id).expect("exists").calcom_sync_status != SyncStatus::Synced {
+            assert!(std::time::Instant::now() < deadline, "the worker stopped after the fault");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::SeqCst);
+        running.join().expect("joins")
+    });
+    assert_eq!((report.storage_errors, report.synced), (1, 1), "{report:?}");
+}
