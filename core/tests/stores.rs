@@ -25,3 +25,67 @@ mod sqlite {
     }
     conformance_suite!(make);
 }
+
+/// Group commit on SQLite: many threads booking at once share transactions,
+/// and the rules hold inside a batch.
+mod group_commit {
+    use crate::conformance::{request, t0, FIXTURE};
+    use callbook::*;
+    use chrono::Duration;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn concurrent_bookings_share_commits_and_keep_every_rule() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteStore::open(dir.path().join("group.db")).expect("opens")); // FULL
+        let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
+        book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+        let before = store.writer_stats();
+        let threads = 8;
+        let per_thread = 40;
+        let barrier = Barrier::new(threads);
+        let results: Vec<Vec<Result<Booking>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (book, barrier) = (&book, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        (0..per_thread)
+                            .map(|i| {
+                                // Every thread books the same starts: the same call twice is one
+                                // appointment; the same known phone is one customer.
+                                let start = format_utc(&(t0() + Duration::days(1) + Duration::minutes(30 * i as i64)));
+                                let call = ["call_anon", "call_known_a", "call_known_b", "call_anon_2"][t % 4];
+                                if t == 7 && i % 5 == 0 {
+                                    // A failing booking inside someone's batch.
+                                    book.book(&request("call_anon", "X", "2001-01-01T10:00:00Z"))
+                                } else {
+                                    book.book(&request(call, "Sam", &start))
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("joins")).collect()
+        });
+        let after = store.writer_stats();
+        let writes = after.writes - before.writes;
+        let transactions = after.transactions - before.transactions;
+        assert_eq!(writes, (threads * per_thread) as u64);
+        assert!(transactions < writes, "group commit happened: {transactions} transactions for {writes} writes");
+
+        let failed: Vec<_> = results.iter().flatten().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(failed.len(), 8);
+        assert!(failed.iter().all(|e| e.code() == "start_in_past"));
+        let ok: Vec<&Booking> = results.iter().flatten().filter_map(|r| r.as_ref().ok()).collect();
+        let s = book.stats().expect("stats");
+        let distinct: std::collections::HashSet<_> = ok.iter().map(|b| b.appointment_id).collect();
+        assert_eq!(s.appointments["pending"], distinct.len() as u64);
+        assert_eq!(s.jobs["available"], distinct.len() as u64, "one outbox job per appointment");
+        // 4 calls x 40 starts, each booked by two threads: every (call, service, start) once.
+        assert_eq!(distinct.len(), 4 * per_thread);
+        assert_eq!(s.customers_known, 1, "the same known phone is one customer");
+        assert_eq!(s.customers_anonymous, 2 * per_thread as u64, "anonymous callers are never merged");
+    }
+}

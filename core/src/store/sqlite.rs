@@ -15,6 +15,7 @@ use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,8 +50,46 @@ pub struct SqliteStore {
     path: PathBuf,
     options: SqliteOptions,
     writer: Arc<Mutex<Writer>>,
+    /// Writes waiting for the writer: whoever holds it commits them together.
+    queue: Mutex<VecDeque<Queued>>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Most writes one group commit takes.
+const MAX_BATCH: usize = 64;
+
+/// A write waiting in the queue, and where its result goes.
+struct Queued {
+    work: WriteFn,
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot(Mutex<Option<Result<()>>>);
+
+impl Slot {
+    fn take(&self) -> Option<Result<()>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+    fn fill(&self, result: Result<()>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+}
+
+/// How the writer has been used (for tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or rolled back).
+    pub transactions: u64,
+    /// Writes done in them; more writes than transactions means group commit happened.
+    pub writes: u64,
 }
 
 /// Commits between two WAL checkpoints (SQLite's own default is ~1000 pages).
@@ -60,6 +99,7 @@ const CHECKPOINT_EVERY: u32 = 256;
 struct Writer {
     conn: Connection,
     commits: u32,
+    stats: WriterStats,
     /// Wakes the checkpointer; dropped with the store, which ends it.
     wake: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -113,14 +153,25 @@ impl SqliteStore {
         let mut conn = connect(&path, &options)?;
         migrate(&mut conn)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
-        let writer = Arc::new(Mutex::new(Writer { conn, commits: 0, wake: None }));
+        let writer = Arc::new(Mutex::new(Writer { conn, commits: 0, stats: WriterStats::default(), wake: None }));
         let (wake, checkpointer) = spawn_checkpointer(&path, &options, Arc::clone(&writer))?;
         writer.lock().unwrap_or_else(|p| p.into_inner()).wake = Some(wake);
-        Ok(SqliteStore { path, options, writer, readers: Mutex::new(Vec::new()), checkpointer: Some(checkpointer) })
+        Ok(SqliteStore {
+            path,
+            options,
+            writer,
+            queue: Mutex::default(),
+            readers: Mutex::new(Vec::new()),
+            checkpointer: Some(checkpointer),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).stats
     }
 
     /// The schema version of the file (`PRAGMA user_version`).
@@ -162,19 +213,26 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 impl Store for SqliteStore {
+    /// Group commit: the write joins a queue; whoever holds the writer takes
+    /// every queued write (up to `MAX_BATCH`), runs each in its own
+    /// SAVEPOINT, commits once (one sync), and answers them all. A lone
+    /// write is committed at once: nothing waits for company.
     fn write(&self, work: WriteFn) -> Result<()> {
+        let slot = Arc::new(Slot::default());
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(Queued { work, slot: Arc::clone(&slot) });
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        work(&mut SqliteTx { conn: &tx })?;
-        tx.commit()?;
-        writer.commits = writer.commits.wrapping_add(1);
-        if writer.commits % CHECKPOINT_EVERY == 0 {
-            if let Some(wake) = &writer.wake {
-                // Full channel: a checkpoint is already due, nothing to add.
-                let _ = wake.try_send(());
+        loop {
+            // A previous holder of the writer may have committed this write already.
+            if let Some(result) = slot.take() {
+                return result;
             }
+            let batch: Vec<Queued> = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            commit_group(&mut writer, batch);
         }
-        Ok(())
     }
 
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
@@ -194,6 +252,57 @@ impl Store for SqliteStore {
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         result
     }
+}
+
+/// Runs a batch of writes in one transaction, each in its own savepoint,
+/// and fills every write's slot: its own error if it failed (only its
+/// savepoint is rolled back), the commit's error if the commit failed.
+fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
+    let storage = |e: &Error| Error::Storage(e.to_string());
+    let tx = match writer.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = Error::from(e);
+            batch.iter().for_each(|q| q.slot.fill(Err(storage(&e))));
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    if batch.len() == 1 {
+        results.extend(batch.into_iter().map(|q| ((q.work)(&mut SqliteTx { conn: &tx }), q.slot)));
+    } else {
+        for q in batch {
+            let result = in_savepoint(&tx, q.work);
+            results.push((result, q.slot));
+        }
+    }
+    let lone_failed = results.len() == 1 && results[0].0.is_err();
+    let committed = if lone_failed { tx.rollback().map_err(Error::from) } else { tx.commit().map_err(Error::from) };
+    writer.stats.transactions += 1;
+    writer.stats.writes += results.len() as u64;
+    for (result, slot) in results {
+        slot.fill(match (&committed, result) {
+            (Err(e), Ok(())) => Err(storage(e)),
+            (_, result) => result,
+        });
+    }
+    writer.commits = writer.commits.wrapping_add(1);
+    if writer.commits % CHECKPOINT_EVERY == 0 {
+        if let Some(wake) = &writer.wake {
+            // Full channel: a checkpoint is already due, nothing to add.
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+fn in_savepoint(conn: &Connection, work: WriteFn) -> Result<()> {
+    conn.prepare_cached("SAVEPOINT booking")?.execute([])?;
+    let result = work(&mut SqliteTx { conn });
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO booking")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE booking")?.execute([])?;
+    result
 }
 
 struct SqliteTx<'a> {
