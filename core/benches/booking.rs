@@ -124,44 +124,68 @@ impl Run {
     }
 }
 
-fn run_callbook(path: &Path, run: &str, n: usize) -> Run {
-    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() })
-        .expect("opens");
-    let book = Callbook::new(Arc::new(store));
-    let requests: Vec<BookingRequest> = (0..n)
-        .map(|i| BookingRequest {
-            retell_call_id: call_id(run, i),
-            customer_name: "Bench Caller".into(),
-            service_id: Some(1),
-            start: Some(format_utc(&start_of(i))),
-            ..Default::default()
-        })
-        .collect();
-    let mut latencies_ns = Vec::with_capacity(n);
+/// Bookings `0..n` split over `clients` threads; latency per booking, throughput over the wall time.
+fn concurrently(
+    n: usize,
+    clients: usize,
+    per_client: impl Fn(usize) -> Box<dyn FnMut(usize) + Send> + Sync,
+) -> (Vec<u64>, f64) {
     let all = Instant::now();
-    for r in &requests {
-        let t = Instant::now();
-        book.book(r).expect("books");
-        latencies_ns.push(t.elapsed().as_nanos() as u64);
-    }
-    Run { name: "callbook book()".into(), total_s: all.elapsed().as_secs_f64(), latencies_ns }
+    let latencies = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let mut book_one = per_client(c);
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(n / clients + 1);
+                    for i in (c..n).step_by(clients) {
+                        let t = Instant::now();
+                        book_one(i);
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("joins")).collect::<Vec<_>>()
+    });
+    (latencies, all.elapsed().as_secs_f64())
 }
 
-/// The same statements callbook runs for these bookings, by hand.
-fn run_raw(path: &Path, run: &str, n: usize) -> Run {
-    let mut conn = Connection::open(path).expect("opens");
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-    )
-    .expect("pragmas");
-    let mut latencies_ns = Vec::with_capacity(n);
-    let all = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        raw_booking(&mut conn, run, i);
-        latencies_ns.push(t.elapsed().as_nanos() as u64);
-    }
-    Run { name: "raw rusqlite, same SQL".into(), total_s: all.elapsed().as_secs_f64(), latencies_ns }
+fn run_callbook(path: &Path, run: &str, n: usize, clients: usize, sync: Synchronous) -> Run {
+    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: sync, ..Default::default() }).expect("opens");
+    let book = Callbook::new(Arc::new(store));
+    let run = run.to_string();
+    let (latencies_ns, total_s) = concurrently(n, clients, |_| {
+        let (book, run) = (book.clone(), run.clone());
+        Box::new(move |i| {
+            let request = BookingRequest {
+                retell_call_id: call_id(&run, i),
+                customer_name: "Bench Caller".into(),
+                service_id: Some(1),
+                start: Some(format_utc(&start_of(i))),
+                ..Default::default()
+            };
+            book.book(&request).expect("books");
+        })
+    });
+    Run { name: "callbook book()".into(), total_s, latencies_ns }
+}
+
+/// The same statements callbook runs for these bookings, by hand: one
+/// connection per client, one transaction per booking.
+fn run_raw(path: &Path, run: &str, n: usize, clients: usize, sync: Synchronous) -> Run {
+    let sync = if sync == Synchronous::Full { "FULL" } else { "NORMAL" };
+    let run = run.to_string();
+    let (latencies_ns, total_s) = concurrently(n, clients, |_| {
+        let mut conn = Connection::open(path).expect("opens");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"
+        ))
+        .expect("pragmas");
+        let run = run.clone();
+        Box::new(move |i| raw_booking(&mut conn, &run, i))
+    });
+    Run { name: "raw rusqlite, same SQL".into(), total_s, latencies_ns }
 }
 
 fn raw_booking(conn: &mut Connection, run: &str, i: usize) {
@@ -248,10 +272,10 @@ fn scenario(dir: &Path, label: &str, rows: usize, n: usize) -> (Run, Run) {
     let cb_db = copy(&format!("cb-{rows}.db"));
     // Warm both (page cache, statement caches), then measure.
     let warm = (n / 10).max(100);
-    run_raw(&raw_db, "warm_raw", warm);
-    run_callbook(&cb_db, "warm_callbook", warm);
-    let raw = run_raw(&raw_db, "raw", n);
-    let cb = run_callbook(&cb_db, "callbook", n);
+    run_raw(&raw_db, "warm_raw", warm, 1, Synchronous::Normal);
+    run_callbook(&cb_db, "warm_callbook", warm, 1, Synchronous::Normal);
+    let raw = run_raw(&raw_db, "raw", n, 1, Synchronous::Normal);
+    let cb = run_callbook(&cb_db, "callbook", n, 1, Synchronous::Normal);
     raw.print();
     cb.print();
     println!(
@@ -263,6 +287,32 @@ fn scenario(dir: &Path, label: &str, rows: usize, n: usize) -> (Run, Run) {
     (raw, cb)
 }
 
+/// Group commit: 1, 2, 8 and 32 concurrent clients, durable (FULL) and NORMAL.
+fn concurrency(dir: &Path, quick: bool) {
+    println!("\nconcurrent clients (empty database; raw: one connection per client, one transaction per booking)");
+    for (sync, label, n) in [
+        (Synchronous::Full, "FULL", if quick { 400 } else { 4000 }),
+        (Synchronous::Normal, "NORMAL", if quick { 1000 } else { 16000 }),
+    ] {
+        let seeded = dir.join(format!("conc-{label}.db"));
+        prepare(&seeded, 0, n);
+        for clients in [1, 2, 8, 32] {
+            let copy = |name: &str| {
+                let p = dir.join(format!("{name}-{label}-{clients}.db"));
+                std::fs::copy(&seeded, &p).expect("copies");
+                p
+            };
+            let raw = run_raw(&copy("raw"), "raw", n, clients, sync);
+            let cb = run_callbook(&copy("cb"), "callbook", n, clients, sync);
+            println!(
+                "  {label:<6} {clients:>2} clients: raw {:>7.0}/s p50 {:>7.1} p99 {:>8.1} µs | callbook {:>7.0}/s p50 {:>7.1} p99 {:>8.1} µs | throughput {:.2}x, p50 {:.2}x",
+                raw.per_sec(), raw.pct(0.5), raw.pct(0.99), cb.per_sec(), cb.pct(0.5), cb.pct(0.99),
+                cb.per_sec() / raw.per_sec(), cb.pct(0.5) / raw.pct(0.5)
+            );
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = env_usize("CALLBOOK_BENCH_N", if quick { 500 } else { 20_000 });
@@ -272,6 +322,10 @@ fn main() {
         "callbook booking benchmark (SQLite file, WAL, synchronous=NORMAL){}",
         if quick { " [quick]" } else { "" }
     );
+    if std::env::args().any(|a| a == "--concurrency") {
+        concurrency(dir.path(), quick);
+        return;
+    }
     let (_, empty) = scenario(dir.path(), "empty database", 0, n);
     let (_, full) = scenario(dir.path(), "large database", rows, n);
     println!(
@@ -280,4 +334,5 @@ fn main() {
         full.pct(0.99) / empty.pct(0.99),
         full.per_sec() / empty.per_sec()
     );
+    concurrency(dir.path(), quick);
 }

@@ -82,7 +82,7 @@ pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec
 pub use stats::Stats;
 pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 #[cfg(feature = "sqlite")]
-pub use store::{SqliteOptions, SqliteStore, Synchronous, WriterStats};
+pub use store::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -89,3 +89,40 @@ mod group_commit {
         assert_eq!(s.customers_anonymous, 2 * per_thread as u64, "anonymous callers are never merged");
     }
 }
+
+/// Reads use their own connections (WAL): a read finishes while a write
+/// transaction is open. If reads waited for the writer this test would hang.
+#[test]
+fn readers_never_wait_for_the_writer() {
+    use crate::conformance::{t0, FIXTURE};
+    use callbook::*;
+    use std::sync::{Arc, Barrier};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("readers.db")).expect("opens"));
+    let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
+    book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+    let inside = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    std::thread::scope(|s| {
+        let (inside_w, release_w, store_w) = (inside.clone(), release.clone(), store.clone());
+        let writer = s.spawn(move || {
+            callbook::write(&*store_w, move |tx| {
+                tx.upsert_company(
+                    &Company { id: CompanyId(9), name: "Late".into(), calcom_api_key: None, calcom_api_base: None },
+                    t0(),
+                )?;
+                inside_w.wait(); // the write transaction is open...
+                release_w.wait(); // ...until the reader has finished
+                Ok(())
+            })
+        });
+        inside.wait();
+        let stats = book.stats().expect("reads while the writer holds its transaction");
+        assert_eq!(stats.customers_known, 0);
+        let company = callbook::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads");
+        assert!(company.is_none(), "the open write is not visible yet");
+        release.wait();
+        writer.join().expect("joins").expect("writes");
+    });
+    assert!(callbook::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads").is_some());
+}

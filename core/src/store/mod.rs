@@ -10,7 +10,7 @@ pub(crate) mod time;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WriterStats};
+pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 
 use crate::appointment::{Appointment, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;

@@ -33,15 +33,44 @@ pub enum Synchronous {
     Normal,
 }
 
+/// Who copies the WAL back into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// `Inline` with `Full`, `Background` with `Normal` (what measured best).
+    Auto,
+    /// SQLite's own: inside whichever commit crosses ~1000 pages. With
+    /// `Full`, a background checkpoint's syncs compete with every commit's
+    /// and halved single-client throughput; inline, group commit amortises it.
+    Inline,
+    /// A thread of its own: no commit pays for the copy (p99 ~10x lower
+    /// than inline with `Normal`), at ~20–30 µs more p50.
+    Background,
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub synchronous: Synchronous,
     pub busy_timeout: Duration,
+    pub checkpoint: Checkpoint,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { synchronous: Synchronous::Full, busy_timeout: Duration::from_secs(5) }
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            checkpoint: Checkpoint::Auto,
+        }
+    }
+}
+
+impl SqliteOptions {
+    fn background_checkpoint(&self) -> bool {
+        match self.checkpoint {
+            Checkpoint::Auto => self.synchronous == Synchronous::Normal,
+            Checkpoint::Inline => false,
+            Checkpoint::Background => true,
+        }
     }
 }
 
@@ -152,17 +181,25 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = connect(&path, &options)?;
         migrate(&mut conn)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+        let background = options.background_checkpoint();
+        if background {
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+        }
         let writer = Arc::new(Mutex::new(Writer { conn, commits: 0, stats: WriterStats::default(), wake: None }));
-        let (wake, checkpointer) = spawn_checkpointer(&path, &options, Arc::clone(&writer))?;
-        writer.lock().unwrap_or_else(|p| p.into_inner()).wake = Some(wake);
+        let checkpointer = if background {
+            let (wake, handle) = spawn_checkpointer(&path, &options, Arc::clone(&writer))?;
+            writer.lock().unwrap_or_else(|p| p.into_inner()).wake = Some(wake);
+            Some(handle)
+        } else {
+            None
+        };
         Ok(SqliteStore {
             path,
             options,
             writer,
             queue: Mutex::default(),
             readers: Mutex::new(Vec::new()),
-            checkpointer: Some(checkpointer),
+            checkpointer,
         })
     }
 
