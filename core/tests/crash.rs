@@ -9,7 +9,6 @@ mod conformance;
 use callbook::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 const CHILD: &str = "CALLBOOK_CRASH_CHILD";
 const THREADS: usize = 8;
