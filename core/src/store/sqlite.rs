@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::time::Duration;
 
 const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
@@ -80,9 +80,27 @@ pub struct SqliteStore {
     options: SqliteOptions,
     writer: Arc<Mutex<Writer>>,
     /// Writes waiting for the writer: whoever holds it commits them together.
-    queue: Mutex<VecDeque<Queued>>,
+    group: Arc<Group>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The queue of waiting writes and the signal that a group was committed
+/// (or the writer let go), so a waiting write learns its result without
+/// taking the writer itself.
+#[derive(Debug, Default)]
+struct Group {
+    queue: Mutex<VecDeque<Queued>>,
+    released: Condvar,
+}
+
+impl Group {
+    /// Wakes every waiting write; taking the queue lock first means none is
+    /// between its check of the writer and its wait.
+    fn notify(&self) {
+        let _queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.released.notify_all();
+    }
 }
 
 /// Most writes one group commit takes.
@@ -154,6 +172,7 @@ fn spawn_checkpointer(
     path: &Path,
     options: &SqliteOptions,
     writer: Arc<Mutex<Writer>>,
+    group: Arc<Group>,
 ) -> Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
     let conn = connect(path, options)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -163,8 +182,10 @@ fn spawn_checkpointer(
             let checkpoint = || conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ok();
             while rx.recv().is_ok() {
                 checkpoint();
-                let _held = writer.lock().unwrap_or_else(|p| p.into_inner());
+                let held = writer.lock().unwrap_or_else(|p| p.into_inner());
                 checkpoint();
+                drop(held);
+                group.notify();
             }
         })
         .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
@@ -186,21 +207,15 @@ impl SqliteStore {
             conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         }
         let writer = Arc::new(Mutex::new(Writer { conn, commits: 0, stats: WriterStats::default(), wake: None }));
+        let group = Arc::new(Group::default());
         let checkpointer = if background {
-            let (wake, handle) = spawn_checkpointer(&path, &options, Arc::clone(&writer))?;
+            let (wake, handle) = spawn_checkpointer(&path, &options, Arc::clone(&writer), Arc::clone(&group))?;
             writer.lock().unwrap_or_else(|p| p.into_inner()).wake = Some(wake);
             Some(handle)
         } else {
             None
         };
-        Ok(SqliteStore {
-            path,
-            options,
-            writer,
-            queue: Mutex::default(),
-            readers: Mutex::new(Vec::new()),
-            checkpointer,
-        })
+        Ok(SqliteStore { path, options, writer, group, readers: Mutex::new(Vec::new()), checkpointer })
     }
 
     pub fn path(&self) -> &Path {
@@ -256,19 +271,36 @@ impl Store for SqliteStore {
     /// write is committed at once: nothing waits for company.
     fn write(&self, work: WriteFn) -> Result<()> {
         let slot = Arc::new(Slot::default());
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(Queued { work, slot: Arc::clone(&slot) });
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back(Queued { work, slot: Arc::clone(&slot) });
         loop {
-            // A previous holder of the writer may have committed this write already.
+            // A group committed while this write waited may have included it.
             if let Some(result) = slot.take() {
                 return result;
             }
-            let batch: Vec<Queued> = {
-                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                let n = queue.len().min(MAX_BATCH);
-                queue.drain(..n).collect()
+            let writer = match self.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    // Someone is committing (or checkpointing): wait for the signal. The
+                    // timeout only guards against a holder that never signals.
+                    queue = self
+                        .group
+                        .released
+                        .wait_timeout(queue, Duration::from_millis(50))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
             };
+            let n = queue.len().min(MAX_BATCH);
+            let batch: Vec<Queued> = queue.drain(..n).collect();
+            drop(queue);
+            let mut writer = writer;
             commit_group(&mut writer, batch);
+            drop(writer);
+            queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.group.released.notify_all();
         }
     }
 
