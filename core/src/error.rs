@@ -74,6 +74,9 @@ pub enum Error {
     EmailAlreadySet(i64),
     #[error("another customer of the company has this email")]
     EmailTaken,
+    /// A webhook's signature is missing, wrong or stale.
+    #[error("invalid or stale signature")]
+    BadSignature,
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
@@ -106,6 +109,7 @@ impl Error {
             Error::CustomerNotFound(_) => "customer_not_found",
             Error::EmailAlreadySet(_) => "email_already_set",
             Error::EmailTaken => "email_taken",
+            Error::BadSignature => "bad_signature",
             Error::Storage(_) => "storage",
             Error::InjectedFault(_) => "injected_fault",
         }

@@ -26,12 +26,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+mod agent;
 mod appointment;
 mod booking;
 mod breaker;
 mod calcom;
 #[cfg(feature = "fake-calcom")]
 mod calcom_fake;
+mod calcom_webhook;
 mod call;
 mod callbook;
 mod caller;
@@ -50,6 +52,10 @@ mod stats;
 mod store;
 mod sync;
 
+pub use agent::{
+    booking_request_from_args, parse_function_call, speak_booking, speak_refusal, speak_time, Agent, AgentFunction,
+    AgentReply, FunctionCall, Language,
+};
 pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
 pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
@@ -62,6 +68,7 @@ pub use calcom::{
 };
 #[cfg(feature = "fake-calcom")]
 pub use calcom_fake::{FakeCalcom, FakeStats, Fault};
+pub use calcom_webhook::{parse_calcom_webhook, sign_calcom, verify_calcom_signature, CalcomWebhook, WebhookOutcome};
 pub use call::{Call, NewCall};
 pub use callbook::{Callbook, Config};
 pub use caller::{
@@ -80,7 +87,7 @@ pub use queue::{
 pub use retell::{sign_retell, verify_retell_signature, MAX_SKEW_MS};
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
-pub use store::{read, write, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+pub use store::{read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 #[cfg(feature = "sqlite")]
 pub use store::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig};

@@ -46,7 +46,7 @@ pub fn verify_retell_signature(body: &[u8], header: &str, api_key: &str, now_ms:
     mac(body, api_key, ts).verify_slice(&bytes).is_ok()
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() != 64 || !s.is_ascii() {
         return None;
     }

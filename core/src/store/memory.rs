@@ -2,8 +2,8 @@
 //! the SQL schema, and can inject faults: fail the n-th write operation, to
 //! show that a failed transaction leaves nothing behind.
 
-use super::{Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
-use crate::appointment::{Appointment, AppointmentStatus, SyncStatus};
+use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
 use crate::company::{Branch, Company, Service};
@@ -308,6 +308,40 @@ impl Tx for MemoryTx<'_> {
     }
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         Ok(self.state.appointments.get(&id).map(|a| a.company_id))
+    }
+
+    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>> {
+        Ok(self.state.appointments.values().find(|a| a.calcom_v2_booking_uid.as_deref() == Some(uid)).cloned())
+    }
+    fn apply_calcom_change(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        change: &CalcomChange,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        let Some(a) = self.appointment_mut(company, id) else { return Ok(()) };
+        a.sync_origin = SyncOrigin::Calcom;
+        a.updated_at = now;
+        match change {
+            CalcomChange::Cancelled => {
+                a.status = AppointmentStatus::Cancelled;
+                for job in self.state.jobs.values_mut().filter(|j| j.appointment_id == id && !j.state.is_final()) {
+                    job.state = JobState::Cancelled;
+                    job.locked_until = None;
+                    job.locked_by = None;
+                    job.updated_at = now;
+                }
+            }
+            CalcomChange::Rescheduled { booking_id, uid, starts_at, ends_at } => {
+                a.starts_at = *starts_at;
+                a.ends_at = *ends_at;
+                a.calcom_v2_booking_uid = Some(uid.clone());
+                a.calcom_v2_booking_id = booking_id.or(a.calcom_v2_booking_id);
+            }
+        }
+        Ok(())
     }
 
     fn insert_job(&mut self, new: &NewJob, now: DateTime<Utc>) -> Result<JobId> {

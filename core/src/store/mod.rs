@@ -90,6 +90,15 @@ pub struct SyncFailure {
     pub flag: bool,
 }
 
+/// What Cal.com did to a booking it holds (told by its webhook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalcomChange {
+    /// Cancelled in Cal.com: the appointment is cancelled, its unfinished jobs too.
+    Cancelled,
+    /// Moved in Cal.com: Cal.com made a new booking (`uid`) at the new time.
+    Rescheduled { booking_id: Option<i64>, uid: String, starts_at: DateTime<Utc>, ends_at: DateTime<Utc> },
+}
+
 /// Counts for `stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -143,6 +152,19 @@ pub trait Tx {
     /// Which company an appointment belongs to (for the operator's commands
     /// that name an appointment by id alone).
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>>;
+
+    /// The appointment Cal.com knows by this booking uid (a Cal.com uid is
+    /// unique across tenants; the webhook that names it names no company).
+    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>>;
+    /// Applies a change made in Cal.com: `sync_origin` becomes `calcom` so
+    /// nothing is pushed back; a cancellation also cancels unfinished jobs.
+    fn apply_calcom_change(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        change: &CalcomChange,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     fn insert_job(&mut self, job: &NewJob, now: DateTime<Utc>) -> Result<JobId>;
     fn job(&mut self, id: JobId) -> Result<Option<Job>>;

@@ -3,7 +3,7 @@
 //! reads use their own connections so they never wait for the writer.
 
 use super::time::{from_db, to_db};
-use super::{Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
@@ -22,7 +22,8 @@ use std::time::Duration;
 
 const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
 const SCHEMA_V2: &str = include_str!("schema_sqlite_v2.sql");
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_V3: &str = include_str!("schema_sqlite_v3.sql");
+const SCHEMA_VERSION: i64 = 3;
 
 /// SQLite's `synchronous` setting for the write connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +259,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     if version < 2 {
         tx.execute_batch(SCHEMA_V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     tx.commit()?;
@@ -775,6 +779,45 @@ impl Tx for SqliteTx<'_> {
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         let mut st = self.conn.prepare_cached("SELECT company_id FROM appointments WHERE id = ?1")?;
         Ok(st.query_row([id.0], |r| r.get(0)).optional()?.map(CompanyId))
+    }
+
+    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {APPOINTMENT_COLS} FROM appointments WHERE calcom_v2_booking_uid = ?1"))?;
+        one(&mut st, [uid], appointment_row)
+    }
+    fn apply_calcom_change(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        change: &CalcomChange,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now = to_db(now);
+        match change {
+            CalcomChange::Cancelled => {
+                let mut st = self.conn.prepare_cached(
+                    "UPDATE appointments SET status = 'cancelled', sync_origin = 'calcom', updated_at = ?1
+                     WHERE company_id = ?2 AND id = ?3",
+                )?;
+                st.execute(params![now, company.0, id.0])?;
+                let mut st = self.conn.prepare_cached(
+                    "UPDATE sync_jobs SET state = 'cancelled', locked_until = NULL, locked_by = NULL, updated_at = ?1
+                     WHERE appointment_id = ?2 AND company_id = ?3 AND state IN ('available', 'running', 'retryable')",
+                )?;
+                st.execute(params![now, id.0, company.0])?;
+            }
+            CalcomChange::Rescheduled { booking_id, uid, starts_at, ends_at } => {
+                let mut st = self.conn.prepare_cached(
+                    "UPDATE appointments SET starts_at = ?1, ends_at = ?2, calcom_v2_booking_uid = ?3,
+                     calcom_v2_booking_id = COALESCE(?4, calcom_v2_booking_id), sync_origin = 'calcom', updated_at = ?5
+                     WHERE company_id = ?6 AND id = ?7",
+                )?;
+                st.execute(params![to_db(*starts_at), to_db(*ends_at), uid, booking_id, now, company.0, id.0])?;
+            }
+        }
+        Ok(())
     }
 
     fn insert_job(&mut self, j: &NewJob, now: DateTime<Utc>) -> Result<JobId> {

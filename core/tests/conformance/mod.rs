@@ -480,6 +480,204 @@ pub fn stats_count_everything(make: MakeStore) {
 }
 
 /// Runs every case of the suite against one store.
+pub const RETELL_KEY: &str = "key_retell_test";
+
+/// A signed Retell function call, as Retell sends it at the clock's time.
+pub fn retell(agent: &Agent, body: &str) -> AgentReply {
+    let now = agent.callbook().now().timestamp_millis();
+    agent.answer(body.as_bytes(), &sign_retell(body.as_bytes(), RETELL_KEY, now), None)
+}
+
+pub fn retell_function_calls_book_in_one_transaction(make: MakeStore) {
+    let e = env(make);
+    let agent = Agent::new(e.book.clone(), Secret::new(RETELL_KEY));
+    // A new call: its call object registers it (branch by the dialled number) in the booking's transaction.
+    let body = r#"{"name":"book_appointment","call":{"call_id":"call_new","from_number":"+49 151 999 0000",
+        "to_number":"+49301234567","direction":"inbound"},"args":{"customer_name":"Jürgen","date":"2030-01-08","time":"14:30","service_id":"1"}}"#;
+    let reply = retell(&agent, body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["ok"], true);
+    assert_eq!(
+        reply.body["message"],
+        "Ihr Termin ist gebucht: Dienstag, 8. Januar um 14:30 Uhr. Wir freuen uns auf Sie."
+    );
+    assert_eq!(reply.body["starts_at"], "2030-01-08T13:30:00Z");
+    let id = AppointmentId(reply.body["appointment_id"].as_i64().expect("an id"));
+    let a = e.book.appointment(id).expect("stored");
+    assert_eq!((a.company_id, a.branch_id), (CompanyId(1), BranchId(1)));
+    // Retell retries a timed-out call: the same appointment, nothing new.
+    let before = totals(&e.book);
+    let again = retell(&agent, body);
+    assert_eq!(again.body["appointment_id"], reply.body["appointment_id"]);
+    assert_eq!(totals(&e.book), before);
+    // "Args only": the call id is among the args; a branch in New York hears English.
+    let reply =
+        retell(&agent, r#"{"call_id":"call_ny","customer_name":"Ann","start":"2030-01-09T15:00:00Z","service_id":1}"#);
+    assert_eq!(
+        reply.body["message"],
+        "You're booked for Wednesday, 9 January at 10:00. We look forward to seeing you."
+    );
+    // A domain refusal is 200 with ok:false, spoken in the branch's language, and writes nothing.
+    let before = totals(&e.book);
+    let reply = retell(
+        &agent,
+        r#"{"name":"bookAppointment","args":{"call_id":"call_anon","customer_name":"Jo","date":"2029-12-31","time":"10:00","service_id":1}}"#,
+    );
+    assert_eq!(
+        (reply.status, reply.body["ok"].clone(), reply.body["code"].clone()),
+        (200, false.into(), "start_in_past".into())
+    );
+    assert_eq!(
+        reply.body["message"],
+        "Dieser Zeitpunkt liegt bereits in der Vergangenheit. Welcher andere Termin passt Ihnen?"
+    );
+    // A call whose dialled number is no branch: refused, and the call is not registered either.
+    let reply = retell(
+        &agent,
+        r#"{"name":"book_appointment","call":{"call_id":"call_stray","to_number":"+4989000000"},"args":{"customer_name":"Jo","start":"2030-01-09T15:00:00Z","service_id":1}}"#,
+    );
+    assert_eq!((reply.status, reply.body["code"].clone()), (200, "call_missing_company".into()));
+    assert_eq!(totals(&e.book), before);
+    assert!(
+        e.book
+            .register_call(&NewCall {
+                retell_call_id: "call_stray".into(),
+                company_id: Some(CompanyId(1)),
+                branch_id: Some(BranchId(1)),
+                ..Default::default()
+            })
+            .expect("registers")
+            .id
+            .0
+            > 0
+    );
+}
+
+pub fn malformed_function_calls_answer_4xx_and_write_nothing(make: MakeStore) {
+    let e = env(make);
+    let agent = Agent::new(e.book.clone(), Secret::new(RETELL_KEY));
+    let before = totals(&e.book);
+    let call = r#""call":{"call_id":"call_fresh","to_number":"+49301234567","from_number":"+491511111111"}"#;
+    let cases: Vec<(String, &str)> = vec![
+        ("{".into(), "malformed_json"),
+        ("[1,2]".into(), "malformed_json"),
+        ("\"text\"".into(), "malformed_json"),
+        (format!(r#"{{"name":"drop_tables",{call},"args":{{}}}}"#), "unknown_function"),
+        (format!(r#"{{"name":42,{call},"args":{{}}}}"#), "unknown_function"),
+        (format!(r#"{{"name":"book_appointment",{call},"args":[]}}"#), "invalid_argument"),
+        (r#"{"name":"book_appointment","call":7,"args":{}}"#.into(), "invalid_argument"),
+        (
+            r#"{"name":"book_appointment","args":{"customer_name":"A","start":"2030-01-09T15:00:00Z"}}"#.into(),
+            "call_id_required",
+        ),
+        (
+            format!(r#"{{"name":"book_appointment",{call},"args":{{"start":"2030-01-09T15:00:00Z"}}}}"#),
+            "customer_name_required",
+        ),
+        (format!(r#"{{"name":"book_appointment",{call},"args":{{"customer_name":"A"}}}}"#), "start_required"),
+        (
+            format!(
+                r#"{{"name":"book_appointment",{call},"args":{{"customer_name":"A","date":"someday","time":"10:00"}}}}"#
+            ),
+            "invalid_date",
+        ),
+        (
+            format!(
+                r#"{{"name":"book_appointment",{call},"args":{{"customer_name":"A","start":"2030-01-09T15:00:00Z","service_id":"one"}}}}"#
+            ),
+            "invalid_argument",
+        ),
+        (
+            format!(
+                r#"{{"name":"book_appointment",{call},"args":{{"customer_name":7,"start":"2030-01-09T15:00:00Z"}}}}"#
+            ),
+            "invalid_argument",
+        ),
+    ];
+    for (body, code) in &cases {
+        let reply = retell(&agent, body);
+        assert!((400..500).contains(&reply.status), "{body}: {} {}", reply.status, reply.body);
+        assert_eq!(reply.body["code"], *code, "{body}: {}", reply.body);
+        assert_eq!(reply.body["ok"], false);
+    }
+    // Signatures: wrong key, stale, missing, or over another body: 401.
+    let body = format!(
+        r#"{{"name":"book_appointment",{call},"args":{{"customer_name":"A","start":"2030-01-09T15:00:00Z"}}}}"#
+    );
+    let now = e.book.now().timestamp_millis();
+    for header in [
+        sign_retell(body.as_bytes(), "other key", now),
+        sign_retell(body.as_bytes(), RETELL_KEY, now - MAX_SKEW_MS - 1),
+        String::new(),
+        sign_retell(b"{}", RETELL_KEY, now),
+    ] {
+        let reply = agent.answer(body.as_bytes(), &header, None);
+        assert_eq!((reply.status, reply.body["code"].clone()), (401, "bad_signature".into()));
+    }
+    assert_eq!(totals(&e.book), before, "nothing written");
+    let ok = retell(&agent, &body);
+    assert_eq!(ok.status, 200, "the same body, signed, books: {}", ok.body);
+}
+
+pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
+    let e = env(make);
+    let secret = "whsec_test";
+    let a = e.book.book(&request("call_anon", "Jane", "2030-01-08T10:00:00Z")).expect("books");
+    let b = e.book.book(&request("call_known_a", "Max", "2030-01-09T10:00:00Z")).expect("books");
+    let now = e.book.now();
+    for (booking, uid) in [(&a, "uid-a"), (&b, "uid-b")] {
+        let (id, uid) = (booking.appointment_id, uid.to_string());
+        callbook::write(&**e.book.store(), move |tx| tx.record_sync_success(CompanyId(1), id, 100 + id.0, &uid, now))
+            .expect("synced");
+    }
+    // A retried attendee update is unfinished when the cancellation arrives.
+    e.book
+        .set_customer_email(e.book.appointment(b.appointment_id).expect("a").customer_id, "max@example.com")
+        .expect("sets");
+    let deliver = |body: &str| e.book.calcom_webhook(body.as_bytes(), &sign_calcom(body.as_bytes(), secret), secret);
+    let cancel = r#"{"triggerEvent":"BOOKING_CANCELLED","createdAt":"2030-01-01T08:00:00Z","payload":{"uid":"uid-b","bookingId":102,"cancellationReason":"ill"}}"#;
+    assert_eq!(deliver(cancel).expect("applies"), WebhookOutcome::Cancelled { appointment_id: b.appointment_id });
+    let cancelled = e.book.appointment(b.appointment_id).expect("a");
+    assert_eq!((cancelled.status, cancelled.sync_origin), (AppointmentStatus::Cancelled, SyncOrigin::Calcom));
+    assert!(
+        e.book.jobs_of(b.appointment_id).expect("jobs").iter().all(|j| j.state.is_final()),
+        "unfinished jobs cancelled"
+    );
+    assert_eq!(
+        e.book.claim_jobs("w", 10).expect("claims").iter().filter(|j| j.appointment_id == b.appointment_id).count(),
+        0
+    );
+    // Cal.com retries deliveries: the second one writes nothing.
+    assert_eq!(deliver(cancel).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_id: b.appointment_id });
+    assert_eq!(e.book.appointment(b.appointment_id).expect("a").updated_at, cancelled.updated_at);
+
+    let moved = r#"{"triggerEvent":"BOOKING_RESCHEDULED","payload":{"uid":"uid-a2","rescheduleUid":"uid-a","bookingId":555,
+        "startTime":"2030-01-10T09:00:00.000Z","endTime":"2030-01-10T09:30:00.000Z"}}"#;
+    assert_eq!(deliver(moved).expect("applies"), WebhookOutcome::Rescheduled { appointment_id: a.appointment_id });
+    let r = e.book.appointment(a.appointment_id).expect("a");
+    assert_eq!(format_utc(&r.starts_at), "2030-01-10T09:00:00Z");
+    assert_eq!(format_utc(&r.ends_at), "2030-01-10T09:30:00Z");
+    assert_eq!((r.calcom_v2_booking_uid.as_deref(), r.calcom_v2_booking_id), (Some("uid-a2"), Some(555)));
+    assert_eq!((r.status, r.sync_origin), (AppointmentStatus::Confirmed, SyncOrigin::Calcom));
+    assert_eq!(deliver(moved).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_id: a.appointment_id });
+
+    // Not ours, or not acted on: ignored, nothing written.
+    let before = totals(&e.book);
+    let unknown = r#"{"triggerEvent":"BOOKING_CANCELLED","payload":{"uid":"someone-else"}}"#;
+    assert_eq!(deliver(unknown).expect("ok"), WebhookOutcome::UnknownBooking { uid: "someone-else".into() });
+    let created = r#"{"triggerEvent":"BOOKING_CREATED","payload":{"uid":"uid-x"}}"#;
+    assert_eq!(deliver(created).expect("ok"), WebhookOutcome::Ignored { trigger: "BOOKING_CREATED".into() });
+    assert_eq!(totals(&e.book), before);
+    // Bad signatures and malformed bodies are errors with codes.
+    let err = e.book.calcom_webhook(cancel.as_bytes(), "no-secret-provided", secret).expect_err("refused");
+    assert_eq!(err.code(), "bad_signature");
+    let err =
+        e.book.calcom_webhook(cancel.as_bytes(), &sign_calcom(cancel.as_bytes(), secret), "").expect_err("refused");
+    assert_eq!(err.code(), "bad_signature");
+    let err = deliver(r#"{"triggerEvent":"BOOKING_CANCELLED","payload":{}}"#).expect_err("no uid");
+    assert_eq!(err.code(), "malformed_webhook");
+}
+
 macro_rules! conformance_suite {
     ($make:expr) => {
         conformance_suite!(@cases $make;
@@ -497,6 +695,9 @@ macro_rules! conformance_suite {
             exhausted_expired_jobs_are_discarded_and_flagged,
             one_unfinished_job_per_appointment_and_kind,
             stats_count_everything,
+            retell_function_calls_book_in_one_transaction,
+            malformed_function_calls_answer_4xx_and_write_nothing,
+            calcom_webhooks_cancel_and_reschedule_once,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

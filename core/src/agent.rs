@@ -1,0 +1,405 @@
+//! The voice agent's side of a call: a Retell custom function call is
+//! verified, parsed and answered with a sentence the agent can speak (German
+//! for branches in German-speaking countries, else English) plus data.
+//!
+//! Status codes follow the Retell contract: 401 for a bad or stale
+//! signature; 400 for a body that is not a function call callbook can run
+//! (malformed JSON, unknown function, missing or mistyped arguments), with
+//! nothing written; 200 `{"ok": false, "code", "message"}` when a domain rule
+//! refuses the booking, so the agent can tell the caller; 200 `{"ok": true}`
+//! with the appointment otherwise.
+
+use crate::booking::{book_in, format_utc, validate_booking_request, Booking, BookingRequest};
+use crate::call::{register, NewCall};
+use crate::callbook::Callbook;
+use crate::company::{Branch, Secret};
+use crate::error::{ErrorKind, Problem};
+use crate::ids::CallId;
+use crate::store::{self, Tx};
+use crate::{Error, Result};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde_json::{json, Map, Value};
+
+/// The functions an agent may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentFunction {
+    BookAppointment,
+}
+
+impl AgentFunction {
+    /// Both spellings agents use (`book_appointment`, `bookAppointment`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "book_appointment" | "bookAppointment" => Some(AgentFunction::BookAppointment),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed function call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionCall {
+    pub function: AgentFunction,
+    /// The call object, when Retell sent one (registers the call if new).
+    pub call: Option<NewCall>,
+    pub call_id: CallId,
+    pub args: Map<String, Value>,
+}
+
+fn bad(field: &str, code: &str, message: impl Into<String>) -> Error {
+    Error::invalid(field, code, message)
+}
+
+/// Parses a function-call body: `{name, call, args}`, or with the agent's
+/// "args only" option the args alone (then `call_id` is among them and the
+/// function is `function`, named by the URL, else `book_appointment`).
+/// Never panics on any input (fuzzed).
+pub fn parse_function_call(body: &[u8], function: Option<&str>) -> Result<FunctionCall> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad("body", "malformed_json", format!("the body is not JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err(bad("body", "malformed_json", "the body is not a JSON object"));
+    };
+    let args_only = !body.contains_key("args");
+    let name = match (args_only, function) {
+        (true, hint) => hint.unwrap_or("book_appointment").to_string(),
+        (false, _) => body.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+    };
+    let function = AgentFunction::parse(&name)
+        .ok_or_else(|| bad("name", "unknown_function", format!("unknown function {name:?}")))?;
+    let args = if args_only {
+        body.clone()
+    } else {
+        match body.remove("args") {
+            Some(Value::Object(args)) => args,
+            Some(Value::Null) => Map::new(),
+            _ => return Err(bad("args", "invalid_argument", "args is not an object")),
+        }
+    };
+    let call = match body.get("call") {
+        Some(Value::Object(call)) => {
+            let text = |key: &str| call.get(key).and_then(Value::as_str).map(str::to_string);
+            text("call_id").map(|id| NewCall {
+                retell_call_id: CallId(id),
+                from_number: text("from_number"),
+                to_number: text("to_number"),
+                direction: text("direction"),
+                ..NewCall::default()
+            })
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(bad("call", "invalid_argument", "call is not an object")),
+    };
+    let call_id = match (&call, args.get("call_id")) {
+        (Some(call), _) => call.retell_call_id.clone(),
+        (None, Some(Value::String(id))) => CallId(id.clone()),
+        _ => return Err(bad("call_id", "call_id_required", "no call id: send the call object or args.call_id")),
+    };
+    if call_id.0.trim().is_empty() {
+        return Err(bad("call_id", "call_id_required", "the call id is empty"));
+    }
+    Ok(FunctionCall { function, call, call_id, args })
+}
+
+fn text_arg(args: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(key, "invalid_argument", format!("{key} must be a string"))),
+    }
+}
+
+/// A service id as a number, or as the digits a language model may send.
+fn id_arg(args: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some),
+        Some(Value::String(s)) if s.trim().is_empty() => Some(None),
+        Some(Value::String(s)) => s.trim().parse().ok().map(Some),
+        Some(_) => None,
+    }
+    .ok_or_else(|| bad(key, "invalid_argument", format!("{key} must be a whole number")))
+}
+
+/// The booking the args ask for.
+pub fn booking_request_from_args(call_id: &CallId, args: &Map<String, Value>) -> Result<BookingRequest> {
+    Ok(BookingRequest {
+        retell_call_id: call_id.0.clone(),
+        customer_name: text_arg(args, "customer_name")?.unwrap_or_default(),
+        customer_email: text_arg(args, "customer_email")?,
+        service_id: id_arg(args, "service_id")?,
+        start: text_arg(args, "start")?,
+        date: text_arg(args, "date")?,
+        time: text_arg(args, "time")?,
+    })
+}
+
+/// The language the agent speaks for a branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    English,
+    German,
+}
+
+impl Language {
+    /// German where the branch's country (or its number's) speaks it.
+    pub fn of(branch: Option<&Branch>) -> Self {
+        let country = branch.and_then(|b| {
+            b.country.clone().or_else(|| {
+                b.phone_number.as_deref().and_then(crate::caller::phone_region).map(|id| id.as_ref().to_string())
+            })
+        });
+        match country.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            Some("DE" | "AT" | "CH" | "LI") => Language::German,
+            _ => Language::English,
+        }
+    }
+}
+
+const WEEKDAYS_EN: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS_DE: [&str; 7] = ["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"];
+const MONTHS_EN: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const MONTHS_DE: [&str; 12] = [
+    "Januar",
+    "Februar",
+    "März",
+    "April",
+    "Mai",
+    "Juni",
+    "Juli",
+    "August",
+    "September",
+    "Oktober",
+    "November",
+    "Dezember",
+];
+
+/// "Tuesday, 8 January at 14:30" / "Dienstag, 8. Januar um 14:30 Uhr", in `tz`.
+pub fn speak_time(language: Language, tz: &str, at: DateTime<Utc>) -> String {
+    let tz = crate::start::parse_timezone(tz).unwrap_or(chrono_tz::Europe::Berlin);
+    let local = at.with_timezone(&tz);
+    let day = local.weekday().num_days_from_monday() as usize;
+    let month = local.month0() as usize;
+    let (h, m) = (local.hour(), local.minute());
+    match language {
+        Language::English => format!("{}, {} {} at {h:02}:{m:02}", WEEKDAYS_EN[day], local.day(), MONTHS_EN[month]),
+        Language::German => {
+            format!("{}, {}. {} um {h:02}:{m:02} Uhr", WEEKDAYS_DE[day], local.day(), MONTHS_DE[month])
+        }
+    }
+}
+
+/// What the agent says after a booking.
+pub fn speak_booking(language: Language, tz: &str, booking: &Booking) -> String {
+    let when = speak_time(language, tz, booking.starts_at);
+    match language {
+        Language::English => format!("You're booked for {when}. We look forward to seeing you."),
+        Language::German => format!("Ihr Termin ist gebucht: {when}. Wir freuen uns auf Sie."),
+    }
+}
+
+/// What the agent says when a rule refuses the booking.
+pub fn speak_refusal(language: Language, error: &Error) -> String {
+    use Language::{English as En, German as De};
+    match (language, error) {
+        (En, Error::StartInPast(_)) => "That time has already passed. Which other time would suit you?".into(),
+        (De, Error::StartInPast(_)) => {
+            "Dieser Zeitpunkt liegt bereits in der Vergangenheit. Welcher andere Termin passt Ihnen?".into()
+        }
+        (En, Error::ServiceRequired) => "Which service would you like to book?".into(),
+        (De, Error::ServiceRequired) => "Welche Leistung möchten Sie buchen?".into(),
+        (En, Error::NonexistentLocalTime(_)) => {
+            "That time does not exist because the clocks change. Could we take another time?".into()
+        }
+        (De, Error::NonexistentLocalTime(_)) => {
+            "Diese Uhrzeit gibt es wegen der Zeitumstellung nicht. Passt Ihnen eine andere Uhrzeit?".into()
+        }
+        (En, _) => "I'm sorry, I could not book that appointment.".into(),
+        (De, _) => "Das konnte ich leider nicht buchen.".into(),
+    }
+}
+
+/// An answer for the agent: HTTP status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReply {
+    pub status: u16,
+    pub body: Value,
+    /// The appointment booked, when one was.
+    pub booking: Option<Booking>,
+}
+
+impl AgentReply {
+    fn refused(status: u16, error: &Error, message: String) -> Self {
+        let problems: Vec<Problem> = error.problems();
+        AgentReply {
+            status,
+            body: json!({"ok": false, "code": error.code(), "message": message, "problems": problems}),
+            booking: None,
+        }
+    }
+}
+
+/// Answers Retell function calls for one Retell API key.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    book: Callbook,
+    retell_api_key: Secret,
+}
+
+impl Agent {
+    pub fn new(book: Callbook, retell_api_key: Secret) -> Self {
+        Agent { book, retell_api_key }
+    }
+
+    pub fn callbook(&self) -> &Callbook {
+        &self.book
+    }
+
+    /// Verifies, parses and runs one function call. `function` names the
+    /// function when the URL does (the "args only" form).
+    pub fn answer(&self, body: &[u8], signature: &str, function: Option<&str>) -> AgentReply {
+        let now_ms = self.book.now().timestamp_millis();
+        if !crate::retell::verify_retell_signature(body, signature, self.retell_api_key.expose(), now_ms) {
+            let error = Error::BadSignature;
+            return AgentReply::refused(401, &error, "invalid or stale x-retell-signature".into());
+        }
+        match parse_function_call(body, function) {
+            Ok(call) => self.run(&call),
+            Err(error) => AgentReply::refused(400, &error, error.to_string()),
+        }
+    }
+
+    /// Runs a parsed (and already verified) function call.
+    pub fn run(&self, call: &FunctionCall) -> AgentReply {
+        match call.function {
+            AgentFunction::BookAppointment => self.book_appointment(call),
+        }
+    }
+
+    fn book_appointment(&self, call: &FunctionCall) -> AgentReply {
+        let request = match booking_request_from_args(&call.call_id, &call.args) {
+            Ok(request) => request,
+            Err(error) => return AgentReply::refused(400, &error, error.to_string()),
+        };
+        let problems = validate_booking_request(&request);
+        if !problems.is_empty() {
+            let error = Error::Invalid(problems);
+            return AgentReply::refused(400, &error, error.to_string());
+        }
+        match self.book_in_call(call.call.clone(), request) {
+            Ok((booking, branch)) => {
+                let language = Language::of(branch.as_ref());
+                let tz = branch.as_ref().map_or("Europe/Berlin", |b| b.timezone.as_str());
+                AgentReply {
+                    status: 200,
+                    body: json!({
+                        "ok": true,
+                        "message": speak_booking(language, tz, &booking),
+                        "appointment_id": booking.appointment_id,
+                        "starts_at": format_utc(&booking.starts_at),
+                        "status": booking.status,
+                        "calcom_sync_status": booking.calcom_sync_status,
+                    }),
+                    booking: Some(booking),
+                }
+            }
+            Err(error) => {
+                let status = match error.kind() {
+                    ErrorKind::Input => 400,
+                    ErrorKind::Rejected => 200,
+                    _ => 500,
+                };
+                let language = Language::of(self.branch_for(call).as_ref());
+                let message =
+                    if status == 500 { "internal error".to_string() } else { speak_refusal(language, &error) };
+                AgentReply::refused(status, &error, message)
+            }
+        }
+    }
+
+    /// Registers the call (when new) and books, in one transaction.
+    fn book_in_call(&self, call: Option<NewCall>, request: BookingRequest) -> Result<(Booking, Option<Branch>)> {
+        let config = self.book.config().clone();
+        let now = self.book.now();
+        store::write(&**self.book.store(), move |tx| {
+            if let Some(call) = &call {
+                register(tx, call, now)?;
+            }
+            let booking = book_in(tx, &request, &config, now)?;
+            let branch = branch_of(tx, &CallId(request.retell_call_id.trim().to_string()))?;
+            Ok((booking, branch))
+        })
+    }
+
+    /// The branch a call reaches, for the language of a refusal.
+    fn branch_for(&self, call: &FunctionCall) -> Option<Branch> {
+        let dialled = call.call.as_ref().and_then(|c| c.to_number.clone());
+        let id = call.call_id.clone();
+        store::read(&**self.book.store(), |tx| match branch_of(tx, &id)? {
+            Some(b) => Ok(Some(b)),
+            None => match dialled.as_deref().and_then(|d| crate::caller::normalize_phone(d, None)) {
+                Some(e164) => tx.branch_by_phone(&e164),
+                None => Ok(None),
+            },
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+fn branch_of(tx: &mut dyn Tx, call: &CallId) -> Result<Option<Branch>> {
+    match tx.call(call)?.and_then(|c| c.branch_id) {
+        Some(id) => tx.branch(id),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sentences_in_both_languages() {
+        let at = Utc.with_ymd_and_hms(2030, 1, 8, 13, 30, 0).single().unwrap_or_default();
+        assert_eq!(speak_time(Language::English, "Europe/Berlin", at), "Tuesday, 8 January at 14:30");
+        assert_eq!(speak_time(Language::German, "Europe/Berlin", at), "Dienstag, 8. Januar um 14:30 Uhr");
+        assert_eq!(speak_time(Language::English, "America/New_York", at), "Tuesday, 8 January at 08:30");
+    }
+
+    #[test]
+    fn function_call_shapes() {
+        let full = br#"{"name":"bookAppointment","call":{"call_id":"c1","from_number":"+4930123","to_number":"+4940"},"args":{"customer_name":"A","service_id":"2"}}"#;
+        let parsed = parse_function_call(full, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.call_id.0, "c1");
+        assert_eq!(parsed.call.as_ref().and_then(|c| c.to_number.as_deref()), Some("+4940"));
+        let request = booking_request_from_args(&parsed.call_id, &parsed.args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.service_id, Some(2));
+        let args_only = br#"{"call_id":"c2","customer_name":"B"}"#;
+        assert_eq!(parse_function_call(args_only, None).map(|c| c.call_id.0).ok().as_deref(), Some("c2"));
+        let code = |body: &[u8]| parse_function_call(body, None).err().map(|e| e.code().to_string());
+        assert_eq!(code(b"{").as_deref(), Some("malformed_json"));
+        assert_eq!(code(b"[1]").as_deref(), Some("malformed_json"));
+        assert_eq!(code(br#"{"name":"drop_tables","args":{}}"#).as_deref(), Some("unknown_function"));
+        assert_eq!(code(br#"{"name":"book_appointment","args":{}}"#).as_deref(), Some("call_id_required"));
+        assert_eq!(
+            code(br#"{"name":"book_appointment","args":5,"call":{"call_id":"x"}}"#).as_deref(),
+            Some("invalid_argument")
+        );
+        let wrong_type = serde_json::from_str::<Map<String, Value>>(r#"{"service_id":true}"#).unwrap_or_default();
+        assert!(booking_request_from_args(&CallId("c".into()), &wrong_type).is_err());
+    }
+}

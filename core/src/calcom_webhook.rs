@@ -1,0 +1,204 @@
+//! Cal.com's webhooks: a booking cancelled or moved in Cal.com is applied to
+//! the local appointment with `sync_origin = calcom`, so the worker never
+//! pushes it back. Events for bookings callbook does not know are ignored.
+//!
+//! Signature: `X-Cal-Signature-256` is the hex HMAC-SHA256 of the raw body
+//! with the webhook secret. It has no timestamp, so a delivery can be
+//! replayed: applying an event is idempotent (a second cancellation, or a
+//! reschedule already applied, answers `already_applied` and writes nothing).
+
+use crate::appointment::AppointmentStatus;
+use crate::callbook::Callbook;
+use crate::ids::AppointmentId;
+use crate::store::{self, CalcomChange};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+/// Is `header` the hex HMAC-SHA256 of `body` with `secret`? Constant time.
+/// Cal.com sends `no-secret-provided` when it has no secret: never valid here.
+pub fn verify_calcom_signature(body: &[u8], header: &str, secret: &str) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let Some(expected) = crate::retell::decode_hex(header.trim()) else { return false };
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The header value Cal.com would send for `body` (for tests and tools).
+pub fn sign_calcom(body: &[u8], secret: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The part of a Cal.com webhook callbook reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalcomWebhook {
+    /// `triggerEvent`: BOOKING_CANCELLED, BOOKING_RESCHEDULED, ...
+    pub trigger: String,
+    /// `payload.uid`: the booking (after a reschedule: the new booking).
+    pub uid: Option<String>,
+    /// `payload.rescheduleUid`: the booking a reschedule replaced.
+    pub reschedule_uid: Option<String>,
+    pub booking_id: Option<i64>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+fn malformed(message: impl Into<String>) -> Error {
+    Error::invalid("body", "malformed_webhook", message)
+}
+
+/// Parses a webhook body. Never panics on any input (fuzzed).
+pub fn parse_calcom_webhook(body: &[u8]) -> Result<CalcomWebhook> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
+    let trigger = value
+        .get("triggerEvent")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("triggerEvent is missing"))?
+        .to_string();
+    let payload = value.get("payload").filter(|p| p.is_object());
+    let text = |key: &str| payload.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_string);
+    let time = |key: &str| -> Result<Option<DateTime<Utc>>> {
+        match text(key) {
+            None => Ok(None),
+            Some(t) => DateTime::parse_from_rfc3339(&t)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|_| malformed(format!("payload.{key} is not an ISO 8601 time"))),
+        }
+    };
+    Ok(CalcomWebhook {
+        uid: text("uid"),
+        // Older and newer Cal.com versions name the replaced booking differently.
+        reschedule_uid: text("rescheduleUid").or_else(|| text("fromReschedule")).or_else(|| text("rescheduledFromUid")),
+        booking_id: payload.and_then(|p| p.get("bookingId")).and_then(Value::as_i64),
+        start: time("startTime")?,
+        end: time("endTime")?,
+        trigger,
+    })
+}
+
+/// What a webhook did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    Cancelled {
+        appointment_id: AppointmentId,
+    },
+    Rescheduled {
+        appointment_id: AppointmentId,
+    },
+    /// Delivered before (Cal.com retries, or a replay): nothing written.
+    AlreadyApplied {
+        appointment_id: AppointmentId,
+    },
+    /// No appointment has this booking uid: not ours, ignored.
+    UnknownBooking {
+        uid: String,
+    },
+    /// A trigger callbook does not act on (BOOKING_CREATED, PING, ...).
+    Ignored {
+        trigger: String,
+    },
+}
+
+impl Callbook {
+    /// Verifies and applies one Cal.com webhook delivery.
+    pub fn calcom_webhook(&self, body: &[u8], signature: &str, secret: &str) -> Result<WebhookOutcome> {
+        if !verify_calcom_signature(body, signature, secret) {
+            return Err(Error::BadSignature);
+        }
+        self.apply_calcom_webhook(&parse_calcom_webhook(body)?)
+    }
+
+    /// Applies a cancellation or a reschedule made in Cal.com, in one transaction.
+    pub fn apply_calcom_webhook(&self, event: &CalcomWebhook) -> Result<WebhookOutcome> {
+        let event = event.clone();
+        let now = self.now();
+        let require_uid = |e: &CalcomWebhook| e.uid.clone().ok_or_else(|| malformed("payload.uid is missing"));
+        match event.trigger.as_str() {
+            "BOOKING_CANCELLED" => {
+                let uid = require_uid(&event)?;
+                store::write(&**self.store(), move |tx| {
+                    let Some(a) = tx.appointment_by_booking_uid(&uid)? else {
+                        return Ok(WebhookOutcome::UnknownBooking { uid });
+                    };
+                    if a.status == AppointmentStatus::Cancelled {
+                        return Ok(WebhookOutcome::AlreadyApplied { appointment_id: a.id });
+                    }
+                    tx.apply_calcom_change(a.company_id, a.id, &CalcomChange::Cancelled, now)?;
+                    Ok(WebhookOutcome::Cancelled { appointment_id: a.id })
+                })
+            }
+            "BOOKING_RESCHEDULED" => {
+                let uid = require_uid(&event)?;
+                let (Some(starts_at), Some(ends_at)) = (event.start, event.end) else {
+                    return Err(malformed("payload.startTime and payload.endTime are required"));
+                };
+                store::write(&**self.store(), move |tx| {
+                    let replaced = match &event.reschedule_uid {
+                        Some(old) => tx.appointment_by_booking_uid(old)?,
+                        None => None,
+                    };
+                    let found = match replaced {
+                        Some(a) => Some(a),
+                        None => tx.appointment_by_booking_uid(&uid)?,
+                    };
+                    let Some(a) = found else {
+                        return Ok(WebhookOutcome::UnknownBooking { uid: event.reschedule_uid.unwrap_or(uid) });
+                    };
+                    if a.calcom_v2_booking_uid.as_deref() == Some(uid.as_str())
+                        && a.starts_at == starts_at
+                        && a.ends_at == ends_at
+                    {
+                        return Ok(WebhookOutcome::AlreadyApplied { appointment_id: a.id });
+                    }
+                    let change = CalcomChange::Rescheduled { booking_id: event.booking_id, uid, starts_at, ends_at };
+                    tx.apply_calcom_change(a.company_id, a.id, &change, now)?;
+                    Ok(WebhookOutcome::Rescheduled { appointment_id: a.id })
+                })
+            }
+            _ => Ok(WebhookOutcome::Ignored { trigger: event.trigger }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        let body = br#"{"triggerEvent":"PING"}"#;
+        let header = sign_calcom(body, "whsec");
+        assert!(verify_calcom_signature(body, &header, "whsec"));
+        assert!(verify_calcom_signature(body, &header.to_uppercase(), "whsec"));
+        assert!(!verify_calcom_signature(body, &header, "other"));
+        assert!(!verify_calcom_signature(b"{}", &header, "whsec"));
+        assert!(!verify_calcom_signature(body, "no-secret-provided", "whsec"));
+        assert!(!verify_calcom_signature(body, &sign_calcom(body, ""), ""));
+    }
+
+    #[test]
+    fn parsing() {
+        let e = parse_calcom_webhook(
+            br#"{"triggerEvent":"BOOKING_RESCHEDULED","payload":{"uid":"new","rescheduleUid":"old","bookingId":7,
+            "startTime":"2030-01-08T10:00:00.000Z","endTime":"2030-01-08T10:30:00+00:00"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.uid.as_deref(), Some("new"));
+        assert_eq!(e.reschedule_uid.as_deref(), Some("old"));
+        assert_eq!(e.booking_id, Some(7));
+        assert_eq!(e.start.map(|t| crate::format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
+        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"triggerEvent":"X","payload":{"startTime":"soon"}}"#] {
+            assert_eq!(parse_calcom_webhook(bad).map_err(|e| e.code().to_string()), Err("malformed_webhook".into()));
+        }
+    }
+}
