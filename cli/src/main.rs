@@ -4,6 +4,7 @@
 //! whose fault it was: 2 bad usage or input, 3 refused by a domain rule, 1 other.
 
 mod demo;
+mod serve;
 
 use callbook::{
     AppointmentId, BookingRequest, Callbook, CustomerId, Error, ErrorKind, HttpCalcom, ImportData, Worker, WorkerConfig,
@@ -83,6 +84,35 @@ enum Command {
         #[arg(long)]
         email: String,
     },
+    /// The HTTP service: Retell function calls, Cal.com webhooks, /metrics,
+    /// /healthz and the /admin review page, with the sync worker inside.
+    /// Stops on SIGTERM or SIGINT without losing a job.
+    Serve {
+        /// Address to listen on (port 0: any free port; the first line printed names it).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Cal.com API base; paths such as /v2/bookings are appended.
+        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
+        calcom_url: String,
+        /// Threads answering HTTP requests.
+        #[arg(long, default_value_t = 8)]
+        http_threads: usize,
+        /// Sync worker threads (0: run no worker in this process).
+        #[arg(long, default_value_t = 2)]
+        worker_threads: usize,
+        /// Per-request timeout to Cal.com in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Verifies x-retell-signature.
+        #[arg(long, env = "RETELL_API_KEY", hide_env_values = true)]
+        retell_api_key: Option<String>,
+        /// Verifies X-Cal-Signature-256.
+        #[arg(long, env = "CALCOM_WEBHOOK_SECRET", hide_env_values = true)]
+        calcom_webhook_secret: Option<String>,
+        /// Opens /admin.
+        #[arg(long, env = "CALLBOOK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
     /// Book a realistic mix of callers on a temporary database and report.
     Demo {
         /// How many calls to simulate.
@@ -114,7 +144,7 @@ enum ReviewAction {
 }
 
 /// A failure of the command: a core error, or bad input found by the CLI.
-struct Failure {
+pub(crate) struct Failure {
     code: String,
     message: String,
     exit: u8,
@@ -262,6 +292,34 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 json!({"customer_id": customer, "attendee_updates_queued": queued}),
                 format!("email set; {queued} Cal.com bookings will get the customer as attendee"),
             ))
+        }
+        Command::Serve {
+            listen,
+            calcom_url,
+            http_threads,
+            worker_threads,
+            timeout,
+            retell_api_key,
+            calcom_webhook_secret,
+            admin_token,
+        } => {
+            let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(callbook::Secret::new);
+            let options = serve::Options {
+                listen,
+                calcom_url,
+                http_threads,
+                worker_threads,
+                timeout: std::time::Duration::from_secs(timeout),
+                retell_api_key: secret(retell_api_key),
+                calcom_webhook_secret: secret(calcom_webhook_secret),
+                admin_token,
+            };
+            let report = serve::run(Callbook::open(&cli.db)?, options)?;
+            let text = format!(
+                "stopped after {} requests; worker: {} jobs, {} synced, {} handed back",
+                report.requests, report.worker.jobs, report.worker.synced, report.worker.released
+            );
+            Ok((json!(report), text))
         }
         Command::Demo { calls, seed } => {
             let report = demo::run(calls, seed)?;

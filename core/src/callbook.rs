@@ -97,6 +97,11 @@ impl Callbook {
         store::write(&*self.store, move |tx| import_in(tx, &data, now))
     }
 
+    /// A cheap read: is the database there and readable? (`/healthz`)
+    pub fn ping(&self) -> Result<()> {
+        store::read(&*self.store, |tx| tx.company(CompanyId(0)).map(|_| ()))
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         store::read(&*self.store, |tx| Ok(Stats { breakers: tx.breakers()?, ..Stats::from(tx.counts()?) }))
     }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How a worker runs. Retry policy and lease come from the `Callbook`'s `Config`.
@@ -103,6 +103,9 @@ pub struct RunReport {
     pub deferred_rate_limit: u64,
     pub cancelled: u64,
     pub lost: u64,
+    /// Claimed but not started when the worker was stopped: handed back
+    /// at once, no attempt used.
+    pub released: u64,
     /// Rounds `run` could not claim because the store failed.
     pub storage_errors: u64,
 }
@@ -136,6 +139,7 @@ impl RunReport {
         self.deferred_rate_limit += other.deferred_rate_limit;
         self.cancelled += other.cancelled;
         self.lost += other.lost;
+        self.released += other.released;
         self.storage_errors += other.storage_errors;
     }
 }
@@ -195,6 +199,7 @@ pub struct Worker {
     limiter: RateLimiter,
     rng: Mutex<u64>,
     listeners: Vec<Listener>,
+    storage_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -218,7 +223,7 @@ impl Worker {
     pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
         let limiter = RateLimiter::new(config.requests_per_minute);
         let rng = Mutex::new(config.seed);
-        Worker { book, api, config, limiter, rng, listeners: Vec::new() }
+        Worker { book, api, config, limiter, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
     }
 
     /// Calls `listener` after every job (from the worker's threads: keep it short).
@@ -231,6 +236,11 @@ impl Worker {
         &self.config
     }
 
+    /// Rounds `run` could not claim because the store failed, so far (for metrics).
+    pub fn storage_errors(&self) -> u64 {
+        self.storage_errors.load(Ordering::Relaxed)
+    }
+
     /// Runs jobs until none is due: rescues jobs whose worker died on their
     /// last attempt, then claims and runs batches on `threads` threads.
     pub fn run_once(&self) -> Result<RunReport> {
@@ -241,12 +251,13 @@ impl Worker {
             if jobs.is_empty() {
                 return Ok(report);
             }
-            report.merge(&self.run_jobs(jobs));
+            report.merge(&self.run_jobs(jobs, None));
         }
     }
 
     /// Runs until `stop` is set, waiting `idle` (real time) when nothing is due.
-    /// A job that is running when `stop` is set finishes its attempt first.
+    /// A job that is running when `stop` is set finishes its attempt first;
+    /// claimed jobs not started yet are handed back at once (no attempt used).
     /// A storage error (a busy or briefly unavailable database) does not end
     /// the worker: it is counted in `storage_errors` and the loop goes on
     /// after `idle`; jobs it held are claimed again when their lease ends.
@@ -256,10 +267,11 @@ impl Worker {
             let claimed =
                 self.book.rescue_expired().and_then(|_| self.book.claim_jobs(&self.config.id, self.config.batch));
             match claimed {
-                Ok(jobs) if !jobs.is_empty() => report.merge(&self.run_jobs(jobs)),
+                Ok(jobs) if !jobs.is_empty() => report.merge(&self.run_jobs(jobs, Some(stop))),
                 Ok(_) => std::thread::sleep(idle),
                 Err(_) => {
                     report.storage_errors += 1;
+                    self.storage_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(idle);
                 }
             }
@@ -267,10 +279,11 @@ impl Worker {
         report
     }
 
-    fn run_jobs(&self, jobs: Vec<Job>) -> RunReport {
+    fn run_jobs(&self, jobs: Vec<Job>, stop: Option<&AtomicBool>) -> RunReport {
         let queue = Mutex::new(VecDeque::from(jobs));
         let report = Mutex::new(RunReport::default());
-        let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        let next = || if stopping() { None } else { queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() };
         std::thread::scope(|scope| {
             for _ in 0..self.config.threads.max(1) {
                 scope.spawn(|| {
@@ -284,7 +297,16 @@ impl Worker {
                 });
             }
         });
-        report.into_inner().unwrap_or_else(|p| p.into_inner())
+        let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
+        let now = self.book.now();
+        for job in queue.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            // Not started: back to the queue as it was, due now. If this write
+            // fails, the lease runs out and the job is claimed again anyway.
+            if self.book.finish_job(&job, JobEvent::Defer { until: now }, None).unwrap_or(false) {
+                report.released += 1;
+            }
+        }
+        report
     }
 
     /// Runs one claimed job. A panic inside leaves the job leased: it is

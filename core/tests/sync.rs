@@ -451,3 +451,32 @@ fn a_running_worker_survives_a_storage_error_and_goes_on() {
     });
     assert_eq!((report.storage_errors, report.synced), (1, 1), "{report:?}");
 }
+
+#[test]
+fn a_stopped_worker_finishes_the_job_in_hand_and_hands_back_the_rest() {
+    let (e, _) = env();
+    let bookings = book_n(&e.book, 5);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // One thread, so the claimed batch of five runs one job at a time; the
+    // stop comes while the first one is being answered.
+    let api = Arc::new(HttpCalcom::new(std::time::Duration::from_millis(2000)));
+    let config =
+        WorkerConfig { id: "stopping".into(), base_url: e.fake.url().into(), threads: 1, ..Default::default() };
+    let worker = Worker::new(e.book.clone(), api, config).on_event(move |_| flag.store(true, Ordering::SeqCst));
+    let report = worker.run(&stop, std::time::Duration::from_millis(1));
+    assert_eq!((report.synced, report.released), (1, 4), "{report:?}");
+    assert_eq!(e.fake.stats().creates, 1);
+    for b in &bookings[1..] {
+        let jobs = e.book.jobs_of(b.appointment_id).expect("jobs");
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            (jobs[0].state, jobs[0].attempt, jobs[0].locked_by.is_none() || jobs[0].locked_until.is_none()),
+            (JobState::Retryable, 0, true)
+        );
+    }
+    // Another worker takes them at once, with every attempt still left.
+    let rest = worker_for(&e.book, &e.fake, "next", 2000).run_once().expect("runs");
+    assert_eq!(rest.synced, 4);
+    assert_eq!(e.fake.stats().duplicated_keys, 0);
+}
