@@ -1,0 +1,179 @@
+//! Load test of `callbook serve`'s Retell endpoint over loopback HTTP.
+//!
+//! `cargo bench -p callbook-cli --bench serve [-- --quick]`
+//!
+//! Starts `callbook serve` (durable SQLite, worker syncing to the loopback
+//! fake Cal.com at the same time) and sends signed `book_appointment` calls
+//! at a fixed rate from keep-alive connections, every one a new call and
+//! caller. Open loop: each request has a scheduled send time and its latency
+//! is counted from that time, so a stall shows up in the figures instead of
+//! slowing the sender (no coordinated omission). The baseline, in the same
+//! run at the same rate: `GET /healthz` (the HTTP path plus one read).
+
+use callbook::{sign_retell, FakeCalcom, SystemClock};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RETELL_KEY: &str = "key_bench";
+const CONNECTIONS: usize = 16;
+
+struct Run {
+    sent: usize,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+    failures: usize,
+}
+
+impl Run {
+    fn pct(&self, p: f64) -> u64 {
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us.get(i).copied().unwrap_or(0)
+    }
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<22} {:>7.0} req/s  p50 {:>6} us  p90 {:>6} us  p99 {:>6} us  max {:>7} us  failures {}",
+            self.sent as f64 / self.seconds,
+            self.pct(0.5),
+            self.pct(0.9),
+            self.pct(0.99),
+            self.latencies_us.last().copied().unwrap_or(0),
+            self.failures
+        );
+    }
+}
+
+/// One request on a keep-alive connection; returns the status.
+fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
+    stream.get_mut().write_all(request)?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    Ok(status)
+}
+
+fn load(addr: &str, rate: u64, seconds: u64, make: impl Fn(usize) -> Vec<u8> + Sync) -> Run {
+    let total = (rate * seconds) as usize;
+    let start = Instant::now() + Duration::from_millis(50);
+    let results: Vec<(Vec<u64>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CONNECTIONS)
+            .map(|c| {
+                let make = &make;
+                scope.spawn(move || {
+                    let mut stream = BufReader::new(TcpStream::connect(addr).expect("connects"));
+                    stream.get_ref().set_nodelay(true).expect("nodelay");
+                    let (mut latencies, mut failures) = (Vec::new(), 0);
+                    for i in (c..total).step_by(CONNECTIONS) {
+                        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let request = make(i);
+                        match exchange(&mut stream, &request) {
+                            Ok(200) => {}
+                            _ => failures += 1,
+                        }
+                        latencies.push(due.elapsed().as_micros() as u64);
+                    }
+                    (latencies, failures)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let mut latencies_us: Vec<u64> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+    latencies_us.sort_unstable();
+    Run { sent: total, seconds, latencies_us, failures: results.iter().map(|(_, f)| f).sum() }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rate, seconds) = if quick { (500, 2) } else { (1000, 10) };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bench.db");
+    let directory = dir.path().join("directory.json");
+    std::fs::write(
+        &directory,
+        r#"{"companies": [{"id": 1, "name": "Salon", "calcom_api_key": "cal_bench"}],
+            "branches": [{"id": 1, "company_id": 1, "name": "Mitte", "country": "DE", "phone_number": "+4930123456"}],
+            "services": [{"id": 1, "company_id": 1, "name": "Cut", "calcom_event_type_id": 1, "duration_minutes": 30}]}"#,
+    )
+    .expect("writes");
+    let bin = env!("CARGO_BIN_EXE_callbook");
+    let status = Command::new(bin).arg("--db").arg(&db).arg("import").arg(&directory).stdout(Stdio::null()).status();
+    assert!(status.expect("import runs").success());
+    let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake Cal.com");
+    // Cal.com's own limit would hold the worker to 120 a minute; the bench measures the endpoint.
+    fake.set_limit_per_minute(1_000_000);
+    let mut child = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--listen", "127.0.0.1:0", "--calcom-url", fake.url(), "--worker-threads", "2"])
+        .env("RETELL_API_KEY", RETELL_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut first).expect("reads");
+    let addr = first.trim().trim_start_matches("listening on http://").to_string();
+
+    println!(
+        "callbook serve, loopback, {CONNECTIONS} keep-alive connections, {rate} req/s for {seconds} s (open loop)"
+    );
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    let baseline = load(&addr, rate, seconds, |_| health.clone());
+    baseline.print("GET /healthz");
+    let day0 = chrono::Utc::now().date_naive() + chrono::Days::new(30);
+    let booking = load(&addr, rate, seconds, |i| {
+        let from = if i % 3 == 0 { "anonymous".to_string() } else { format!("+49151{:07}", i) };
+        let start = chrono::NaiveDateTime::from(day0) + chrono::Duration::minutes(15 * i as i64);
+        let body = serde_json::json!({
+            "name": "book_appointment",
+            "call": {"call_id": format!("call_bench_{i}"), "from_number": from, "to_number": "+4930123456"},
+            "args": {"customer_name": "Bench Caller", "start": format!("{}Z", start.format("%Y-%m-%dT%H:%M:%S"))}
+        })
+        .to_string();
+        let signature = sign_retell(body.as_bytes(), RETELL_KEY, chrono::Utc::now().timestamp_millis());
+        let head = format!(
+            "POST /retell/function HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             X-Retell-Signature: {signature}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        [head.into_bytes(), body.into_bytes()].concat()
+    });
+    booking.print("POST /retell/function");
+    println!(
+        "ratio booking/healthz: p50 {:.2}x, p99 {:.2}x; goal p99 < 2000 us at 1000 req/s: {}",
+        booking.pct(0.5) as f64 / baseline.pct(0.5).max(1) as f64,
+        booking.pct(0.99) as f64 / baseline.pct(0.99).max(1) as f64,
+        if quick {
+            "(quick run: see the full run)"
+        } else if booking.pct(0.99) < 2000 && booking.failures == 0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert_eq!(booking.failures + baseline.failures, 0, "every request answered 200");
+}
