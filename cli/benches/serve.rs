@@ -123,10 +123,13 @@ fn main() {
     let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake Cal.com");
     // Cal.com's own limit would hold the worker to 120 a minute; the bench measures the endpoint.
     fake.set_limit_per_minute(1_000_000);
+    let workers = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "2".into());
+    let synchronous = std::env::var("BENCH_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
     let mut child = Command::new(bin)
         .arg("--db")
         .arg(&db)
-        .args(["serve", "--listen", "127.0.0.1:0", "--calcom-url", fake.url(), "--worker-threads", "2"])
+        .args(["--synchronous", &synchronous])
+        .args(["serve", "--listen", "127.0.0.1:0", "--calcom-url", fake.url(), "--worker-threads", &workers])
         .env("RETELL_API_KEY", RETELL_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -137,7 +140,8 @@ fn main() {
     let addr = first.trim().trim_start_matches("listening on http://").to_string();
 
     println!(
-        "callbook serve, loopback, {CONNECTIONS} keep-alive connections, {rate} req/s for {seconds} s (open loop)"
+        "callbook serve (synchronous={synchronous}, worker threads {workers}), loopback, {CONNECTIONS} keep-alive \
+         connections, {rate} req/s for {seconds} s (open loop)"
     );
     let health = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
     let baseline = load(&addr, rate, seconds, |_| health.clone());
@@ -173,6 +177,27 @@ fn main() {
             "NOT met"
         }
     );
+    // The server's own view: the booking histogram (answer made, commit
+    // included, without HTTP and the client's scheduling).
+    let mut stream = BufReader::new(TcpStream::connect(&addr).expect("connects"));
+    let scrape = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.get_mut().write_all(scrape.as_bytes()).expect("sends");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("callbook_booking_duration_seconds_bucket{le=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter_map(|(le, n)| Some((le.parse::<f64>().unwrap_or(f64::INFINITY), n.trim().parse::<f64>().ok()?)))
+        .collect();
+    if let Some(&(_, total)) = buckets.last() {
+        let within = |p: f64| buckets.iter().find(|(_, n)| *n >= total * p).map_or(f64::INFINITY, |(le, _)| *le);
+        println!(
+            "server side (histogram buckets, upper bounds): p50 <= {:.0} us, p99 <= {:.0} us",
+            within(0.5) * 1e6,
+            within(0.99) * 1e6
+        );
+    }
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     assert_eq!(booking.failures + baseline.failures, 0, "every request answered 200");

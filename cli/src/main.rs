@@ -20,6 +20,10 @@ struct Cli {
     /// SQLite database file.
     #[arg(long, global = true, env = "CALLBOOK_DB", default_value = "callbook.db")]
     db: PathBuf,
+    /// SQLite durability: `full` (default: a confirmed booking survives a
+    /// power cut) or `normal` (faster; may lose the last commits on power loss).
+    #[arg(long, global = true, env = "CALLBOOK_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    synchronous: String,
     /// Print one JSON object (errors too, as {"error":{"code","message"}}).
     #[arg(long, global = true)]
     json: bool,
@@ -218,7 +222,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 exit: 2,
             })?;
             let data = ImportData::from_json(&text)?;
-            let summary = Callbook::open(&cli.db)?.import(&data)?;
+            let summary = open(&cli.db, &cli.synchronous)?.import(&data)?;
             let text = format!(
                 "imported {} companies, {} branches, {} services, {} calls",
                 summary.companies, summary.branches, summary.services, summary.calls
@@ -235,7 +239,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 date,
                 time,
             };
-            let b = Callbook::open(&cli.db)?.book(&request)?;
+            let b = open(&cli.db, &cli.synchronous)?.book(&request)?;
             let text = format!(
                 "appointment {} {} for customer {}{} at {} (Cal.com sync {})",
                 b.appointment_id,
@@ -248,7 +252,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(b), text))
         }
         Command::Stats => {
-            let s = Callbook::open(&cli.db)?.stats()?;
+            let s = open(&cli.db, &cli.synchronous)?.stats()?;
             let line = |m: &std::collections::BTreeMap<String, u64>| {
                 m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             };
@@ -268,7 +272,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(s), text))
         }
         Command::Sync { once, calcom_url, threads, timeout } => {
-            let book = Callbook::open(&cli.db)?;
+            let book = open(&cli.db, &cli.synchronous)?;
             let api = std::sync::Arc::new(HttpCalcom::new(std::time::Duration::from_secs(timeout)));
             let config = WorkerConfig { threads, base_url: calcom_url, ..WorkerConfig::default() };
             let worker = Worker::new(book, api, config);
@@ -285,9 +289,9 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             );
             Ok((json!(report), text))
         }
-        Command::Review { action } => review(&Callbook::open(&cli.db)?, action),
+        Command::Review { action } => review(&open(&cli.db, &cli.synchronous)?, action),
         Command::CustomerEmail { customer, email } => {
-            let queued = Callbook::open(&cli.db)?.set_customer_email(CustomerId(customer), &email)?;
+            let queued = open(&cli.db, &cli.synchronous)?.set_customer_email(CustomerId(customer), &email)?;
             Ok((
                 json!({"customer_id": customer, "attendee_updates_queued": queued}),
                 format!("email set; {queued} Cal.com bookings will get the customer as attendee"),
@@ -314,7 +318,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 calcom_webhook_secret: secret(calcom_webhook_secret),
                 admin_token,
             };
-            let report = serve::run(Callbook::open(&cli.db)?, options)?;
+            let report = serve::run(open(&cli.db, &cli.synchronous)?, options)?;
             let text = format!(
                 "stopped after {} requests; worker: {} jobs, {} synced, {} handed back",
                 report.requests, report.worker.jobs, report.worker.synced, report.worker.released
@@ -327,6 +331,13 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(report), text))
         }
     }
+}
+
+/// The database named by `--db`, with `--synchronous`.
+fn open(db: &std::path::Path, synchronous: &str) -> Result<Callbook, Failure> {
+    let synchronous = if synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
+    let options = callbook::SqliteOptions { synchronous, ..Default::default() };
+    Ok(Callbook::new(std::sync::Arc::new(callbook::SqliteStore::open_with(db, options)?)))
 }
 
 fn review_line(a: &callbook::Appointment) -> String {

@@ -17,16 +17,21 @@ mod metrics;
 
 use crate::Failure;
 use admin::{Admin, Page};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
 use callbook::{Agent, Callbook, HttpCalcom, RunReport, Secret, WebhookOutcome, Worker, WorkerConfig};
 use metrics::Metrics;
 use serde::Serialize;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tiny_http::{Header, Request, Response, Server};
 
 pub const MAX_BODY: usize = 64 * 1024;
+/// A body that has not arrived by then is refused (slow clients hold no thread).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `serve` runs (from the command line and the environment).
 #[derive(Debug)]
@@ -65,20 +70,16 @@ fn log(line: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
-    let server = Server::http(&options.listen).map_err(|e| Failure {
-        code: "listen".into(),
-        message: format!("cannot listen on {}: {e}", options.listen),
-        exit: 1,
-    })?;
-    let addr = server.server_addr().to_ip().map_or(options.listen.clone(), |a| a.to_string());
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| Failure {
-            code: "signal".into(),
-            message: e.to_string(),
-            exit: 1,
-        })?;
-    }
+    let failure = |code: &str, message: String| Failure { code: code.into(), message, exit: 1 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.http_threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| failure("runtime", e.to_string()))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&options.listen))
+        .map_err(|e| failure("listen", format!("cannot listen on {}: {e}", options.listen)))?;
+    let addr = listener.local_addr().map_or(options.listen.clone(), |a| a.to_string());
     // libphonenumber loads its metadata on first use: not on a caller's time.
     let _ = callbook::normalize_phone("+49 30 1234567", None);
     let metrics = Metrics::new();
@@ -118,44 +119,39 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
         options.http_threads, options.worker_threads
     ));
 
+    let stop = Arc::new(AtomicBool::new(false));
     let worker_thread = worker.map(|w| {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || w.run(&stop, Duration::from_millis(200)))
     });
-    let server = Arc::new(server);
-    let handlers: Vec<_> = (0..options.http_threads.max(1))
-        .map(|_| {
-            let (server, app, stop) = (Arc::clone(&server), Arc::clone(&app), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match server.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Some(request)) => handle(&app, request),
-                        Ok(None) => {}
-                        Err(e) => {
-                            log(format_args!("accept failed: {e}"));
-                            break;
-                        }
-                    }
+    let router = axum::Router::new().fallback(handle).with_state(Arc::clone(&app));
+    let served = runtime.block_on(async {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => return std::future::pending().await,
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
                 }
+                log(format_args!("stopping: no new requests; answering those in hand"));
             })
-        })
-        .collect();
-    for h in handlers {
-        let _ = h.join();
-    }
-    drop(server);
+            .await
+    });
+    // Requests in hand have been answered; now the jobs in hand finish.
+    stop.store(true, Ordering::SeqCst);
+    drop(runtime);
     log(format_args!("stopped taking requests; waiting for the jobs in hand"));
     let worker_report = worker_thread.and_then(|t| t.join().ok()).unwrap_or_default();
     log(format_args!("stopped: {} jobs run, {} handed back", worker_report.jobs, worker_report.released));
+    served.map_err(|e| failure("serve", e.to_string()))?;
     Ok(ServeReport { listen: addr, requests: app.requests.load(Ordering::Relaxed), worker: worker_report })
 }
 
-fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
-    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
-}
-
-fn content_type(value: &str) -> Option<Header> {
-    Header::from_bytes("Content-Type", value).ok()
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// An answer before it is sent.
@@ -175,38 +171,41 @@ impl Reply {
     }
 }
 
-/// Reads the body, at most `MAX_BODY` bytes; `None` when it is larger or broken.
-fn body_of(request: &mut Request) -> Option<Vec<u8>> {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return None;
-    }
-    let mut body = Vec::new();
-    request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body).ok()?;
-    (body.len() <= MAX_BODY).then_some(body)
-}
-
-fn handle(app: &App, mut request: Request) {
+/// Every request: the body is read (at most `MAX_BODY`, within 10 s), then
+/// the answer is made on the blocking pool (core is synchronous: a booking
+/// waits for its commit).
+async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     app.requests.fetch_add(1, Ordering::Relaxed);
-    let method = request.method().as_str().to_ascii_uppercase();
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let route = route_name(path);
-    let reply = match body_of(&mut request) {
-        None => Reply::error(413, "body_too_large", "the body is larger than 64 KiB"),
-        Some(body) => dispatch(app, &request, &method, path, query, &body),
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or_default().to_string();
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await;
+    let reply = match read {
+        Err(_) => Reply::error(408, "body_timeout", "the body did not arrive in time"),
+        Ok(Err(_)) => Reply::error(413, "body_too_large", "the body is larger than 64 KiB"),
+        Ok(Ok(body)) => {
+            let app = Arc::clone(&app);
+            tokio::task::spawn_blocking(move || dispatch(&app, &headers, method.as_str(), &path, &query, &body))
+                .await
+                .unwrap_or_else(|_| Reply::error(500, "internal", "internal error"))
+        }
     };
-    app.metrics.request(route, reply.status);
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    if let Some(h) = content_type(reply.content_type) {
-        response.add_header(h);
-    }
+    app.metrics.request(route_name(uri.path()), reply.status);
+    let mut response = Response::new(axum::body::Body::from(reply.body));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let out = response.headers_mut();
+    out.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     for (name, value) in reply.headers {
-        if let Ok(h) = Header::from_bytes(name, value) {
-            response.add_header(h);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.append(name, value);
         }
     }
-    // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    response
 }
 
 fn route_name(path: &str) -> &'static str {
@@ -220,7 +219,7 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
-fn dispatch(app: &App, request: &Request, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
+fn dispatch(app: &App, request: &HeaderMap, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
     match (method, route_name(path)) {
         ("POST", "retell_function") => retell(app, request, path, body),
         ("POST", "calcom_webhook") => calcom_webhook(app, request, body),
@@ -258,7 +257,7 @@ fn dispatch(app: &App, request: &Request, method: &str, path: &str, query: &str,
     }
 }
 
-fn retell(app: &App, request: &Request, path: &str, body: &[u8]) -> Reply {
+fn retell(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
     let Some(agent) = &app.agent else {
         return Reply::error(503, "not_configured", "RETELL_API_KEY is not set");
     };
@@ -273,7 +272,7 @@ fn retell(app: &App, request: &Request, path: &str, body: &[u8]) -> Reply {
     Reply::json(reply.status, &reply.body)
 }
 
-fn calcom_webhook(app: &App, request: &Request, body: &[u8]) -> Reply {
+fn calcom_webhook(app: &App, request: &HeaderMap, body: &[u8]) -> Reply {
     let Some(secret) = &app.webhook_secret else {
         return Reply::error(503, "not_configured", "CALCOM_WEBHOOK_SECRET is not set");
     };
