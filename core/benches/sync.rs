@@ -52,6 +52,9 @@ impl CalcomApi for Timed {
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> Result<(), ApiFailure> {
         timed(|| self.0.add_attendee(e, uid, a))
     }
+    fn slots(&self, e: &Endpoint, q: &SlotQuery) -> Result<Vec<chrono::DateTime<chrono::Utc>>, ApiFailure> {
+        timed(|| self.0.slots(e, q))
+    }
 }
 
 struct Setup {

@@ -9,6 +9,7 @@
 //! refuses the booking, so the agent can tell the caller; 200 `{"ok": true}`
 //! with the appointment otherwise.
 
+use crate::availability::{Availability, AvailabilityRequest};
 use crate::booking::{book_in, format_utc, validate_booking_request, Booking, BookingRequest};
 use crate::call::{register, NewCall};
 use crate::callbook::Callbook;
@@ -19,11 +20,14 @@ use crate::store::{self, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// The functions an agent may call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentFunction {
     BookAppointment,
+    /// Args `{date, service_id?, time?}`: up to 3 free times (nearest `time` when given).
+    CheckAvailability,
 }
 
 impl AgentFunction {
@@ -31,6 +35,7 @@ impl AgentFunction {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "book_appointment" | "bookAppointment" => Some(AgentFunction::BookAppointment),
+            "check_availability" | "checkAvailability" => Some(AgentFunction::CheckAvailability),
             _ => None,
         }
     }
@@ -211,10 +216,66 @@ pub fn speak_booking(language: Language, tz: &str, booking: &Booking) -> String 
     }
 }
 
+/// "09:00, 09:30 or 10:00" / "09:00, 09:30 oder 10:00 Uhr", in `tz`.
+pub fn speak_times(language: Language, tz: &str, times: &[DateTime<Utc>]) -> String {
+    let tz = crate::start::parse_timezone(tz).unwrap_or(chrono_tz::Europe::Berlin);
+    let list: Vec<String> = times.iter().map(|t| t.with_timezone(&tz).format("%H:%M").to_string()).collect();
+    let (or, suffix) = match language {
+        Language::English => ("or", ""),
+        Language::German => ("oder", " Uhr"),
+    };
+    match list.split_last() {
+        None => String::new(),
+        Some((last, [])) => format!("{last}{suffix}"),
+        Some((last, rest)) => format!("{} {or} {last}{suffix}", rest.join(", ")),
+    }
+}
+
+/// "Tuesday, 8 January" / "Dienstag, 8. Januar".
+fn speak_day(language: Language, day: chrono::NaiveDate) -> String {
+    let (weekday, month) = (day.weekday().num_days_from_monday() as usize, day.month0() as usize);
+    match language {
+        Language::English => format!("{}, {} {}", WEEKDAYS_EN[weekday], day.day(), MONTHS_EN[month]),
+        Language::German => format!("{}, {}. {}", WEEKDAYS_DE[weekday], day.day(), MONTHS_DE[month]),
+    }
+}
+
+/// What the agent offers after checking a day.
+pub fn speak_slots(language: Language, tz: &str, day: chrono::NaiveDate, offered: &[DateTime<Utc>]) -> String {
+    let when = speak_day(language, day);
+    match (language, offered.is_empty()) {
+        (Language::English, true) => format!("I'm sorry, nothing is free on {when}. Would another day suit you?"),
+        (Language::German, true) => format!("Am {when} ist leider nichts mehr frei. Passt Ihnen ein anderer Tag?"),
+        (Language::English, false) => format!("On {when} I can offer {}.", speak_times(language, tz, offered)),
+        (Language::German, false) => {
+            format!("Am {when} kann ich Ihnen {} anbieten.", speak_times(language, tz, offered))
+        }
+    }
+}
+
 /// What the agent says when a rule refuses the booking.
-pub fn speak_refusal(language: Language, error: &Error) -> String {
+pub fn speak_refusal(language: Language, tz: &str, error: &Error) -> String {
     use Language::{English as En, German as De};
     match (language, error) {
+        (En, Error::SlotUnavailable { alternatives }) if !alternatives.is_empty() => {
+            format!("That time is not available. I could offer {}.", speak_times(language, tz, alternatives))
+        }
+        (De, Error::SlotUnavailable { alternatives }) if !alternatives.is_empty() => {
+            format!(
+                "Dieser Termin ist leider nicht frei. Ich könnte Ihnen {} anbieten.",
+                speak_times(language, tz, alternatives)
+            )
+        }
+        (En, Error::SlotUnavailable { .. }) => "That time is not available. Which other time would suit you?".into(),
+        (De, Error::SlotUnavailable { .. }) => {
+            "Dieser Termin ist leider nicht frei. Welche andere Zeit passt Ihnen?".into()
+        }
+        (En, Error::CalcomUnavailable(_)) => {
+            "I can't see the calendar right now, but tell me the time you'd like and I'll book it.".into()
+        }
+        (De, Error::CalcomUnavailable(_)) => {
+            "Ich kann den Kalender gerade nicht einsehen. Nennen Sie mir Ihre Wunschzeit, dann buche ich sie.".into()
+        }
         (En, Error::StartInPast(_)) => "That time has already passed. Which other time would suit you?".into(),
         (De, Error::StartInPast(_)) => {
             "Dieser Zeitpunkt liegt bereits in der Vergangenheit. Welcher andere Termin passt Ihnen?".into()
@@ -244,11 +305,11 @@ pub struct AgentReply {
 impl AgentReply {
     fn refused(status: u16, error: &Error, message: String) -> Self {
         let problems: Vec<Problem> = error.problems();
-        AgentReply {
-            status,
-            body: json!({"ok": false, "code": error.code(), "message": message, "problems": problems}),
-            booking: None,
+        let mut body = json!({"ok": false, "code": error.code(), "message": message, "problems": problems});
+        if let Error::SlotUnavailable { alternatives } = error {
+            body["alternatives"] = alternatives.iter().map(format_utc).collect();
         }
+        AgentReply { status, body, booking: None }
     }
 }
 
@@ -257,11 +318,18 @@ impl AgentReply {
 pub struct Agent {
     book: Callbook,
     retell_api_key: Secret,
+    availability: Option<Arc<Availability>>,
 }
 
 impl Agent {
     pub fn new(book: Callbook, retell_api_key: Secret) -> Self {
-        Agent { book, retell_api_key }
+        Agent { book, retell_api_key, availability: None }
+    }
+
+    /// Lets the agent answer `check_availability` (without it: `not_configured`).
+    pub fn with_availability(mut self, availability: Arc<Availability>) -> Self {
+        self.availability = Some(availability);
+        self
     }
 
     pub fn callbook(&self) -> &Callbook {
@@ -286,6 +354,74 @@ impl Agent {
     pub fn run(&self, call: &FunctionCall) -> AgentReply {
         match call.function {
             AgentFunction::BookAppointment => self.book_appointment(call),
+            AgentFunction::CheckAvailability => self.check_availability(call),
+        }
+    }
+
+    fn check_availability(&self, call: &FunctionCall) -> AgentReply {
+        let parsed = (|| {
+            let date = text_arg(&call.args, "date")?
+                .filter(|d| !d.trim().is_empty())
+                .ok_or_else(|| bad("date", "date_required", "give the date to check"))?;
+            let time = text_arg(&call.args, "time")?;
+            let service_id = id_arg(&call.args, "service_id")?;
+            Ok::<_, Error>((date, time, service_id))
+        })();
+        let (date, time, service_id) = match parsed {
+            Ok(args) => args,
+            Err(error) => return AgentReply::refused(400, &error, error.to_string()),
+        };
+        let Some(availability) = &self.availability else {
+            let error = Error::CalcomUnavailable("availability is not configured".into());
+            return AgentReply::refused(503, &error, error.to_string());
+        };
+        let checked = (|| {
+            if let Some(new) = &call.call {
+                self.book.register_call(new)?;
+            }
+            let request = AvailabilityRequest { retell_call_id: Some(call.call_id.0.clone()), service_id, date };
+            availability.check(&request)
+        })();
+        let branch = self.branch_for(call);
+        let language = Language::of(branch.as_ref());
+        match checked {
+            Ok(slots) => {
+                let offered = match time.as_deref().and_then(crate::start::parse_time) {
+                    Some(t) => {
+                        let tz = crate::start::parse_timezone(&slots.time_zone).unwrap_or(chrono_tz::Europe::Berlin);
+                        match slots.date.and_time(t).and_local_timezone(tz).earliest() {
+                            Some(wanted) if slots.slots.contains(&wanted.with_timezone(&Utc)) => {
+                                vec![wanted.with_timezone(&Utc)]
+                            }
+                            Some(wanted) => crate::availability::nearest(&slots.slots, wanted.with_timezone(&Utc), 3),
+                            None => slots.slots.iter().take(3).copied().collect(),
+                        }
+                    }
+                    None => slots.slots.iter().take(3).copied().collect(),
+                };
+                AgentReply {
+                    status: 200,
+                    body: json!({
+                        "ok": true,
+                        "message": speak_slots(language, &slots.time_zone, slots.date, &offered),
+                        "date": slots.date.to_string(),
+                        "offered": offered.iter().map(format_utc).collect::<Vec<_>>(),
+                        "slots": slots.slots.iter().map(format_utc).collect::<Vec<_>>(),
+                    }),
+                    booking: None,
+                }
+            }
+            Err(error) => {
+                let tz = branch.as_ref().map_or("Europe/Berlin", |b| b.timezone.as_str());
+                let status = match error.kind() {
+                    ErrorKind::Input => 400,
+                    _ if matches!(error, Error::CalcomUnavailable(_)) => 200,
+                    ErrorKind::Rejected => 200,
+                    _ => 500,
+                };
+                let message = if status == 500 { "internal error".into() } else { speak_refusal(language, tz, &error) };
+                AgentReply::refused(status, &error, message)
+            }
         }
     }
 
@@ -322,9 +458,11 @@ impl Agent {
                     ErrorKind::Rejected => 200,
                     _ => 500,
                 };
-                let language = Language::of(self.branch_for(call).as_ref());
+                let branch = self.branch_for(call);
+                let language = Language::of(branch.as_ref());
+                let tz = branch.as_ref().map_or("Europe/Berlin", |b| b.timezone.as_str());
                 let message =
-                    if status == 500 { "internal error".to_string() } else { speak_refusal(language, &error) };
+                    if status == 500 { "internal error".to_string() } else { speak_refusal(language, tz, &error) };
                 AgentReply::refused(status, &error, message)
             }
         }

@@ -90,6 +90,10 @@ pub struct Booking {
     pub starts_at: DateTime<Utc>,
     pub status: AppointmentStatus,
     pub calcom_sync_status: SyncStatus,
+    /// The start was checked against free starts this call was offered
+    /// (`check_availability`); `false`: booked without a check.
+    #[serde(skip)]
+    pub availability_checked: bool,
 }
 
 /// UTC RFC 3339 with a `Z`, seconds precision: `2030-01-08T13:00:00Z`.
@@ -99,6 +103,10 @@ pub fn format_utc(t: &DateTime<Utc>) -> String {
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&format_utc(t))
+}
+
+pub(crate) fn rfc3339_list<S: Serializer>(list: &[DateTime<Utc>], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(format_utc))
 }
 
 /// The key that makes a booking idempotent: (call, service, start).
@@ -160,7 +168,31 @@ pub(crate) fn book_in(
             starts_at: existing.starts_at,
             status: existing.status,
             calcom_sync_status: existing.calcom_sync_status,
+            availability_checked: false,
         });
+    }
+
+    // The answer this call was given (check_availability): a start outside
+    // it is refused before anything is written, with the nearest free ones.
+    let duration = Duration::minutes(service.duration_minutes);
+    let day = starts_at.with_timezone(&tz).date_naive();
+    let remembered = tx.remembered_slots(call.id, service.id, day)?;
+    let local = match (&remembered, service.capacity) {
+        (None, None) => Vec::new(),
+        _ => crate::availability::local_appointments(tx, company_id, service.id, day, tz, duration)?,
+    };
+    let free = remembered
+        .as_ref()
+        .map(|offered| crate::availability::free_starts(offered, &local, service.capacity, duration));
+    let alternatives = || free.as_deref().map_or_else(Vec::new, |f| crate::availability::nearest(f, starts_at, 3));
+    if free.as_ref().is_some_and(|f| !f.contains(&starts_at)) {
+        return Err(Error::SlotUnavailable { alternatives: alternatives() });
+    }
+    // Local capacity, inside the booking's transaction: two callers cannot both take the last place.
+    if let Some(capacity) = service.capacity {
+        if local.iter().filter(|a| a.starts_at == starts_at).count() as i64 >= capacity {
+            return Err(Error::SlotUnavailable { alternatives: alternatives() });
+        }
     }
 
     let region = branch
@@ -211,6 +243,7 @@ pub(crate) fn book_in(
         starts_at,
         status: AppointmentStatus::Confirmed,
         calcom_sync_status: SyncStatus::Pending,
+        availability_checked: remembered.is_some(),
     })
 }
 

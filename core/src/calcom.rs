@@ -17,6 +17,8 @@ use serde_json::{json, Map, Value};
 
 /// Header value every bookings call needs (without it an older version answers).
 pub const BOOKINGS_API_VERSION: &str = "2024-08-13";
+/// Slots need their own version header.
+pub const SLOTS_API_VERSION: &str = "2024-09-04";
 /// The metadata key that carries an appointment's idempotency key to Cal.com.
 pub const METADATA_KEY: &str = "callbook_key";
 /// Default API base; paths such as `/v2/bookings` are appended.
@@ -60,6 +62,38 @@ pub struct BookingQuery {
     pub attendee_email: Option<String>,
 }
 
+/// `GET /v2/slots` for one event type over whole days in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotQuery {
+    pub event_type_id: i64,
+    pub start: chrono::NaiveDate,
+    /// Inclusive.
+    pub end: chrono::NaiveDate,
+    /// IANA zone the days are read in.
+    pub time_zone: String,
+}
+
+/// The free starts in a `GET /v2/slots` answer (`cal-api-version: 2024-09-04`):
+/// `{"status":"success","data":{"2030-01-08":[{"start":"2030-01-08T09:00:00+01:00"}]}}`.
+/// A slot may also be a bare string or carry an `end` (the "range" format).
+/// Sorted, in UTC. Never panics on any input (fuzzed).
+pub fn parse_slots(answer: &Value) -> Result<Vec<DateTime<Utc>>, String> {
+    let days = answer.get("data").and_then(Value::as_object).ok_or("data is not an object of days")?;
+    let mut starts = Vec::new();
+    for slots in days.values() {
+        for slot in slots.as_array().ok_or("a day is not a list of slots")? {
+            let text =
+                slot.as_str().or_else(|| slot.get("start").and_then(Value::as_str)).ok_or("a slot has no start")?;
+            let start =
+                DateTime::parse_from_rfc3339(text).map_err(|_| format!("slot start {text:?} is not ISO 8601"))?;
+            starts.push(start.with_timezone(&Utc));
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    Ok(starts)
+}
+
 /// An attendee to add to a booking (`POST /v2/bookings/{uid}/attendees`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,6 +134,8 @@ pub trait CalcomApi: Send + Sync {
     fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure>;
     fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure>;
     fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure>;
+    /// Free starts for an event type (`GET /v2/slots`), sorted, in UTC.
+    fn slots(&self, endpoint: &Endpoint, query: &SlotQuery) -> Result<Vec<DateTime<Utc>>, ApiFailure>;
 }
 
 /// Everything the `POST /v2/bookings` body is made of, as plain data (the
@@ -301,11 +337,15 @@ mod http {
         }
 
         fn request(&self, method: &str, endpoint: &Endpoint, path: &str) -> ureq::Request {
+            self.versioned(method, endpoint, path, BOOKINGS_API_VERSION)
+        }
+
+        fn versioned(&self, method: &str, endpoint: &Endpoint, path: &str, version: &str) -> ureq::Request {
             let url = format!("{}{path}", endpoint.base_url.trim_end_matches('/'));
             self.agent
                 .request(method, &url)
                 .set("Authorization", &format!("Bearer {}", endpoint.api_key.expose()))
-                .set("cal-api-version", BOOKINGS_API_VERSION)
+                .set("cal-api-version", version)
         }
 
         fn send(&self, request: ureq::Request, body: Option<&Value>) -> Result<Value, ApiFailure> {
@@ -374,6 +414,16 @@ mod http {
             let body = serde_json::to_value(attendee).map_err(|e| ApiFailure::BadAnswer(e.to_string()))?;
             self.send(self.request("POST", endpoint, &format!("/v2/bookings/{uid}/attendees")), Some(&body)).map(|_| ())
         }
+
+        fn slots(&self, endpoint: &Endpoint, q: &SlotQuery) -> Result<Vec<DateTime<Utc>>, ApiFailure> {
+            let request = self
+                .versioned("GET", endpoint, "/v2/slots", SLOTS_API_VERSION)
+                .query("eventTypeId", &q.event_type_id.to_string())
+                .query("start", &q.start.to_string())
+                .query("end", &q.end.to_string())
+                .query("timeZone", &q.time_zone);
+            parse_slots(&self.send(request, None)?).map_err(ApiFailure::BadAnswer)
+        }
     }
 }
 
@@ -397,6 +447,19 @@ mod tests {
         assert!(classify(&status(429, "")).rate_limited);
         assert!(classify(&ApiFailure::Timeout).retryable);
         assert!(!classify(&status(422, "")).retryable);
+    }
+
+    #[test]
+    fn slot_answers() {
+        let answer = json!({"status": "success", "data": {
+            "2030-01-08": [{"start": "2030-01-08T10:00:00+01:00"}, "2030-01-08T09:30:00+01:00"],
+            "2030-01-09": [{"start": "2030-01-09T09:00:00Z", "end": "2030-01-09T09:30:00Z"}]}});
+        let slots: Vec<String> =
+            parse_slots(&answer).unwrap_or_default().iter().map(crate::booking::format_utc).collect();
+        assert_eq!(slots, ["2030-01-08T08:30:00Z", "2030-01-08T09:00:00Z", "2030-01-09T09:00:00Z"]);
+        assert!(parse_slots(&json!({"data": []})).is_err());
+        assert!(parse_slots(&json!({"data": {"d": [{"start": "soon"}]}})).is_err());
+        assert_eq!(parse_slots(&json!({"data": {}})), Ok(vec![]));
     }
 
     #[test]

@@ -40,6 +40,23 @@ struct State {
     requests_total: u64,
     rate_limited_total: u64,
     limit_per_minute: usize,
+    schedule: Schedule,
+}
+
+/// When the fake's host works: every day from `open` to `close` (local time
+/// in the zone the slots are asked in), a start every `step_minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub open: chrono::NaiveTime,
+    pub close: chrono::NaiveTime,
+    pub step_minutes: i64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        let at = |h| chrono::NaiveTime::from_hms_opt(h, 0, 0).unwrap_or_default();
+        Schedule { open: at(9), close: at(17), step_minutes: 30 }
+    }
 }
 
 /// Counters a test reads after a run.
@@ -108,6 +125,11 @@ impl FakeCalcom {
 
     pub fn set_limit_per_minute(&self, limit: usize) {
         self.state().limit_per_minute = limit;
+    }
+
+    /// The opening hours `/v2/slots` serves (default 09:00–17:00 every 30 minutes).
+    pub fn set_schedule(&self, schedule: Schedule) {
+        self.state().schedule = schedule;
     }
 
     /// Accepted creates for one idempotency key.
@@ -260,7 +282,11 @@ fn answer(
     if let Some(d) = delay_before {
         std::thread::sleep(d);
     }
-    if version != Some(BOOKINGS_API_VERSION) {
+    let slots = method == "GET" && path.trim_end_matches('/') == "/v2/slots";
+    if slots && version != Some(crate::calcom::SLOTS_API_VERSION) {
+        return Answer::json(400, error_body(path, 400, "cal-api-version header 2024-09-04 is required"));
+    }
+    if !slots && version != Some(BOOKINGS_API_VERSION) {
         return Answer::json(400, error_body(path, 400, "cal-api-version header 2024-08-13 is required"));
     }
     let mut a = route(method, path, query, body, state, now);
@@ -384,6 +410,47 @@ fn route(method: &str, path: &str, query: &str, body: &str, state: &Mutex<State>
                 .collect();
             let total = found.len();
             Answer::json(200, json!({"status": "success", "data": found, "pagination": {"totalItems": total}}))
+        }
+        ("GET", ["v2", "slots"]) => {
+            let day = |name: &str| query_param(query, name).and_then(|d| d.parse::<chrono::NaiveDate>().ok());
+            let event_type = query_param(query, "eventTypeId").and_then(|v| v.parse::<i64>().ok());
+            let tz = query_param(query, "timeZone").unwrap_or_else(|| "UTC".into());
+            let (Some(event_type), Some(start), Some(end), Ok(zone)) =
+                (event_type, day("start"), day("end"), tz.parse::<chrono_tz::Tz>())
+            else {
+                return Answer::json(
+                    400,
+                    error_body(path, 400, "eventTypeId, start, end and a valid timeZone are required"),
+                );
+            };
+            let taken: Vec<DateTime<Utc>> = s
+                .bookings
+                .iter()
+                .filter(|b| b["eventTypeId"].as_i64() == Some(event_type) && b["status"] == "accepted")
+                .filter_map(|b| b["start"].as_str().and_then(parse_time))
+                .collect();
+            let mut data = serde_json::Map::new();
+            for date in start.iter_days().take_while(|d| *d <= end).take(62) {
+                let mut day_slots = Vec::new();
+                let mut at = s.schedule.open;
+                while at < s.schedule.close {
+                    let local = date.and_time(at).and_local_timezone(zone).earliest();
+                    if let Some(local) =
+                        local.filter(|l| l.with_timezone(&Utc) > now && !taken.contains(&l.with_timezone(&Utc)))
+                    {
+                        day_slots.push(json!({"start": local.to_rfc3339()}));
+                    }
+                    let next = at + Duration::minutes(s.schedule.step_minutes.max(1));
+                    if next <= at {
+                        break;
+                    }
+                    at = next;
+                }
+                if !day_slots.is_empty() {
+                    data.insert(date.to_string(), Value::Array(day_slots));
+                }
+            }
+            Answer::json(200, json!({"status": "success", "data": data}))
         }
         ("GET", ["v2", "bookings", uid]) => match s.bookings.iter().find(|b| b["uid"] == *uid) {
             Some(b) => Answer::json(200, json!({"status": "success", "data": b})),

@@ -74,6 +74,15 @@ pub enum Error {
     EmailAlreadySet(i64),
     #[error("another customer of the company has this email")]
     EmailTaken,
+    /// The start is not free: outside the answer this call was given, or
+    /// the service's capacity is reached. Up to 3 nearest free starts.
+    #[error("that time is not available{}", alternatives_text(.alternatives))]
+    SlotUnavailable { alternatives: Vec<chrono::DateTime<chrono::Utc>> },
+    #[error("service {0} has no Cal.com event type")]
+    ServiceNotInCalcom(i64),
+    /// Cal.com could not be asked (down, refusing, or no API key).
+    #[error("Cal.com cannot be reached: {0}")]
+    CalcomUnavailable(String),
     /// A webhook's signature is missing, wrong or stale.
     #[error("invalid or stale signature")]
     BadSignature,
@@ -85,7 +94,23 @@ pub enum Error {
     InjectedFault(String),
 }
 
+fn alternatives_text(list: &[chrono::DateTime<chrono::Utc>]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = list.iter().map(crate::booking::format_utc).collect();
+    format!("; free nearby: {}", list.join(", "))
+}
+
 impl Error {
+    /// The nearest free starts, for `slot_unavailable`.
+    pub fn alternatives(&self) -> &[chrono::DateTime<chrono::Utc>] {
+        match self {
+            Error::SlotUnavailable { alternatives } => alternatives,
+            _ => &[],
+        }
+    }
+
     /// The stable snake_case code of this error.
     pub fn code(&self) -> &str {
         match self {
@@ -110,6 +135,9 @@ impl Error {
             Error::EmailAlreadySet(_) => "email_already_set",
             Error::EmailTaken => "email_taken",
             Error::BadSignature => "bad_signature",
+            Error::SlotUnavailable { .. } => "slot_unavailable",
+            Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
+            Error::CalcomUnavailable(_) => "calcom_unavailable",
             Error::Storage(_) => "storage",
             Error::InjectedFault(_) => "injected_fault",
         }
@@ -118,7 +146,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
-            Error::Storage(_) | Error::InjectedFault(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::InjectedFault(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
             _ => ErrorKind::Rejected,
         }
     }

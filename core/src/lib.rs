@@ -28,6 +28,7 @@
 
 mod agent;
 mod appointment;
+mod availability;
 mod booking;
 mod breaker;
 mod calcom;
@@ -53,21 +54,22 @@ mod store;
 mod sync;
 
 pub use agent::{
-    booking_request_from_args, parse_function_call, speak_booking, speak_refusal, speak_time, Agent, AgentFunction,
-    AgentReply, FunctionCall, Language,
+    booking_request_from_args, parse_function_call, speak_booking, speak_refusal, speak_slots, speak_time, speak_times,
+    Agent, AgentFunction, AgentReply, FunctionCall, Language,
 };
 pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+pub use availability::{free_starts, nearest, Availability, AvailabilityConfig, AvailabilityRequest, Slots};
 pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
 pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
 #[cfg(feature = "http")]
 pub use calcom::HttpCalcom;
 pub use calcom::{
-    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, retry_after, sendable_phone,
-    ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput,
-    BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY,
+    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, parse_slots, retry_after,
+    sendable_phone, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput,
+    SlotQuery, BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY, SLOTS_API_VERSION,
 };
 #[cfg(feature = "fake-calcom")]
-pub use calcom_fake::{FakeCalcom, FakeStats, Fault};
+pub use calcom_fake::{FakeCalcom, FakeStats, Fault, Schedule};
 pub use calcom_webhook::{parse_calcom_webhook, sign_calcom, verify_calcom_signature, CalcomWebhook, WebhookOutcome};
 pub use call::{Call, NewCall};
 pub use callbook::{Callbook, Config};

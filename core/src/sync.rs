@@ -584,7 +584,7 @@ impl Worker {
     }
 }
 
-fn endpoint_of(company: &Company, default_base: &str) -> Option<Endpoint> {
+pub(crate) fn endpoint_of(company: &Company, default_base: &str) -> Option<Endpoint> {
     Some(Endpoint {
         base_url: company.calcom_api_base.clone().unwrap_or_else(|| default_base.to_string()),
         api_key: company.calcom_api_key.clone()?,

@@ -293,6 +293,9 @@ impl CalcomApi for DiesAfterCreate {
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> Result<(), ApiFailure> {
         self.0.add_attendee(e, uid, a)
     }
+    fn slots(&self, e: &Endpoint, q: &SlotQuery) -> Result<Vec<chrono::DateTime<chrono::Utc>>, ApiFailure> {
+        self.0.slots(e, q)
+    }
 }
 
 #[test]

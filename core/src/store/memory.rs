@@ -11,7 +11,7 @@ use crate::customer::{Customer, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{is_claimable, Job, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -26,6 +26,7 @@ struct State {
     appointments: BTreeMap<AppointmentId, Appointment>,
     jobs: BTreeMap<JobId, Job>,
     breakers: BTreeMap<String, Breaker>,
+    remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Vec<DateTime<Utc>>>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -118,6 +119,9 @@ impl Tx for MemoryTx<'_> {
     }
     fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>> {
         Ok(self.state.services.values().filter(|s| s.company_id == company).cloned().collect())
+    }
+    fn branches_of(&mut self, company: CompanyId) -> Result<Vec<Branch>> {
+        Ok(self.state.branches.values().filter(|b| b.company_id == company).cloned().collect())
     }
     fn upsert_company(&mut self, company: &Company, _now: DateTime<Utc>) -> Result<()> {
         self.writing()?;
@@ -305,6 +309,44 @@ impl Tx for MemoryTx<'_> {
             a.updated_at = now;
         }
         Ok(())
+    }
+    fn appointments_between(
+        &mut self,
+        company: CompanyId,
+        service: ServiceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>> {
+        let mut found: Vec<Appointment> = self
+            .state
+            .appointments
+            .values()
+            .filter(|a| a.company_id == company && a.service_id == service && a.status == AppointmentStatus::Confirmed)
+            .filter(|a| a.starts_at >= from && a.starts_at < to)
+            .cloned()
+            .collect();
+        found.sort_by_key(|a| (a.starts_at, a.id));
+        Ok(found)
+    }
+    fn remember_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+        slots: &[DateTime<Utc>],
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        self.state.remembered.insert((call, service, day), slots.to_vec());
+        Ok(())
+    }
+    fn remembered_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+    ) -> Result<Option<Vec<DateTime<Utc>>>> {
+        Ok(self.state.remembered.get(&(call, service, day)).cloned())
     }
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         Ok(self.state.appointments.get(&id).map(|a| a.company_id))

@@ -20,7 +20,7 @@ use crate::customer::{Customer, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::{Arc, Mutex};
 
 /// Work for one write transaction. Boxed and `'static` so a store may hand it
@@ -117,6 +117,8 @@ pub trait Tx {
     fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>>;
     fn service(&mut self, id: ServiceId) -> Result<Option<Service>>;
     fn services_of(&mut self, company: CompanyId) -> Result<Vec<Service>>;
+    /// A company's branches, by id.
+    fn branches_of(&mut self, company: CompanyId) -> Result<Vec<Branch>>;
     fn upsert_company(&mut self, company: &Company, now: DateTime<Utc>) -> Result<()>;
     fn upsert_branch(&mut self, branch: &Branch, now: DateTime<Utc>) -> Result<()>;
     fn upsert_service(&mut self, service: &Service, now: DateTime<Utc>) -> Result<()>;
@@ -141,6 +143,31 @@ pub trait Tx {
         customer: CustomerId,
         now: DateTime<Utc>,
     ) -> Result<Vec<AppointmentId>>;
+    /// Confirmed appointments of a service starting in `[from, to)`, by start.
+    fn appointments_between(
+        &mut self,
+        company: CompanyId,
+        service: ServiceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>>;
+    /// Remembers the free starts a call was offered for a service on a day
+    /// (replacing an earlier answer for the same day).
+    fn remember_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+        slots: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// What [`Tx::remember_slots`] stored, if anything.
+    fn remembered_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+    ) -> Result<Option<Vec<DateTime<Utc>>>>;
     /// Puts an appointment on the manual-review list.
     fn flag_for_review(
         &mut self,

@@ -13,7 +13,7 @@ use crate::customer::{Customer, CustomerSource, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use std::time::Duration;
 const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
 const SCHEMA_V2: &str = include_str!("schema_sqlite_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_sqlite_v3.sql");
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_V4: &str = include_str!("schema_sqlite_v4.sql");
+const SCHEMA_VERSION: i64 = 4;
 
 /// SQLite's `synchronous` setting for the write connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +263,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     if version < 3 {
         tx.execute_batch(SCHEMA_V3)?;
+    }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     tx.commit()?;
@@ -581,6 +585,13 @@ impl Tx for SqliteTx<'_> {
         let rows = st.query_map([company.0], service_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+    fn branches_of(&mut self, company: CompanyId) -> Result<Vec<Branch>> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {BRANCH_COLS} FROM branches WHERE company_id = ?1 ORDER BY id"))?;
+        let rows = st.query_map([company.0], branch_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
         let mut st = self.conn.prepare_cached(
             "INSERT INTO companies (id, name, calcom_api_key, calcom_api_base, created_at, updated_at)
@@ -775,6 +786,55 @@ impl Tx for SqliteTx<'_> {
         )?;
         st.execute(params![to_db(now), reason, company.0, id.0])?;
         Ok(())
+    }
+    fn appointments_between(
+        &mut self,
+        company: CompanyId,
+        service: ServiceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {APPOINTMENT_COLS} FROM appointments WHERE company_id = ?1 AND service_id = ?2
+             AND starts_at >= ?3 AND starts_at < ?4 AND status = 'confirmed' ORDER BY starts_at, id"
+        ))?;
+        all(&mut st, params![company.0, service.0, to_db(from), to_db(to)], appointment_row)
+    }
+    fn remember_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+        slots: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let list: Vec<String> = slots.iter().map(crate::booking::format_utc).collect();
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO call_availability (call_id, service_id, day, slots, checked_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (call_id, service_id, day) DO UPDATE SET slots = excluded.slots, checked_at = excluded.checked_at",
+        )?;
+        st.execute(params![call.0, service.0, day.to_string(), serde_json::to_string(&list)?, to_db(now)])?;
+        Ok(())
+    }
+    fn remembered_slots(
+        &mut self,
+        call: CallDbId,
+        service: ServiceId,
+        day: NaiveDate,
+    ) -> Result<Option<Vec<DateTime<Utc>>>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT slots FROM call_availability WHERE call_id = ?1 AND service_id = ?2 AND day = ?3",
+        )?;
+        let Some(text) =
+            st.query_row(params![call.0, service.0, day.to_string()], |r| r.get::<_, String>(0)).optional()?
+        else {
+            return Ok(None);
+        };
+        let list: Vec<String> = serde_json::from_str(&text)?;
+        list.iter()
+            .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).map_err(|_| bad("slot", t)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         let mut st = self.conn.prepare_cached("SELECT company_id FROM appointments WHERE id = ?1")?;

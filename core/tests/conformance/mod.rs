@@ -678,6 +678,44 @@ pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
     assert_eq!(err.code(), "malformed_webhook");
 }
 
+pub fn remembered_slots_and_local_capacity(make: MakeStore) {
+    let e = env(make);
+    let day = chrono::NaiveDate::from_ymd_opt(2030, 1, 8).expect("date");
+    let at = |h: u32| Utc.with_ymd_and_hms(2030, 1, 8, h, 0, 0).single().expect("time");
+    let now = e.book.now();
+    let (first, second) = (vec![at(9), at(10), at(11)], vec![at(10), at(11)]);
+    callbook::write(&**e.book.store(), move |tx| {
+        tx.remember_slots(CallDbId(10), ServiceId(1), day, &first, now)?;
+        tx.remember_slots(CallDbId(10), ServiceId(1), day, &second, now)
+    })
+    .expect("remembers");
+    let read = callbook::read(&**e.book.store(), |tx| {
+        Ok((
+            tx.remembered_slots(CallDbId(10), ServiceId(1), day)?,
+            tx.remembered_slots(CallDbId(11), ServiceId(1), day)?,
+        ))
+    })
+    .expect("reads");
+    assert_eq!(read, (Some(vec![at(10), at(11)]), None), "the later answer replaces the earlier");
+    // The call's booking must take one of them; 09:00 is not offered any more.
+    let err = e.book.book(&request("call_anon", "Jane", "2030-01-08T09:00:00Z")).expect_err("not offered");
+    assert_eq!((err.code(), err.alternatives().to_vec()), ("slot_unavailable", vec![at(10), at(11)]));
+    assert!(e.book.book(&request("call_anon", "Jane", "2030-01-08T10:00:00Z")).expect("offered").availability_checked);
+    // Scoped by company and service, confirmed only, [from, to).
+    let mut other = request("call_c2", "Kim", "2030-01-08T10:00:00Z");
+    other.service_id = Some(2);
+    e.book.book(&other).expect("books");
+    let found =
+        callbook::read(&**e.book.store(), |tx| tx.appointments_between(CompanyId(1), ServiceId(1), at(10), at(11)))
+            .expect("reads");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].starts_at, at(10));
+    let none =
+        callbook::read(&**e.book.store(), |tx| tx.appointments_between(CompanyId(1), ServiceId(1), at(9), at(10)))
+            .expect("reads");
+    assert!(none.is_empty());
+}
+
 macro_rules! conformance_suite {
     ($make:expr) => {
         conformance_suite!(@cases $make;
@@ -698,6 +736,7 @@ macro_rules! conformance_suite {
             retell_function_calls_book_in_one_transaction,
             malformed_function_calls_answer_4xx_and_write_nothing,
             calcom_webhooks_cancel_and_reschedule_once,
+            remembered_slots_and_local_capacity,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,0 +1,274 @@
+//! Availability during the call: the free starts for a service on a day,
+//! from Cal.com's `GET /v2/slots`, minus what callbook confirmed locally;
+//! cached per (event type, day) for a short time, and remembered per call
+//! so the booking that follows is checked against the answer the caller
+//! heard without a second request. The booking itself never depends on
+//! Cal.com being up: without a remembered answer it goes ahead as before.
+
+use crate::appointment::Appointment;
+use crate::booking::rfc3339_list;
+use crate::calcom::{ApiFailure, CalcomApi, SlotQuery, DEFAULT_BASE_URL};
+use crate::callbook::Callbook;
+use crate::ids::{CallDbId, CallId, CompanyId, ServiceId};
+use crate::start::{parse_date, parse_timezone};
+use crate::store::{self, Tx};
+use crate::{Error, Result};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The starts of `offered` that callbook has not filled itself. Without a
+/// capacity the host takes one appointment at a time: a start is gone when
+/// any confirmed appointment overlaps `[start, start + duration)`. With a
+/// capacity, when that many confirmed appointments share the start.
+pub fn free_starts(
+    offered: &[DateTime<Utc>],
+    local: &[Appointment],
+    capacity: Option<i64>,
+    duration: Duration,
+) -> Vec<DateTime<Utc>> {
+    offered
+        .iter()
+        .copied()
+        .filter(|start| match capacity {
+            None => !local.iter().any(|a| a.starts_at < *start + duration && *start < a.ends_at),
+            Some(c) => (local.iter().filter(|a| a.starts_at == *start).count() as i64) < c,
+        })
+        .collect()
+}
+
+/// Up to `n` of `free` nearest to `wanted` (earlier first on a tie), in time order.
+pub fn nearest(free: &[DateTime<Utc>], wanted: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    let mut by_distance: Vec<DateTime<Utc>> = free.iter().copied().filter(|s| *s != wanted).collect();
+    by_distance.sort_by_key(|s| ((*s - wanted).num_seconds().abs(), *s));
+    by_distance.truncate(n);
+    by_distance.sort_unstable();
+    by_distance
+}
+
+/// The day's confirmed appointments of a service that may overlap its starts.
+pub(crate) fn local_appointments(
+    tx: &mut dyn Tx,
+    company: CompanyId,
+    service: ServiceId,
+    day: NaiveDate,
+    tz: chrono_tz::Tz,
+    duration: Duration,
+) -> Result<Vec<Appointment>> {
+    let (from, to) = day_bounds(day, tz);
+    tx.appointments_between(company, service, from - duration, to + duration)
+}
+
+/// Local midnight to local midnight, in UTC.
+pub(crate) fn day_bounds(day: NaiveDate, tz: chrono_tz::Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+    let midnight = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(tz).earliest())
+            .map_or_else(|| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(), |t| t.with_timezone(&Utc))
+    };
+    (midnight(day), midnight(day.succ_opt().unwrap_or(day)))
+}
+
+/// What to check: a day for a service, in a call (remembered) or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailabilityRequest {
+    /// With a call, the answer is remembered for it and the day is read in its branch's zone.
+    #[serde(default, alias = "retell_call_id", alias = "call_id")]
+    pub retell_call_id: Option<String>,
+    /// Optional when the company has exactly one service (needs a call then).
+    #[serde(default, alias = "service_id")]
+    pub service_id: Option<i64>,
+    /// A date as a booking takes it: ISO, `08.01.2030`, today, morgen, friday, ...
+    pub date: String,
+}
+
+/// Free starts on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Slots {
+    pub service_id: ServiceId,
+    pub date: NaiveDate,
+    pub time_zone: String,
+    #[serde(serialize_with = "rfc3339_list")]
+    pub slots: Vec<DateTime<Utc>>,
+    /// Served from the short cache, not asked of Cal.com now.
+    pub cached: bool,
+    /// Remembered for the call named in the request.
+    pub remembered: bool,
+}
+
+/// Settings of the availability check.
+#[derive(Debug, Clone)]
+pub struct AvailabilityConfig {
+    /// Cal.com API base for companies that name none.
+    pub base_url: String,
+    /// How long an answer per (event type, day) is reused.
+    pub cache_ttl: Duration,
+}
+
+impl Default for AvailabilityConfig {
+    fn default() -> Self {
+        AvailabilityConfig { base_url: DEFAULT_BASE_URL.to_string(), cache_ttl: Duration::seconds(30) }
+    }
+}
+
+/// (endpoint, event type, day, zone) → (when asked, free starts).
+type CacheKey = (String, i64, NaiveDate, String);
+type Cache = HashMap<CacheKey, (DateTime<Utc>, Vec<DateTime<Utc>>)>;
+
+/// Asks Cal.com for slots, with a short cache; share one per process.
+pub struct Availability {
+    book: Callbook,
+    api: Arc<dyn CalcomApi>,
+    config: AvailabilityConfig,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Availability").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Everything a check needs from the store, read once.
+struct Context {
+    call: Option<CallDbId>,
+    company: crate::company::Company,
+    service: crate::company::Service,
+    time_zone: String,
+}
+
+impl Availability {
+    pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: AvailabilityConfig) -> Self {
+        Availability { book, api, config, cache: Mutex::default() }
+    }
+
+    /// The free starts for the request's service and day. Errors: the
+    /// booking's call-context errors, `service_required`,
+    /// `service_not_in_calcom`, `invalid_date`, `start_in_past`, and
+    /// `calcom_unavailable` when Cal.com cannot be asked.
+    pub fn check(&self, request: &AvailabilityRequest) -> Result<Slots> {
+        let ctx = self.context(request)?;
+        let tz = parse_timezone(&ctx.time_zone)?;
+        let now = self.book.now();
+        let today = now.with_timezone(&tz).date_naive();
+        let day = parse_date(&request.date, today)
+            .ok_or_else(|| Error::invalid("date", "invalid_date", "the date is not a date"))?;
+        if day < today {
+            return Err(Error::StartInPast(day.to_string()));
+        }
+        let event_type = ctx.service.calcom_event_type_id.ok_or(Error::ServiceNotInCalcom(ctx.service.id.0))?;
+        let endpoint = crate::sync::endpoint_of(&ctx.company, &self.config.base_url)
+            .ok_or_else(|| Error::CalcomUnavailable("the company has no Cal.com API key".into()))?;
+        let key = (endpoint.breaker_key(), event_type, day, ctx.time_zone.clone());
+        let hit = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(&key).filter(|(at, _)| now - *at < self.config.cache_ttl).map(|(_, s)| s.clone())
+        };
+        let cached = hit.is_some();
+        let offered = match hit {
+            Some(slots) => slots,
+            None => {
+                let query =
+                    SlotQuery { event_type_id: event_type, start: day, end: day, time_zone: ctx.time_zone.clone() };
+                let slots = self.api.slots(&endpoint, &query).map_err(unavailable)?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.retain(|_, (at, _)| now - *at < self.config.cache_ttl);
+                cache.insert(key, (now, slots.clone()));
+                slots
+            }
+        };
+        let (from, to) = day_bounds(day, tz);
+        let offered: Vec<DateTime<Utc>> = offered.into_iter().filter(|s| *s >= from && *s < to && *s > now).collect();
+        let (company, service) = (ctx.company.id, ctx.service.clone());
+        let call = ctx.call;
+        let slots = store::write(&**self.book.store(), move |tx| {
+            let duration = Duration::minutes(service.duration_minutes);
+            let local = local_appointments(tx, company, service.id, day, tz, duration)?;
+            let free = free_starts(&offered, &local, service.capacity, duration);
+            if let Some(call) = call {
+                tx.remember_slots(call, service.id, day, &free, now)?;
+            }
+            Ok(free)
+        })?;
+        Ok(Slots {
+            service_id: ctx.service.id,
+            date: day,
+            time_zone: ctx.time_zone,
+            slots,
+            cached,
+            remembered: call.is_some(),
+        })
+    }
+
+    fn context(&self, request: &AvailabilityRequest) -> Result<Context> {
+        let request = request.clone();
+        store::read(&**self.book.store(), |tx| {
+            let call = match request.retell_call_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+                Some(id) => Some(tx.call(&CallId(id.to_string()))?.ok_or_else(|| Error::CallNotFound(id.to_string()))?),
+                None => None,
+            };
+            let service = match (request.service_id, &call) {
+                (Some(id), _) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?,
+                (None, Some(call)) => {
+                    let company =
+                        call.company_id.ok_or_else(|| Error::CallMissingCompany(call.retell_call_id.0.clone()))?;
+                    let mut services = tx.services_of(company)?;
+                    if services.len() != 1 {
+                        return Err(Error::ServiceRequired);
+                    }
+                    services.remove(0)
+                }
+                (None, None) => return Err(Error::ServiceRequired),
+            };
+            let company_id = match &call {
+                Some(call) => {
+                    call.company_id.ok_or_else(|| Error::CallMissingCompany(call.retell_call_id.0.clone()))?
+                }
+                None => service.company_id,
+            };
+            if service.company_id != company_id {
+                return Err(Error::ServiceNotInCompany { service: service.id.0, company: company_id.0 });
+            }
+            // The call's branch; without a call, the company's first branch.
+            let branch = match &call {
+                Some(call) => {
+                    let id = call.branch_id.ok_or_else(|| Error::CallMissingBranch(call.retell_call_id.0.clone()))?;
+                    Some(tx.branch(id)?.ok_or(Error::BranchNotFound(id.0))?)
+                }
+                None => tx.branches_of(company_id)?.into_iter().next(),
+            };
+            let company = tx.company(company_id)?.ok_or(Error::CompanyNotFound(company_id.0))?;
+            Ok(Context {
+                call: call.map(|c| c.id),
+                company,
+                service: service.clone(),
+                time_zone: branch.map_or_else(crate::company::default_timezone, |b| b.timezone),
+            })
+        })
+    }
+}
+
+fn unavailable(failure: ApiFailure) -> Error {
+    Error::CalcomUnavailable(crate::appointment::cut_message(&failure.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 8, h, m, 0).single().unwrap_or_default()
+    }
+
+    #[test]
+    fn nearest_alternatives() {
+        let free = [at(8, 0), at(9, 0), at(9, 30), at(11, 0), at(12, 0)];
+        assert_eq!(nearest(&free, at(10, 0), 3), [at(9, 0), at(9, 30), at(11, 0)]);
+        assert_eq!(nearest(&free, at(7, 0), 2), [at(8, 0), at(9, 0)]);
+        assert_eq!(nearest(&free, at(9, 0), 1), [at(9, 30)]);
+        assert!(nearest(&[], at(9, 0), 3).is_empty());
+    }
+}
