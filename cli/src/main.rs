@@ -59,6 +59,23 @@ enum Command {
         #[arg(long, requires = "date")]
         time: Option<String>,
     },
+    /// Free starts for a service on a day, from Cal.com minus local bookings.
+    Slots {
+        #[arg(long)]
+        service: i64,
+        /// A date (2030-01-08, 08.01.2030, today, morgen, friday, ...).
+        #[arg(long)]
+        date: String,
+        /// Remember the answer for this Retell call: its booking must take one of these starts.
+        #[arg(long)]
+        call: Option<String>,
+        /// Cal.com API base; paths such as /v2/slots are appended.
+        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
+        calcom_url: String,
+        /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Counts by sync status, jobs by state, manual reviews, breaker state.
     Stats,
     /// Run the sync worker: push pending appointments to Cal.com.
@@ -250,6 +267,20 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 b.calcom_sync_status
             );
             Ok((json!(b), text))
+        }
+        Command::Slots { service, date, call, calcom_url, timeout } => {
+            let api = std::sync::Arc::new(HttpCalcom::new(std::time::Duration::from_secs(timeout)));
+            let config = callbook::AvailabilityConfig { base_url: calcom_url, ..Default::default() };
+            let availability = callbook::Availability::new(open(&cli.db, &cli.synchronous)?, api, config);
+            let request = callbook::AvailabilityRequest { retell_call_id: call, service_id: Some(service), date };
+            let slots = availability.check(&request)?;
+            let text = if slots.slots.is_empty() {
+                format!("nothing free on {}", slots.date)
+            } else {
+                let list: Vec<String> = slots.slots.iter().map(callbook::format_utc).collect();
+                format!("free on {} ({} in UTC): {}", slots.date, slots.time_zone, list.join(", "))
+            };
+            Ok((json!(slots), text))
         }
         Command::Stats => {
             let s = open(&cli.db, &cli.synchronous)?.stats()?;

@@ -35,7 +35,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("cb.db");
     let (v, code) = callbook(&db, &["init"]);
-    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(3)));
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(4)));
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
     let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);

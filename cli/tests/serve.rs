@@ -240,3 +240,35 @@ fn sigterm_lets_jobs_in_hand_finish_and_loses_none() {
     assert_eq!(fake.stats().duplicated_keys, 0);
     assert_eq!(fake.stats().creates, 20);
 }
+
+#[test]
+fn check_availability_offers_times_and_the_booking_keeps_to_them() {
+    let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake");
+    let s = serve(fake.url(), 0);
+    let call = json!({"call_id": "call_slots", "from_number": "anonymous", "to_number": "+4930123456"});
+    let check = json!({"name": "check_availability", "call": call, "args": {"date": "2099-01-08", "time": "10:10"}});
+    let (status, reply) = retell(&s, &check.to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"], "Am Donnerstag, 8. Januar kann ich Ihnen 09:30, 10:00 oder 10:30 Uhr anbieten.");
+    assert_eq!(reply["offered"], json!(["2099-01-08T08:30:00Z", "2099-01-08T09:00:00Z", "2099-01-08T09:30:00Z"]));
+    let requests = fake.stats().requests;
+    // A time the caller was not offered: refused with the nearest free ones, nothing written.
+    let book = |start: &str| {
+        json!({"name": "book_appointment", "call": call, "args": {"customer_name": "Erika", "start": start}}).to_string()
+    };
+    let (status, reply) = retell(&s, &book("2099-01-08T18:00:00Z"));
+    assert_eq!((status, reply["code"].as_str()), (200, Some("slot_unavailable")), "{reply}");
+    assert_eq!(
+        reply["message"],
+        "Dieser Termin ist leider nicht frei. Ich könnte Ihnen 15:30, 16:00 oder 16:30 Uhr anbieten."
+    );
+    assert_eq!(totals(&s.db), (0, 0));
+    let (status, reply) = retell(&s, &book("2099-01-08T09:00:00Z"));
+    assert_eq!((status, reply["ok"].as_bool()), (200, Some(true)), "{reply}");
+    assert_eq!(fake.stats().requests, requests, "the booking asked Cal.com nothing");
+    // The CLI's view of the same day: the booked start is gone.
+    let slots = cli(&s.db, &["slots", "--service", "1", "--date", "2099-01-08", "--calcom-url", fake.url()]);
+    let list = slots["slots"].as_array().expect("a list");
+    assert_eq!(list.len(), 15);
+    assert!(!list.contains(&json!("2099-01-08T09:00:00Z")));
+}

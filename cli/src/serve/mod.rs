@@ -102,8 +102,13 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
             log(format_args!("{name} is not set: its endpoint answers 503"));
         }
     }
+    let availability = Arc::new(callbook::Availability::new(
+        book.clone(),
+        Arc::new(HttpCalcom::new(options.timeout.min(Duration::from_secs(5)))),
+        callbook::AvailabilityConfig { base_url: options.calcom_url.clone(), ..Default::default() },
+    ));
     let app = Arc::new(App {
-        agent: options.retell_api_key.map(|key| Agent::new(book.clone(), key)),
+        agent: options.retell_api_key.map(|key| Agent::new(book.clone(), key).with_availability(availability)),
         book,
         webhook_secret: options.calcom_webhook_secret,
         admin: Admin::new(options.admin_token),
@@ -265,7 +270,17 @@ fn retell(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
     let signature = header(request, "X-Retell-Signature").unwrap_or_default();
     let started = Instant::now();
     let reply = agent.answer(body, signature, function);
-    app.metrics.booked(started.elapsed().as_secs_f64(), reply.booking.as_ref().map(|b| b.anonymous));
+    if let Some(booking) = &reply.booking {
+        app.metrics.booked(started.elapsed().as_secs_f64(), Some(booking.anonymous));
+        if !booking.availability_checked {
+            log(format_args!(
+                "appointment {} booked without an availability check in its call",
+                booking.appointment_id
+            ));
+        }
+    } else if reply.body.get("offered").is_none() {
+        app.metrics.booked(started.elapsed().as_secs_f64(), None);
+    }
     if reply.status >= 500 {
         log(format_args!("retell function failed: {}", reply.body["code"]));
     }
