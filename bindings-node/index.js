@@ -29,7 +29,7 @@ function wrap(cls) {
       try {
         result = method.apply(this, args);
       } catch (e) {
-        if (name === "bookAsync" || name === "stopWorker") return Promise.reject(withCode(e));
+        if (name === "bookAsync" || name === "stopWorker" || name === "checkAvailability") return Promise.reject(withCode(e));
         throw withCode(e);
       }
       return result instanceof Promise ? result.catch((e) => Promise.reject(withCode(e))) : result;

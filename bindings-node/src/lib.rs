@@ -37,6 +37,8 @@ pub struct JsCallbook {
     inner: callbook::Callbook,
     listeners: Listeners,
     worker: Arc<Mutex<Option<RunningWorker>>>,
+    /// One availability checker (and its cache) per Cal.com base URL.
+    availability: Mutex<std::collections::HashMap<String, Arc<callbook::Availability>>>,
 }
 
 #[napi]
@@ -55,6 +57,7 @@ impl JsCallbook {
             inner: callbook::Callbook::new(Arc::new(store)),
             listeners: Arc::default(),
             worker: Arc::default(),
+            availability: Mutex::default(),
         })
     }
 
@@ -89,6 +92,25 @@ impl JsCallbook {
     pub fn book_async(&self, request: Value) -> Result<AsyncTask<BookTask>, Code> {
         let request = serde_json::from_value(request).map_err(bad_argument)?;
         Ok(AsyncTask::new(BookTask { book: self.inner.clone(), request }))
+    }
+
+    /// Free starts for a service on a day, from Cal.com minus local bookings,
+    /// remembered for the call when one is named (its booking must then take
+    /// one of them). Resolves `{serviceId, date, timeZone, slots, cached, remembered}`.
+    #[napi(
+        ts_args_type = "request: { retellCallId?: string; serviceId?: number; date: string; calcomUrl?: string }",
+        ts_return_type = "Promise<Slots>"
+    )]
+    pub fn check_availability(&self, request: Value) -> Result<AsyncTask<CheckTask>, Code> {
+        let base_url = request["calcomUrl"].as_str().unwrap_or(callbook::DEFAULT_BASE_URL).to_string();
+        let parsed: callbook::AvailabilityRequest = serde_json::from_value(request).map_err(bad_argument)?;
+        let mut by_url = self.availability.lock().unwrap_or_else(|p| p.into_inner());
+        let availability = by_url.entry(base_url.clone()).or_insert_with(|| {
+            let api = Arc::new(callbook::HttpCalcom::new(std::time::Duration::from_secs(5)));
+            let config = callbook::AvailabilityConfig { base_url, ..Default::default() };
+            Arc::new(callbook::Availability::new(self.inner.clone(), api, config))
+        });
+        Ok(AsyncTask::new(CheckTask { availability: Arc::clone(availability), request: parsed }))
     }
 
     /// Starts the sync worker on Rust threads:
@@ -189,6 +211,48 @@ impl Task for BookTask {
 
     fn resolve(&mut self, _env: Env, output: Booking) -> napi::Result<Booking> {
         Ok(output)
+    }
+}
+
+pub struct CheckTask {
+    availability: Arc<callbook::Availability>,
+    request: callbook::AvailabilityRequest,
+}
+
+impl Task for CheckTask {
+    type Output = Slots;
+    type JsValue = Slots;
+
+    fn compute(&mut self) -> napi::Result<Slots> {
+        self.availability.check(&self.request).map(Slots::from).map_err(to_js_async)
+    }
+
+    fn resolve(&mut self, _env: Env, output: Slots) -> napi::Result<Slots> {
+        Ok(output)
+    }
+}
+
+/// Free starts on one day (UTC RFC 3339).
+#[napi(object)]
+pub struct Slots {
+    pub service_id: i64,
+    pub date: String,
+    pub time_zone: String,
+    pub slots: Vec<String>,
+    pub cached: bool,
+    pub remembered: bool,
+}
+
+impl From<callbook::Slots> for Slots {
+    fn from(s: callbook::Slots) -> Self {
+        Slots {
+            service_id: s.service_id.0,
+            date: s.date.to_string(),
+            time_zone: s.time_zone,
+            slots: s.slots.iter().map(callbook::format_utc).collect(),
+            cached: s.cached,
+            remembered: s.remembered,
+        }
     }
 }
 

@@ -254,7 +254,8 @@ fn check_availability_offers_times_and_the_booking_keeps_to_them() {
     let requests = fake.stats().requests;
     // A time the caller was not offered: refused with the nearest free ones, nothing written.
     let book = |start: &str| {
-        json!({"name": "book_appointment", "call": call, "args": {"customer_name": "Erika", "start": start}}).to_string()
+        json!({"name": "book_appointment", "call": call, "args": {"customer_name": "Erika", "start": start}})
+            .to_string()
     };
     let (status, reply) = retell(&s, &book("2099-01-08T18:00:00Z"));
     assert_eq!((status, reply["code"].as_str()), (200, Some("slot_unavailable")), "{reply}");
