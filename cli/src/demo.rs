@@ -4,8 +4,8 @@
 //! emails), booked through the core; then a report.
 
 use callbook::{
-    BookingRequest, Callbook, Clock, FakeCalcom, Fault, HttpCalcom, ImportData, ManualClock, NewCall, RunReport,
-    Worker, WorkerConfig,
+    Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, FakeCalcom, Fault,
+    HttpCalcom, ImportData, ManualClock, NewCall, RunReport, Worker, WorkerConfig,
 };
 use chrono::Duration;
 use serde::Serialize;
@@ -68,7 +68,22 @@ pub struct Report {
     pub booking_p50_us: u64,
     pub booking_p99_us: u64,
     pub outbox_jobs_pending: u64,
+    pub availability: AvailabilitySummary,
     pub sync: SyncSummary,
+}
+
+/// Callers compete for the same times: each call checks its day first.
+#[derive(Debug, Default, Serialize)]
+pub struct AvailabilitySummary {
+    pub checks: usize,
+    /// Asked of Cal.com; the rest came from the short cache.
+    pub calcom_requests_for_checks: u64,
+    /// The wished time was taken: the caller took the nearest offered one.
+    pub took_an_alternative: usize,
+    /// Requests to Cal.com while booking (a booking never asks it).
+    pub calcom_requests_during_bookings: u64,
+    /// Appointments Cal.com refused as taken, flagged for review (the goal: 0).
+    pub taken_slot_reviews: u64,
 }
 
 /// The sync half of the demo: the worker against the built-in fake Cal.com.
@@ -101,9 +116,11 @@ impl Report {
              refused           {}\n\
              booking latency   p50 {} µs, p99 {} µs (durable commit included)\n\
              outbox            {} calcom.create jobs written with the bookings\n\
+             availability      {} checks ({} asked of Cal.com, the rest cached); {} callers took an offered\n\
+             \x20                 alternative to a taken time; {} Cal.com requests while booking;\n\
+             \x20                 {} manual reviews for a taken slot after the sync\n\
              \n\
-             sync to the built-in fake Cal.com (3-minute outage at the start, 2 lost answers, 2 refused requests;\n\
-             callers who chose a time already taken get slot_unavailable until availability checks land)\n\
+             sync to the built-in fake Cal.com (3-minute outage at the start, 2 lost answers, 2 refused requests)\n\
              synced            {} ({} adopted after a lost answer, none created twice: {} duplicates)\n\
              retried           {} failed attempts retried with backoff\n\
              deferred          {} by the open circuit breaker, {} by the 120/min rate limit (no attempt used)\n\
@@ -122,6 +139,11 @@ impl Report {
             self.booking_p50_us,
             self.booking_p99_us,
             self.outbox_jobs_pending,
+            self.availability.checks,
+            self.availability.calcom_requests_for_checks,
+            self.availability.took_an_alternative,
+            self.availability.calcom_requests_during_bookings,
+            self.availability.taken_slot_reviews,
             self.sync.synced,
             self.sync.adopted_after_lost_answer,
             self.sync.duplicate_calcom_bookings,
@@ -196,8 +218,16 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         booking_p50_us: 0,
         booking_p99_us: 0,
         outbox_jobs_pending: 0,
+        availability: AvailabilitySummary::default(),
         sync: SyncSummary::default(),
     };
+    let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
+    let fake = FakeCalcom::start(clock.clone()).map_err(io)?;
+    let availability = Availability::new(
+        book.clone(),
+        Arc::new(HttpCalcom::new(std::time::Duration::from_millis(500))),
+        AvailabilityConfig { base_url: fake.url().into(), ..Default::default() },
+    );
     let mut seen_customers = std::collections::HashSet::new();
     for i in 0..calls {
         let anonymous = rng.below(10) < 3;
@@ -230,11 +260,34 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
             // One in ten asks for something that cannot be booked.
             start: None,
         };
-        let request =
+        let mut request =
             if rng.below(10) == 0 { BookingRequest { time: Some("25:00".into()), ..request } } else { request };
+        // The agent checks the day first; the answer is remembered for the call.
+        let asked = fake.stats().requests;
+        let check = AvailabilityRequest {
+            retell_call_id: Some(request.retell_call_id.clone()),
+            service_id: request.service_id,
+            date: request.date.clone().unwrap_or_default(),
+        };
+        if availability.check(&check).is_ok() {
+            report.availability.checks += 1;
+        }
+        report.availability.calcom_requests_for_checks += fake.stats().requests - asked;
+        let asked = fake.stats().requests;
         let started = Instant::now();
-        let outcome = book.book(&request);
+        let mut outcome = book.book(&request);
         latencies.push(started.elapsed().as_micros() as u64);
+        // Taken since the caller chose it: the agent offers the nearest free times; the caller takes the first.
+        if let Err(e @ callbook::Error::SlotUnavailable { .. }) = &outcome {
+            if let Some(first) = e.alternatives().first() {
+                request.date = None;
+                request.time = None;
+                request.start = Some(callbook::format_utc(first));
+                outcome = book.book(&request);
+                report.availability.took_an_alternative += 1;
+            }
+        }
+        report.availability.calcom_requests_during_bookings += fake.stats().requests - asked;
         match outcome {
             Ok(b) => {
                 report.booked += 1;
@@ -264,13 +317,18 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
     report.customers_created = stats.customers_known + stats.customers_anonymous;
     report.email_conflicts_flagged = stats.manual_review;
     report.outbox_jobs_pending = stats.jobs.get("available").copied().unwrap_or(0);
-    report.sync = sync_phase(&book, &clock, report.booked as u64)?;
+    report.sync = sync_phase(&book, &clock, &fake, report.booked as u64)?;
+    report.availability.taken_slot_reviews = report.sync.flagged_by_code.get("slot_unavailable").copied().unwrap_or(0);
     Ok(report)
 }
 
-fn sync_phase(book: &Callbook, clock: &Arc<ManualClock>, total: u64) -> callbook::Result<SyncSummary> {
-    let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
-    let fake = FakeCalcom::start(clock.clone()).map_err(io)?;
+fn sync_phase(
+    book: &Callbook,
+    clock: &Arc<ManualClock>,
+    fake: &FakeCalcom,
+    total: u64,
+) -> callbook::Result<SyncSummary> {
+    let before = fake.stats();
     fake.inject([
         Fault::LoseAnswer(std::time::Duration::from_millis(400)),
         Fault::Status(400, "responses - {email}invalid_email".into()),
@@ -309,8 +367,8 @@ fn sync_phase(book: &Callbook, clock: &Arc<ManualClock>, total: u64) -> callbook
                 m
             },
         ),
-        calcom_requests: fake_stats.requests,
-        calcom_429s: fake_stats.rate_limited,
+        calcom_requests: fake_stats.requests - before.requests,
+        calcom_429s: fake_stats.rate_limited - before.rate_limited,
         duplicate_calcom_bookings: fake_stats.duplicated_keys,
         simulated_seconds: (clock.now() - started).num_seconds(),
         real_ms: real.elapsed().as_millis(),

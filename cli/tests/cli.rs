@@ -155,6 +155,11 @@ fn demo_runs_on_its_own_database() {
     assert_eq!(n("synced") + n("flagged_for_review"), booked, "{sync}");
     assert_eq!((n("duplicate_calcom_bookings"), n("calcom_429s")), (0, 0));
     assert!(n("deferred_by_breaker") > 0 && n("adopted_after_lost_answer") > 0, "{sync}");
+    // Callers competing for times: checked first, none of them a review for a taken slot.
+    let a = &v["availability"];
+    assert_eq!(a["checks"].as_u64(), Some(60), "{a}");
+    assert_eq!((a["calcom_requests_during_bookings"].as_u64(), a["taken_slot_reviews"].as_u64()), (Some(0), Some(0)));
+    assert!(sync["flagged_by_code"].get("slot_unavailable").is_none(), "{sync}");
     assert!(!db.exists(), "the demo never touches --db");
 }
 
