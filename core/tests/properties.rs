@@ -184,6 +184,29 @@ proptest! {
         let _ = resolve_start(&StartSpec::Iso(text.clone()), tz, t0());
         let _ = resolve_start(&StartSpec::DateTime { date: text.clone(), time: text.clone() }, tz, t0());
         let _ = ImportData::from_json(&text);
+        let _ = parse_function_call(text.as_bytes(), None);
+        let _ = parse_calcom_webhook(text.as_bytes());
+        let _ = verify_calcom_signature(text.as_bytes(), &text, "secret");
+        let _ = verify_retell_signature(text.as_bytes(), &text, "key", 0);
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+            let _ = parse_slots(&value);
+        }
+    }
+
+    /// Outside JSON with the right shape but random values: the parsers of
+    /// Retell calls, Cal.com webhooks and slot answers answer, never panic.
+    #[test]
+    fn shaped_outside_json_never_panics(name in ".{0,20}", a in any::<i64>(), text in ".{0,40}", flag in any::<bool>()) {
+        let value = |v: &str| if flag { serde_json::json!(v) } else { serde_json::json!(a) };
+        let call = serde_json::json!({"name": name, "call": {"call_id": value(&text), "to_number": value(&text)},
+            "args": {"customer_name": value(&text), "service_id": value(&text), "date": value(&text), "start": value(&text)}});
+        if let Ok(parsed) = parse_function_call(call.to_string().as_bytes(), None) {
+            let _ = booking_request_from_args(&parsed.call_id, &parsed.args);
+        }
+        let hook = serde_json::json!({"triggerEvent": value(&name), "payload": {"uid": value(&text),
+            "rescheduleUid": value(&text), "bookingId": value(&text), "startTime": value(&text), "endTime": value(&text)}});
+        let _ = parse_calcom_webhook(hook.to_string().as_bytes());
+        let _ = parse_slots(&serde_json::json!({"data": {name.clone(): [value(&text), {"start": value(&text)}]}}));
     }
 
     /// Random bookings across two companies: nothing ever links across
