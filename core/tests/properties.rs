@@ -223,7 +223,12 @@ proptest! {
             let mut r = request(calls[call], "Sam", &format_utc(&(t0() + Duration::hours(slot))));
             r.customer_email = emails[email].map(str::to_string);
             r.service_id = Some(if company_two { 2 } else { [1, 3, 1, 3][service] });
-            let b = e.book.book(&r).expect("books");
+            let b = match e.book.book(&r) {
+                Ok(b) => b,
+                // Service 3 takes 2 appointments per start: a third is refused, and only there.
+                Err(err) if err.code() == "slot_unavailable" && r.service_id == Some(3) => continue,
+                Err(err) => panic!("books: {err:?}"),
+            };
             results.push((calls[call], b));
         }
         let mut known: HashMap<(CompanyId, String), CustomerId> = HashMap::new();
