@@ -130,6 +130,7 @@ pub(crate) fn book_in(
     let call = tx.call(&call_id)?.ok_or_else(|| Error::CallNotFound(call_id.0.clone()))?;
     let company_id = call.company_id.ok_or_else(|| Error::CallMissingCompany(call_id.0.clone()))?;
     let branch_id = call.branch_id.ok_or_else(|| Error::CallMissingBranch(call_id.0.clone()))?;
+    tx.lock_company(company_id)?;
     let branch = tx.branch(branch_id)?.ok_or(Error::BranchNotFound(branch_id.0))?;
     if branch.company_id != company_id {
         return Err(Error::BranchNotInCompany { branch: branch_id.0, company: company_id.0 });

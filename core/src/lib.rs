@@ -89,6 +89,8 @@ pub use queue::{
 pub use retell::{sign_retell, verify_retell_signature, MAX_SKEW_MS};
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use store::ServerStore;
 pub use store::{read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 #[cfg(feature = "sqlite")]
 pub use store::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};

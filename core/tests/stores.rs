@@ -26,6 +26,28 @@ mod sqlite {
     conformance_suite!(make);
 }
 
+#[cfg(feature = "postgres")]
+mod postgres {
+    use callbook::Store;
+    use std::sync::Arc;
+
+    fn make() -> Arc<dyn Store> {
+        Arc::new(crate::conformance::server::TempServerStore::new("postgres"))
+    }
+    conformance_suite!(make);
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use callbook::Store;
+    use std::sync::Arc;
+
+    fn make() -> Arc<dyn Store> {
+        Arc::new(crate::conformance::server::TempServerStore::new("mysql"))
+    }
+    conformance_suite!(make);
+}
+
 /// Group commit on SQLite: many threads booking at once share transactions,
 /// and the rules hold inside a batch.
 mod group_commit {

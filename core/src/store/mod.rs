@@ -3,12 +3,20 @@
 //! Every query that reads customers or appointments is scoped by company.
 
 mod memory;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod time;
 
 pub use memory::MemoryStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use server::ServerStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 
@@ -111,6 +119,13 @@ pub struct Counts {
 
 /// The operations core needs, inside one transaction.
 pub trait Tx {
+    /// Holds the company's lock until the transaction ends: bookings of one
+    /// company run one at a time, so "one customer per known phone" and
+    /// capacities hold across processes. A no-op where one writer already
+    /// serialises every write (SQLite, memory).
+    fn lock_company(&mut self, _company: CompanyId) -> Result<()> {
+        Ok(())
+    }
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>>;
     fn branch(&mut self, id: BranchId) -> Result<Option<Branch>>;
     /// The branch whose `phone_number` is this E.164 number.

@@ -748,3 +748,89 @@ macro_rules! conformance_suite {
         )*
     };
 }
+
+/// A fresh database on a server for one test, dropped when the store is.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod server {
+    use callbook::{ServerStore, Store, Tx, WriteFn};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub fn postgres_admin() -> String {
+        std::env::var("CALLBOOK_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+    pub fn mysql_admin() -> String {
+        std::env::var("CALLBOOK_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    }
+
+    /// A database name unique to this process and call.
+    pub fn fresh_name(prefix: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!("cb_{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn run(command: &str, args: &[&str]) {
+        let out = std::process::Command::new(command).args(args).output().unwrap_or_else(|e| panic!("{command}: {e}"));
+        assert!(out.status.success(), "{command} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Creates the database with the servers' own clients; returns its URL.
+    pub fn create(kind: &str, name: &str) -> String {
+        match kind {
+            "postgres" => {
+                run("psql", &[&postgres_admin(), "-qc", &format!("CREATE DATABASE {name}")]);
+                format!("{}/{name}", postgres_admin().rsplit_once('/').map_or("", |(base, _)| base))
+            }
+            _ => {
+                run("mariadb", &["-h", "127.0.0.1", "-u", "root", "-e", &format!("CREATE DATABASE {name}")]);
+                format!("{}/{name}", mysql_admin().trim_end_matches('/'))
+            }
+        }
+    }
+
+    pub fn drop_database(kind: &str, name: &str) {
+        let _ = match kind {
+            "postgres" => std::process::Command::new("psql")
+                .args([&postgres_admin(), "-qc", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+                .output(),
+            _ => std::process::Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {name}")])
+                .output(),
+        };
+    }
+
+    /// A store on its own fresh database; the database goes with it.
+    pub struct TempServerStore {
+        inner: Option<ServerStore>,
+        kind: &'static str,
+        name: String,
+    }
+
+    impl TempServerStore {
+        pub fn new(kind: &'static str) -> Self {
+            let name = fresh_name(kind);
+            let url = create(kind, &name);
+            let inner = match kind {
+                "postgres" => ServerStore::postgres(&url),
+                _ => ServerStore::mysql(&url),
+            }
+            .unwrap_or_else(|e| panic!("{kind} store opens: {e}"));
+            TempServerStore { inner: Some(inner), kind, name }
+        }
+    }
+
+    impl Store for TempServerStore {
+        fn write(&self, work: WriteFn) -> callbook::Result<()> {
+            self.inner.as_ref().expect("open").write(work)
+        }
+        fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> callbook::Result<()>) -> callbook::Result<()> {
+            self.inner.as_ref().expect("open").read(work)
+        }
+    }
+
+    impl Drop for TempServerStore {
+        fn drop(&mut self) {
+            self.inner = None; // closes the connections first
+            drop_database(self.kind, &self.name);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The PostgreSQL driver behind [`super::server`]: `?` placeholders become
+//! `$n`, values cross as [`Val`].
+
+use super::server::{Conn, Connector, Dialect, ServerStore, Val};
+use crate::{Error, Result};
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::{Client, NoTls};
+
+fn storage(e: postgres::Error) -> Error {
+    // The server's message and SQLSTATE; never the DETAIL, which can quote values.
+    match e.as_db_error() {
+        Some(db) => Error::Storage(format!("postgres {}: {}", db.code().code(), db.message())),
+        None => Error::Storage(format!("postgres: {e}")),
+    }
+}
+
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Val::Null => Ok(IsNull::Yes),
+            Val::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Val::Int(i) if *ty == Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+            Val::Int(i) if *ty == Type::TEXT || *ty == Type::VARCHAR => i.to_string().to_sql(ty, out),
+            Val::Int(i) => i.to_sql(ty, out),
+            Val::Text(s) => s.to_sql(ty, out),
+            Val::Bool(b) if *ty == Type::BOOL => b.to_sql(ty, out),
+            Val::Bool(b) => i64::from(*b).to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+/// `?` → `$1`, `$2`, … (callbook's SQL has no `?` inside literals).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+struct PgConn(Client);
+
+impl PgConn {
+    fn params(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+        params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+impl Conn for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+        let rows = self.0.query(&numbered(sql), &Self::params(params)).map_err(storage)?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let ty = row.columns()[i].type_().clone();
+                        let value = if ty == Type::INT8 {
+                            row.try_get::<_, Option<i64>>(i).map(|v| v.map_or(Val::Null, Val::Int))
+                        } else if ty == Type::INT4 {
+                            row.try_get::<_, Option<i32>>(i).map(|v| v.map_or(Val::Null, |v| Val::Int(v.into())))
+                        } else if ty == Type::BOOL {
+                            row.try_get::<_, Option<bool>>(i).map(|v| v.map_or(Val::Null, Val::Bool))
+                        } else {
+                            row.try_get::<_, Option<String>>(i).map(|v| v.map_or(Val::Null, Val::Text))
+                        };
+                        value.map_err(storage)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        self.0.execute(&numbered(sql), &Self::params(params)).map_err(storage)
+    }
+    fn insert(&mut self, sql: &str, params: &[Val]) -> Result<i64> {
+        let row =
+            self.0.query_one(&numbered(&format!("{sql} RETURNING id")), &Self::params(params)).map_err(storage)?;
+        row.try_get(0).map_err(storage)
+    }
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.0.batch_execute(sql).map_err(storage)
+    }
+}
+
+struct PgConnector(postgres::Config);
+
+impl Connector for PgConnector {
+    fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(PgConn(self.0.connect(NoTls).map_err(storage)?)))
+    }
+}
+
+impl ServerStore {
+    /// Opens (creating the tables once) the PostgreSQL database at `url`
+    /// (`postgres://user@host:5432/db`).
+    pub fn postgres(url: &str) -> Result<Self> {
+        let config: postgres::Config =
+            url.parse().map_err(|_| Error::Storage("not a PostgreSQL URL (postgres://user@host/db)".into()))?;
+        ServerStore::open(Box::new(PgConnector(config)), "postgres", include_str!("schema_postgres.sql"))
+    }
+}
