@@ -43,7 +43,8 @@ pub struct JsCallbook {
 
 #[napi]
 impl JsCallbook {
-    /// Opens (creating and migrating) the SQLite database at `dbPath`.
+    /// Opens (creating and migrating) the SQLite database at `dbPath`, or the
+    /// server database a `postgres://` or `mysql://` URL names.
     /// Options: `{ synchronous: "full" | "normal" }` (default full: durable).
     #[napi(constructor)]
     pub fn new(db_path: String, options: Option<Value>) -> Result<Self, Code> {
@@ -52,9 +53,9 @@ impl JsCallbook {
             synchronous: if normal { callbook::Synchronous::Normal } else { callbook::Synchronous::Full },
             ..Default::default()
         };
-        let store = callbook::SqliteStore::open_with(db_path, sqlite).map_err(to_js)?;
+        let store = callbook::open_store(&db_path, sqlite).map_err(to_js)?;
         Ok(JsCallbook {
-            inner: callbook::Callbook::new(Arc::new(store)),
+            inner: callbook::Callbook::new(store),
             listeners: Arc::default(),
             worker: Arc::default(),
             availability: Mutex::default(),

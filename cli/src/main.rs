@@ -224,9 +224,12 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
 fn run(cli: Cli) -> Result<(Value, String), Failure> {
     match cli.command {
         Command::Init => {
-            let store = callbook::SqliteStore::open(&cli.db)?;
-            let version = store.schema_version()?;
-            let path = cli.db.display().to_string();
+            let target = cli.db.display().to_string();
+            let (version, path) = if callbook::is_server_url(&target) {
+                (server_schema_version(&target)?, redacted(&target))
+            } else {
+                (callbook::SqliteStore::open(&cli.db)?.schema_version()?, target)
+            };
             Ok((
                 json!({"database": path, "schema_version": version}),
                 format!("database {path} ready (schema {version})"),
@@ -364,11 +367,31 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
     }
 }
 
+/// A server URL without its user and password.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+        _ => url.to_string(),
+    }
+}
+
+/// Opens (and so migrates) a server database and reads its schema version.
+fn server_schema_version(url: &str) -> Result<i64, Failure> {
+    let store = if url.starts_with("postgres") {
+        callbook::ServerStore::postgres(url)?
+    } else {
+        callbook::ServerStore::mysql(&url.replacen("mariadb://", "mysql://", 1))?
+    };
+    Ok(store.schema_version()?)
+}
+
 /// The database named by `--db`, with `--synchronous`.
 fn open(db: &std::path::Path, synchronous: &str) -> Result<Callbook, Failure> {
     let synchronous = if synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
     let options = callbook::SqliteOptions { synchronous, ..Default::default() };
-    Ok(Callbook::new(std::sync::Arc::new(callbook::SqliteStore::open_with(db, options)?)))
+    let target =
+        db.to_str().ok_or_else(|| Failure { code: "usage".into(), message: "--db is not UTF-8".into(), exit: 2 })?;
+    Ok(Callbook::new(callbook::open_store(target, options)?))
 }
 
 fn review_line(a: &callbook::Appointment) -> String {

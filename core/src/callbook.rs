@@ -47,10 +47,14 @@ impl Callbook {
         Callbook { store, clock: Arc::new(SystemClock), config: Arc::new(Config::default()) }
     }
 
-    /// Opens (creating and migrating) a SQLite database file, durable by default.
+    /// Opens (creating and migrating) a SQLite database file, durable by
+    /// default; or, given a `postgres://` or `mysql://` URL, that database.
     #[cfg(feature = "sqlite")]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        Ok(Self::new(Arc::new(crate::store::SqliteStore::open(path)?)))
+        match path.as_ref().to_str() {
+            Some(target) => Ok(Self::new(crate::store::open_store(target, Default::default())?)),
+            None => Ok(Self::new(Arc::new(crate::store::SqliteStore::open(path)?))),
+        }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -91,9 +91,11 @@ pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec
 pub use stats::Stats;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use store::ServerStore;
-pub use store::{read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+pub use store::{
+    is_server_url, read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn,
+};
 #[cfg(feature = "sqlite")]
-pub use store::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
+pub use store::{open_store, Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -43,6 +43,33 @@ pub trait Store: Send + Sync {
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
 }
 
+/// Is `target` a database server URL rather than a SQLite file path?
+pub fn is_server_url(target: &str) -> bool {
+    ["postgres://", "postgresql://", "mysql://", "mariadb://"].iter().any(|p| target.starts_with(p))
+}
+
+/// Opens the store `target` names: a `postgres://` or `mysql://` URL (with
+/// the features `postgres`, `mysql`), else a SQLite file with `sqlite`.
+#[cfg(feature = "sqlite")]
+pub fn open_store(target: &str, sqlite: SqliteOptions) -> Result<Arc<dyn Store>> {
+    let missing =
+        |feature: &str| Error::Storage(format!("this build has no {feature} support (cargo feature `{feature}`)"));
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(ServerStore::postgres(target)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(missing("postgres"));
+    }
+    if target.starts_with("mysql://") || target.starts_with("mariadb://") {
+        #[cfg(feature = "mysql")]
+        return Ok(Arc::new(ServerStore::mysql(&target.replacen("mariadb://", "mysql://", 1))?));
+        #[cfg(not(feature = "mysql"))]
+        return Err(missing("mysql"));
+    }
+    let _ = missing;
+    Ok(Arc::new(SqliteStore::open_with(target, sqlite)?))
+}
+
 /// Runs `f` in one write transaction and hands back its result.
 pub fn write<R: Send + 'static>(
     store: &dyn Store,

@@ -926,6 +926,14 @@ impl ServerStore {
         Ok(())
     }
 
+    /// The schema version recorded in `callbook_schema`.
+    pub fn schema_version(&self) -> Result<i64> {
+        let mut conn = self.take()?;
+        let rows = conn.query("SELECT MAX(version) FROM callbook_schema", &[])?;
+        self.give_back(conn);
+        Ok(rows.into_iter().next().map(Row).map(|r| r.opt_int(0)).transpose()?.flatten().unwrap_or(0))
+    }
+
     fn take(&self) -> Result<Box<dyn Conn>> {
         match self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             Some(conn) => Ok(conn),
