@@ -48,7 +48,8 @@ export declare function verifyRetellSignature(body: string | Buffer, header: str
 export type JsCallbook = Callbook
 export declare class Callbook {
   /**
-   * Opens (creating and migrating) the SQLite database at `dbPath`.
+   * Opens (creating and migrating) the SQLite database at `dbPath`, or the
+   * server database a `postgres://` or `mysql://` URL names.
    * Options: `{ synchronous: "full" | "normal" }` (default full: durable).
    */
   constructor(dbPath: string, options?: any | undefined | null)

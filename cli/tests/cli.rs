@@ -237,3 +237,47 @@ fn stats_show_the_breaker_after_a_failure() {
     assert!(breaker["key"].as_str().is_some_and(|k| k.starts_with(fake.url()) && !k.contains("supersecret")));
     assert_eq!(stats["appointments"]["failed"], 1);
 }
+
+/// `--db` takes server URLs: the same commands on PostgreSQL and MariaDB.
+#[test]
+fn db_urls_for_postgres_and_mariadb() {
+    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("directory.json");
+    std::fs::write(&file, DIRECTORY).expect("writes");
+    let name = format!("cb_cli_{}", std::process::id());
+    for (kind, admin, url, start) in [
+        ("postgres", "psql", format!("postgres://postgres@127.0.0.1:5432/{name}"), "2099-01-08T13:00:00Z"),
+        ("mysql", "mariadb", format!("mysql://root@127.0.0.1:3306/{name}"), "2099-01-09T13:00:00Z"),
+    ] {
+        let sql = |statement: &str| {
+            let out = match admin {
+                "psql" => Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-qc", statement]).output(),
+                _ => Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-e", statement]).output(),
+            };
+            assert!(out.expect("runs").status.success(), "{statement}");
+        };
+        sql(&format!("CREATE DATABASE {name}"));
+        let db = Path::new(&url);
+        let (v, code) = callbook(db, &["init"]);
+        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(1)), "{kind}: {v}");
+        assert_eq!(
+            v["database"],
+            format!("{kind}://127.0.0.1:{}/{name}", if kind == "postgres" { 5432 } else { 3306 })
+        );
+        let (v, code) = callbook(db, &["import", file.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "{kind}: {v}");
+        let (v, code) =
+            callbook(db, &["book", "--call", "call_known", "--name", "Max", "--service", "1", "--start", start]);
+        assert_eq!((code, v["status"].as_str()), (0, Some("confirmed")), "{kind}: {v}");
+        let (v, code) = callbook(db, &["sync", "--once", "--calcom-url", fake.url()]);
+        assert_eq!((code, v["synced"].as_u64()), (0, Some(1)), "{kind}: {v}");
+        let (v, _) = callbook(db, &["stats"]);
+        assert_eq!(
+            (v["appointments"]["synced"].as_u64(), v["customers_known"].as_u64()),
+            (Some(1), Some(1)),
+            "{kind}: {v}"
+        );
+        sql(&format!("DROP DATABASE {name}"));
+    }
+}
