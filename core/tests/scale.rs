@@ -140,7 +140,7 @@ fn worker(url: &str, name: &str, lease_offset: i64) -> ! {
 
 fn spawn(test: &str, role: &str, read_output: bool) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env(ROLE, role)
         .stdout(if read_output { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::inherit())
@@ -250,18 +250,24 @@ fn scale_out(kind: &'static str, test: &str) {
     );
 }
 
+// Minutes in a debug build: `cargo test` skips them; tests/run runs them in
+// release with `--ignored --test-threads=1`.
+
 /// The same processes on one SQLite file, for comparison in the same run.
 #[test]
+#[ignore = "run by tests/run in release: cargo test --release --test scale -- --ignored"]
 fn scale_out_on_sqlite() {
     scale_out("sqlite", "scale_out_on_sqlite");
 }
 
 #[test]
+#[ignore = "run by tests/run in release: cargo test --release --test scale -- --ignored"]
 fn scale_out_on_postgres() {
     scale_out("postgres", "scale_out_on_postgres");
 }
 
 #[test]
+#[ignore = "run by tests/run in release: cargo test --release --test scale -- --ignored"]
 fn scale_out_on_mariadb() {
     scale_out("mysql", "scale_out_on_mariadb");
 }
