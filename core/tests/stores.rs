@@ -35,6 +35,11 @@ mod postgres {
         Arc::new(crate::conformance::server::TempServerStore::new("postgres"))
     }
     conformance_suite!(make);
+
+    #[test]
+    fn a_claim_in_progress_is_skipped_not_waited_for() {
+        crate::claims_skip_each_other(make());
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -46,6 +51,44 @@ mod mysql {
         Arc::new(crate::conformance::server::TempServerStore::new("mysql"))
     }
     conformance_suite!(make);
+
+    #[test]
+    fn a_claim_in_progress_is_skipped_not_waited_for() {
+        crate::claims_skip_each_other(make());
+    }
+}
+
+/// Servers only (SQLite has one writer): while one worker's claim
+/// transaction is still open, another claims the next jobs at once, none
+/// twice. (On MySQL a claim that sorted instead of walking an index locked
+/// every due row, and the second worker got nothing.)
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn claims_skip_each_other(store: std::sync::Arc<dyn callbook::Store>) {
+    use callbook::*;
+    let clock = std::sync::Arc::new(ManualClock::new(conformance::t0()));
+    let book = Callbook::new(store.clone()).with_clock(clock.clone());
+    book.import(&ImportData::from_json(conformance::FIXTURE).expect("parses")).expect("imports");
+    for i in 0..40 {
+        let start = format_utc(&(conformance::t0() + chrono::Duration::hours(24 + i)));
+        book.book(&conformance::request("call_anon", "Ann", &start)).expect("books");
+    }
+    let (claimed_tx, claimed_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let now = clock.now();
+    let first = std::thread::spawn(move || {
+        callbook::write(&*store, move |tx| {
+            let jobs = tx.claim_jobs(now, 16, "a", now + chrono::Duration::minutes(5))?;
+            claimed_tx.send(jobs.iter().map(|j| j.id).collect::<Vec<_>>()).expect("sends");
+            release_rx.recv().expect("released"); // the transaction stays open until then
+            Ok(())
+        })
+    });
+    let a = claimed_rx.recv().expect("a claimed");
+    let b: Vec<JobId> = book.claim_jobs("b", 16).expect("b claims").iter().map(|j| j.id).collect();
+    release_tx.send(()).expect("releases");
+    first.join().expect("joins").expect("a commits");
+    assert_eq!((a.len(), b.len()), (16, 16), "both got a full batch");
+    assert!(a.iter().all(|id| !b.contains(id)), "no job twice");
 }
 
 /// Group commit on SQLite: many threads booking at once share transactions,

@@ -658,14 +658,26 @@ impl Tx for ServerTx<'_> {
     ) -> Result<Vec<Job>> {
         // Rows another worker is claiming right now are skipped, not waited for.
         let now_text = to_db(now);
-        let ids: Vec<i64> = self.all(
-            "SELECT id FROM sync_jobs WHERE attempt < max_attempts AND (
-                 (state IN ('available', 'retryable') AND run_at <= ?)
-                 OR (state = 'running' AND locked_until <= ?))
-             ORDER BY run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
-            &[(&now_text).into(), (&now_text).into(), limit.into()],
-            |r| r.int(0),
-        )?;
+        let ids: Vec<i64> = match self.conn.dialect() {
+            // PostgreSQL locks only the rows the LIMIT lets through.
+            Dialect::Postgres => self.all(
+                "SELECT id FROM sync_jobs WHERE attempt < max_attempts AND (
+                     (state IN ('available', 'retryable') AND run_at <= ?)
+                     OR (state = 'running' AND locked_until <= ?))
+                 ORDER BY run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                &[(&now_text).into(), (&now_text).into(), limit.into()],
+                |r| r.int(0),
+            )?,
+            // InnoDB locks what it reads: walk the `due_at` index in order so
+            // it reads (and locks) only about `limit` rows.
+            Dialect::Mysql => self.all(
+                "SELECT id FROM sync_jobs FORCE INDEX (sync_jobs_due_at)
+                 WHERE due_at <= ? AND attempt < max_attempts
+                 ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                &[(&now_text).into(), limit.into()],
+                |r| r.int(0),
+            )?,
+        };
         if ids.is_empty() {
             return Ok(Vec::new());
         }
