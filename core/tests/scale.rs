@@ -44,23 +44,40 @@ fn directory(calcom: &str) -> String {
 /// A booking process: `n` bookings, every one its own call; callers 0..50
 /// are regulars whose numbers every process sees (one customer each, however
 /// many processes book them at once), every third call is anonymous.
+/// Several processes writing one SQLite file can be told "database is
+/// locked" under heavy contention (SQLite's busy wait is not fair); a client
+/// retries (bookings are idempotent). The servers never needed it here.
+fn retrying<T>(retries: &mut u32, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    loop {
+        match f() {
+            Err(Error::Storage(m)) if m.contains("database is locked") && *retries < 1000 => *retries += 1,
+            other => return other,
+        }
+    }
+}
+
 fn booker(url: &str, index: usize, n: usize) -> ! {
-    let book = Callbook::open(url).expect("opens");
+    let mut retries = 0;
+    let book = retrying(&mut retries, || Callbook::open(url)).expect("opens");
     let day0 = chrono::Utc::now() + Duration::days(30);
     for i in 0..n {
         let global = index * n + i;
         let from = if global % 3 == 0 { "anonymous".to_string() } else { format!("+4915100000{:02}", global % 50) };
         let call = format!("call_scale_{global}");
-        book.register_call(&NewCall {
+        let new = NewCall {
             retell_call_id: CallId(call.clone()),
             company_id: Some(CompanyId(1)),
             branch_id: Some(BranchId(1)),
             from_number: Some(from),
             ..Default::default()
-        })
-        .expect("registers");
+        };
+        retrying(&mut retries, || book.register_call(&new)).expect("registers");
         let start = format_utc(&(day0 + Duration::minutes(15 * global as i64)));
-        book.book(&conformance::request(&call, "Scale Caller", &start)).expect("books");
+        let request = conformance::request(&call, "Scale Caller", &start);
+        retrying(&mut retries, || book.book(&request)).expect("books");
+    }
+    if retries > 0 {
+        eprintln!("booker {index}: {retries} retries after \"database is locked\"");
     }
     println!("booked {n}");
     std::process::exit(0)
@@ -108,8 +125,11 @@ impl CalcomApi for HangsAfter {
 fn worker(url: &str, name: &str, lease_offset: i64) -> ! {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now() + Duration::seconds(lease_offset)));
     let policy = Policy { lease: Duration::seconds(20), ..Policy::default() };
-    let book =
-        Callbook::open(url).expect("opens").with_clock(clock).with_config(Config { policy, ..Config::default() });
+    let mut retries = 0;
+    let book = retrying(&mut retries, || Callbook::open(url))
+        .expect("opens")
+        .with_clock(clock)
+        .with_config(Config { policy, ..Config::default() });
     let http = HttpCalcom::new(std::time::Duration::from_secs(10));
     let api: Arc<dyn CalcomApi> = if name == "victim" {
         Arc::new(HangsAfter(http, std::sync::atomic::AtomicUsize::new(0), 50))
@@ -123,17 +143,15 @@ fn worker(url: &str, name: &str, lease_offset: i64) -> ! {
         batch: 16,
         ..WorkerConfig::default()
     };
-    let report = Worker::new(book, api, config)
-        .on_event(|e| {
-            if matches!(e.outcome, SyncOutcome::Synced { .. }) {
-                println!("synced {}", e.appointment_id);
-            }
-        })
-        .run_once()
-        .unwrap_or_else(|e| {
-            eprintln!("WORKER {name} STOPPED: {e}");
-            std::process::exit(3)
-        });
+    let worker = Worker::new(book, api, config).on_event(|e| {
+        if matches!(e.outcome, SyncOutcome::Synced { .. }) {
+            println!("synced {}", e.appointment_id);
+        }
+    });
+    let report = retrying(&mut retries, || worker.run_once()).unwrap_or_else(|e| {
+        eprintln!("worker {name} stopped: {e}");
+        std::process::exit(3)
+    });
     println!("done {}", report.synced);
     std::process::exit(0)
 }

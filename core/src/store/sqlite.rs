@@ -242,12 +242,24 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"))?;
+    // Switching to WAL needs a lock; a file already in WAL (the usual case,
+    // and what other processes hold open) needs no switch.
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.execute_batch("PRAGMA journal_mode=WAL")?;
+    }
+    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // Up to date (every open but the first): no write lock, so processes
+    // opening while others book do not queue behind them.
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
