@@ -226,7 +226,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
         Command::Init => {
             let target = cli.db.display().to_string();
             let (version, path) = if callbook::is_server_url(&target) {
-                (server_schema_version(&target)?, redacted(&target))
+                (callbook::ServerStore::open_url(&target)?.schema_version()?, redacted(&target))
             } else {
                 (callbook::SqliteStore::open(&cli.db)?.schema_version()?, target)
             };
@@ -373,16 +373,6 @@ fn redacted(url: &str) -> String {
         (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
         _ => url.to_string(),
     }
-}
-
-/// Opens (and so migrates) a server database and reads its schema version.
-fn server_schema_version(url: &str) -> Result<i64, Failure> {
-    let store = if url.starts_with("postgres") {
-        callbook::ServerStore::postgres(url)?
-    } else {
-        callbook::ServerStore::mysql(&url.replacen("mariadb://", "mysql://", 1))?
-    };
-    Ok(store.schema_version()?)
 }
 
 /// The database named by `--db`, with `--synchronous`.

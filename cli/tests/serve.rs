@@ -126,6 +126,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn the_retell_endpoint_books_refuses_and_rejects_over_http() {
     let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake");
+    // One 503 first: the worker retries, and the breaker it touched shows in /metrics.
+    fake.inject([Fault::Status(503, "Service Unavailable".into())]);
     let s = serve(fake.url(), 1);
     let (status, body) = retell(&s, &booking_body("call_http_1", "+49 151 2345678", "2099-01-08T13:00:00Z"));
     assert_eq!(status, 200, "{body}");
@@ -172,6 +174,9 @@ fn the_retell_endpoint_books_refuses_and_rejects_over_http() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+    let breaker = format!("callbook_breaker_state{{endpoint=\"{}|", fake.url());
+    assert!(metrics.lines().any(|l| l.starts_with(&breaker) && l.ends_with("} 0")), "a closed breaker in\n{metrics}");
+    assert!(metrics.contains("callbook_sync_jobs_total{outcome=\"retrying\",code=\"503\"} 1"), "{metrics}");
     let (status, _) = get(&format!("{}/nope", s.url));
     assert_eq!(status, 404);
 }

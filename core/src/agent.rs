@@ -411,17 +411,7 @@ impl Agent {
                     booking: None,
                 }
             }
-            Err(error) => {
-                let tz = branch.as_ref().map_or("Europe/Berlin", |b| b.timezone.as_str());
-                let status = match error.kind() {
-                    ErrorKind::Input => 400,
-                    _ if matches!(error, Error::CalcomUnavailable(_)) => 200,
-                    ErrorKind::Rejected => 200,
-                    _ => 500,
-                };
-                let message = if status == 500 { "internal error".into() } else { speak_refusal(language, tz, &error) };
-                AgentReply::refused(status, &error, message)
-            }
+            Err(error) => refusal(&error, branch.as_ref()),
         }
     }
 
@@ -452,19 +442,7 @@ impl Agent {
                     booking: Some(booking),
                 }
             }
-            Err(error) => {
-                let status = match error.kind() {
-                    ErrorKind::Input => 400,
-                    ErrorKind::Rejected => 200,
-                    _ => 500,
-                };
-                let branch = self.branch_for(call);
-                let language = Language::of(branch.as_ref());
-                let tz = branch.as_ref().map_or("Europe/Berlin", |b| b.timezone.as_str());
-                let message =
-                    if status == 500 { "internal error".to_string() } else { speak_refusal(language, tz, &error) };
-                AgentReply::refused(status, &error, message)
-            }
+            Err(error) => refusal(&error, self.branch_for(call).as_ref()),
         }
     }
 
@@ -496,6 +474,22 @@ impl Agent {
         .ok()
         .flatten()
     }
+}
+
+/// The answer to a failed function call: input errors 400; a rule's
+/// refusal, or Cal.com unreachable during a check, 200 with a sentence in the
+/// branch's language; anything else 500 without details.
+fn refusal(error: &Error, branch: Option<&Branch>) -> AgentReply {
+    let status = match error.kind() {
+        ErrorKind::Input => 400,
+        _ if matches!(error, Error::CalcomUnavailable(_)) => 200,
+        ErrorKind::Rejected => 200,
+        _ => 500,
+    };
+    let tz = branch.map_or("Europe/Berlin", |b| b.timezone.as_str());
+    let message =
+        if status == 500 { "internal error".to_string() } else { speak_refusal(Language::of(branch), tz, error) };
+    AgentReply::refused(status, error, message)
 }
 
 fn branch_of(tx: &mut dyn Tx, call: &CallId) -> Result<Option<Branch>> {

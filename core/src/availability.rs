@@ -209,28 +209,15 @@ impl Availability {
                 Some(id) => Some(tx.call(&CallId(id.to_string()))?.ok_or_else(|| Error::CallNotFound(id.to_string()))?),
                 None => None,
             };
-            let service = match (request.service_id, &call) {
-                (Some(id), _) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?,
-                (None, Some(call)) => {
-                    let company =
-                        call.company_id.ok_or_else(|| Error::CallMissingCompany(call.retell_call_id.0.clone()))?;
-                    let mut services = tx.services_of(company)?;
-                    if services.len() != 1 {
-                        return Err(Error::ServiceRequired);
-                    }
-                    services.remove(0)
-                }
-                (None, None) => return Err(Error::ServiceRequired),
-            };
-            let company_id = match &call {
-                Some(call) => {
+            // With a call, its company decides; without one, the named service's.
+            let company_id = match (&call, request.service_id) {
+                (Some(call), _) => {
                     call.company_id.ok_or_else(|| Error::CallMissingCompany(call.retell_call_id.0.clone()))?
                 }
-                None => service.company_id,
+                (None, Some(id)) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?.company_id,
+                (None, None) => return Err(Error::ServiceRequired),
             };
-            if service.company_id != company_id {
-                return Err(Error::ServiceNotInCompany { service: service.id.0, company: company_id.0 });
-            }
+            let service = crate::booking::service_for(tx, company_id, request.service_id)?;
             // The call's branch; without a call, the company's first branch.
             let branch = match &call {
                 Some(call) => {
@@ -243,7 +230,7 @@ impl Availability {
             Ok(Context {
                 call: call.map(|c| c.id),
                 company,
-                service: service.clone(),
+                service,
                 time_zone: branch.map_or_else(crate::company::default_timezone, |b| b.timezone),
             })
         })

@@ -114,6 +114,29 @@ pub fn idempotency_key(company: CompanyId, call: CallDbId, service: ServiceId, s
     format!("cb-{company}-{call}-{service}-{}", starts_at.timestamp())
 }
 
+/// The service a call books: the one named (it must belong to the company),
+/// or the company's only service; else `service_required`.
+pub(crate) fn service_for(
+    tx: &mut dyn Tx,
+    company: CompanyId,
+    service_id: Option<i64>,
+) -> Result<crate::company::Service> {
+    let service = match service_id {
+        Some(id) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?,
+        None => {
+            let mut services = tx.services_of(company)?;
+            if services.len() != 1 {
+                return Err(Error::ServiceRequired);
+            }
+            services.remove(0)
+        }
+    };
+    if service.company_id != company {
+        return Err(Error::ServiceNotInCompany { service: service.id.0, company: company.0 });
+    }
+    Ok(service)
+}
+
 /// Books inside the caller's transaction. Any error leaves the transaction
 /// to be rolled back by the store: nothing of a failed booking is written.
 pub(crate) fn book_in(
@@ -135,19 +158,7 @@ pub(crate) fn book_in(
     if branch.company_id != company_id {
         return Err(Error::BranchNotInCompany { branch: branch_id.0, company: company_id.0 });
     }
-    let service = match request.service_id {
-        Some(id) => tx.service(ServiceId(id))?.ok_or(Error::ServiceNotFound(id))?,
-        None => {
-            let mut services = tx.services_of(company_id)?;
-            if services.len() != 1 {
-                return Err(Error::ServiceRequired);
-            }
-            services.remove(0)
-        }
-    };
-    if service.company_id != company_id {
-        return Err(Error::ServiceNotInCompany { service: service.id.0, company: company_id.0 });
-    }
+    let service = service_for(tx, company_id, request.service_id)?;
     let tz = parse_timezone(&branch.timezone)?;
     let spec = request.start_spec().ok_or_else(|| Error::invalid("start", "start_required", "give a start"))?;
     let starts_at = resolve_start(&spec, tz, now)?;

@@ -52,21 +52,12 @@ pub fn is_server_url(target: &str) -> bool {
 /// the features `postgres`, `mysql`), else a SQLite file with `sqlite`.
 #[cfg(feature = "sqlite")]
 pub fn open_store(target: &str, sqlite: SqliteOptions) -> Result<Arc<dyn Store>> {
-    let missing =
-        |feature: &str| Error::Storage(format!("this build has no {feature} support (cargo feature `{feature}`)"));
-    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-        #[cfg(feature = "postgres")]
-        return Ok(Arc::new(ServerStore::postgres(target)?));
-        #[cfg(not(feature = "postgres"))]
-        return Err(missing("postgres"));
+    if is_server_url(target) {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        return Ok(Arc::new(ServerStore::open_url(target)?));
+        #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+        return Err(Error::Storage("this build has no database server support (features postgres, mysql)".into()));
     }
-    if target.starts_with("mysql://") || target.starts_with("mariadb://") {
-        #[cfg(feature = "mysql")]
-        return Ok(Arc::new(ServerStore::mysql(&target.replacen("mariadb://", "mysql://", 1))?));
-        #[cfg(not(feature = "mysql"))]
-        return Err(missing("mysql"));
-    }
-    let _ = missing;
     Ok(Arc::new(SqliteStore::open_with(target, sqlite)?))
 }
 

@@ -5,7 +5,7 @@
 //! booking takes its company's row lock first (`lock_company`), which keeps
 //! "one customer per known phone" and capacities true across processes.
 
-use super::time::{from_db, to_db};
+use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::{Breaker, BreakerState};
@@ -65,6 +65,8 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// A build with one server feature constructs only its own dialect.
+#[cfg_attr(not(all(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) enum Dialect {
     Postgres,
     Mysql,
@@ -536,15 +538,9 @@ impl Tx for ServerTx<'_> {
         slots: &[DateTime<Utc>],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let list: Vec<String> = slots.iter().map(crate::booking::format_utc).collect();
         let cols = ["call_id", "service_id", "day", "slots", "checked_at"];
-        let params = [
-            call.0.into(),
-            service.0.into(),
-            day.to_string().into(),
-            serde_json::to_string(&list)?.into(),
-            to_db(now).into(),
-        ];
+        let params =
+            [call.0.into(), service.0.into(), day.to_string().into(), slots_to_db(slots)?.into(), to_db(now).into()];
         self.upsert("call_availability", &["call_id", "service_id", "day"], &cols, &params)
     }
     fn remembered_slots(
@@ -558,11 +554,7 @@ impl Tx for ServerTx<'_> {
         else {
             return Ok(None);
         };
-        let list: Vec<String> = serde_json::from_str(&text)?;
-        list.iter()
-            .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).map_err(|_| bad("slot", t)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        slots_from_db(&text).map(Some)
     }
     fn flag_for_review(
         &mut self,
@@ -936,6 +928,27 @@ impl ServerStore {
             }
         }
         Ok(())
+    }
+
+    /// Opens the database a `postgres://`, `postgresql://`, `mysql://` or
+    /// `mariadb://` URL names, with the matching feature.
+    pub fn open_url(url: &str) -> Result<Self> {
+        let missing =
+            |feature: &str| Error::Storage(format!("this build has no {feature} support (feature `{feature}`)"));
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return Self::postgres(url);
+            #[cfg(not(feature = "postgres"))]
+            return Err(missing("postgres"));
+        }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            #[cfg(feature = "mysql")]
+            return Self::mysql(&url.replacen("mariadb://", "mysql://", 1));
+            #[cfg(not(feature = "mysql"))]
+            return Err(missing("mysql"));
+        }
+        let _ = missing;
+        Err(Error::Storage("not a database server URL (postgres:// or mysql://)".into()))
     }
 
     /// The schema version recorded in `callbook_schema`.

@@ -2,7 +2,7 @@
 //! statements, migrations by `PRAGMA user_version`. One write connection;
 //! reads use their own connections so they never wait for the writer.
 
-use super::time::{from_db, to_db};
+use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::{Breaker, BreakerState};
@@ -820,12 +820,11 @@ impl Tx for SqliteTx<'_> {
         slots: &[DateTime<Utc>],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let list: Vec<String> = slots.iter().map(crate::booking::format_utc).collect();
         let mut st = self.conn.prepare_cached(
             "INSERT INTO call_availability (call_id, service_id, day, slots, checked_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (call_id, service_id, day) DO UPDATE SET slots = excluded.slots, checked_at = excluded.checked_at",
         )?;
-        st.execute(params![call.0, service.0, day.to_string(), serde_json::to_string(&list)?, to_db(now)])?;
+        st.execute(params![call.0, service.0, day.to_string(), slots_to_db(slots)?, to_db(now)])?;
         Ok(())
     }
     fn remembered_slots(
@@ -842,11 +841,7 @@ impl Tx for SqliteTx<'_> {
         else {
             return Ok(None);
         };
-        let list: Vec<String> = serde_json::from_str(&text)?;
-        list.iter()
-            .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).map_err(|_| bad("slot", t)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        slots_from_db(&text).map(Some)
     }
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         let mut st = self.conn.prepare_cached("SELECT company_id FROM appointments WHERE id = ?1")?;

@@ -24,3 +24,20 @@ pub(crate) fn from_db(s: &str) -> Result<DateTime<Utc>> {
         .map(|n| n.and_utc())
         .map_err(|_| Error::Storage(format!("bad timestamp in database: {s:?}")))
 }
+
+/// A list of starts as stored (a JSON array of UTC RFC 3339 strings).
+pub(crate) fn slots_to_db(slots: &[DateTime<Utc>]) -> Result<String> {
+    let list: Vec<String> = slots.iter().map(crate::booking::format_utc).collect();
+    Ok(serde_json::to_string(&list)?)
+}
+
+pub(crate) fn slots_from_db(text: &str) -> Result<Vec<DateTime<Utc>>> {
+    let list: Vec<String> = serde_json::from_str(text)?;
+    list.iter()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| Error::Storage(format!("bad slot in database: {t:?}")))
+        })
+        .collect()
+}
