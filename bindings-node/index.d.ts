@@ -34,6 +34,15 @@ export interface Booking {
   status: string
   calcomSyncStatus: string
 }
+/** An event type the fake Cal.com holds: `{id, lengthMinutes, seats?, timeZone?}`. */
+export interface FakeEventType {
+  id: number
+  /** Cal.com's own length; it may differ from the local service's. */
+  lengthMinutes: number
+  seats?: number
+  /** The host's zone for its 09:00–17:00 hours (default Europe/Berlin). */
+  timeZone?: string
+}
 /** `{anonymous, reason}` for a caller id (`null` = no number). */
 export declare function detectAnonymous(fromNumber?: string | undefined | null): { anonymous: boolean; reason: string | null }
 /** The normalised address, or `null`. */
@@ -82,9 +91,12 @@ export declare class Callbook {
   stats(): any
 }
 export type JsFakeCalcom = FakeCalcom
-/** The loopback fake Cal.com, for tests and examples: `new FakeCalcom()`. */
+/**
+ * The loopback fake Cal.com, for tests and examples:
+ * `new FakeCalcom([{id: 123, lengthMinutes: 30}])` (other event types answer 404, as Cal.com does).
+ */
 export declare class FakeCalcom {
-  constructor()
+  constructor(eventTypes: Array<FakeEventType>)
   get url(): string
   /** `{requests, bookings, creates, duplicatedKeys, rateLimited}`. */
   stats(): any

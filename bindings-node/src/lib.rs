@@ -333,7 +333,19 @@ impl Task for StopTask {
     }
 }
 
-/// The loopback fake Cal.com, for tests and examples: `new FakeCalcom()`.
+/// An event type the fake Cal.com holds: `{id, lengthMinutes, seats?, timeZone?}`.
+#[napi(object)]
+pub struct FakeEventType {
+    pub id: i64,
+    /// Cal.com's own length; it may differ from the local service's.
+    pub length_minutes: i64,
+    pub seats: Option<u32>,
+    /// The host's zone for its 09:00–17:00 hours (default Europe/Berlin).
+    pub time_zone: Option<String>,
+}
+
+/// The loopback fake Cal.com, for tests and examples:
+/// `new FakeCalcom([{id: 123, lengthMinutes: 30}])` (other event types answer 404, as Cal.com does).
 #[napi(js_name = "FakeCalcom")]
 pub struct JsFakeCalcom {
     fake: callbook::FakeCalcom,
@@ -342,8 +354,18 @@ pub struct JsFakeCalcom {
 #[napi]
 impl JsFakeCalcom {
     #[napi(constructor)]
-    pub fn new() -> Result<Self, Code> {
-        let fake = callbook::FakeCalcom::start(Arc::new(callbook::SystemClock)).map_err(bad_argument)?;
+    pub fn new(event_types: Vec<FakeEventType>) -> Result<Self, Code> {
+        let types: Vec<callbook::EventType> = event_types
+            .into_iter()
+            .map(|e| {
+                let zone = e.time_zone.as_deref().unwrap_or("Europe/Berlin");
+                let t =
+                    callbook::EventType::new(e.id, e.length_minutes).schedule(callbook::Schedule::hours(9, 17, zone));
+                e.seats.map_or(t.clone(), |n| t.seated(n))
+            })
+            .collect();
+        let clock = Arc::new(callbook::SystemClock);
+        let fake = callbook::FakeCalcom::with_event_types(clock, &types).map_err(bad_argument)?;
         Ok(JsFakeCalcom { fake })
     }
 

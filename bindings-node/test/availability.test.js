@@ -4,10 +4,10 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { FakeCalcom } = require("..");
-const { open } = require("./fixture");
+const { open, eventTypes } = require("./fixture");
 
 test("checkAvailability remembers the answer for the call", async () => {
-  const fake = new FakeCalcom();
+  const fake = new FakeCalcom(eventTypes);
   const book = open();
   book.registerCall({ retellCallId: "call_avail", companyId: 1, branchId: 1, fromNumber: "anonymous" });
   const slots = await book.checkAvailability({ retellCallId: "call_avail", serviceId: 1, date: "2099-01-08", calcomUrl: fake.url });

@@ -20,6 +20,12 @@ const DIRECTORY = {
   ],
 };
 
+/** The event types the fake Cal.com holds for the directory's services. */
+const eventTypes = [
+  { id: 1001, lengthMinutes: 30 },
+  { id: 2001, lengthMinutes: 45 },
+];
+
 function tempDb() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "callbook-node-"));
   return path.join(dir, "test.db");
@@ -37,4 +43,4 @@ function startAt(slot, days = 30) {
   return t.toISOString().replace(".000Z", "Z");
 }
 
-module.exports = { DIRECTORY, open, tempDb, startAt };
+module.exports = { DIRECTORY, eventTypes, open, tempDb, startAt };

@@ -3,7 +3,7 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { FakeCalcom } = require("..");
-const { open, startAt } = require("./fixture");
+const { open, startAt, eventTypes } = require("./fixture");
 
 async function until(condition, ms = 10000) {
   const end = Date.now() + ms;
@@ -14,7 +14,7 @@ async function until(condition, ms = 10000) {
 }
 
 test("startWorker syncs on Rust threads and reports every outcome to onSyncEvent", async () => {
-  const fake = new FakeCalcom();
+  const fake = new FakeCalcom(eventTypes);
   const book = open();
   book.registerCall({ retellCallId: "call_w", companyId: 1, branchId: 1, fromNumber: "anonymous" });
   const events = [];
@@ -46,7 +46,7 @@ test("startWorker syncs on Rust threads and reports every outcome to onSyncEvent
 });
 
 test("reviewResolve records the note", async () => {
-  const fake = new FakeCalcom();
+  const fake = new FakeCalcom(eventTypes);
   const book = open();
   book.registerCall({ retellCallId: "call_r", companyId: 1, branchId: 1, fromNumber: "anonymous" });
   const b = book.book({ retellCallId: "call_r", customerName: "R", start: startAt(1) });

@@ -10,7 +10,7 @@
 //! slowing the sender (no coordinated omission). The baseline, in the same
 //! run at the same rate: `GET /healthz` (the HTTP path plus one read).
 
-use callbook::{sign_retell, FakeCalcom, SystemClock};
+use callbook::{sign_retell, EventType, FakeCalcom, SystemClock};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -120,7 +120,7 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_callbook");
     let status = Command::new(bin).arg("--db").arg(&db).arg("import").arg(&directory).stdout(Stdio::null()).status();
     assert!(status.expect("import runs").success());
-    let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake Cal.com");
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(1, 30)]).expect("fake Cal.com");
     // Cal.com's own limit would hold the worker to 120 a minute; the bench measures the endpoint.
     fake.set_limit_per_minute(1_000_000);
     let workers = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "2".into());

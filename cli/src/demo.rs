@@ -4,8 +4,8 @@
 //! emails), booked through the core; then a report.
 
 use callbook::{
-    Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, FakeCalcom, Fault,
-    HttpCalcom, ImportData, ManualClock, NewCall, RunReport, Worker, WorkerConfig,
+    AppointmentId, Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, EventType,
+    FakeCalcom, Fault, HttpCalcom, ImportData, ManualClock, NewCall, RunReport, Schedule, Worker, WorkerConfig,
 };
 use chrono::Duration;
 use serde::Serialize;
@@ -16,18 +16,30 @@ use std::time::Instant;
 const DIRECTORY: &str = r#"{
   "companies": [
     {"id": 1, "name": "Salon Sonnenschein", "calcom_api_key": "cal_test_demo_salon"},
-    {"id": 2, "name": "Physio am Hafen", "calcom_api_key": "cal_test_demo_physio"}
+    {"id": 2, "name": "Physio am Hafen", "calcom_api_key": "cal_test_demo_physio"},
+    {"id": 3, "name": "Santa Monica Barbers", "calcom_api_key": "cal_test_demo_barbers"}
   ],
   "branches": [
     {"id": 1, "company_id": 1, "name": "Berlin Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 30 1234567"},
-    {"id": 2, "company_id": 2, "name": "Hamburg Altona", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 40 7654321"}
+    {"id": 2, "company_id": 2, "name": "Hamburg Altona", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 40 7654321"},
+    {"id": 3, "company_id": 3, "name": "Main Street", "timezone": "America/Los_Angeles", "country": "US", "phone_number": "+1 310 555 0100"}
   ],
   "services": [
     {"id": 1, "company_id": 1, "name": "Haarschnitt", "calcom_event_type_id": 1001, "duration_minutes": 30},
     {"id": 2, "company_id": 1, "name": "Färben", "calcom_event_type_id": 1002, "duration_minutes": 90},
-    {"id": 3, "company_id": 2, "name": "Krankengymnastik", "calcom_event_type_id": 2001, "duration_minutes": 45}
+    {"id": 3, "company_id": 2, "name": "Krankengymnastik", "calcom_event_type_id": 2001, "duration_minutes": 45},
+    {"id": 4, "company_id": 3, "name": "Haircut", "calcom_event_type_id": 3001, "duration_minutes": 30}
   ]
 }"#;
+
+/// The businesses' event types as Cal.com holds them: each lasts longer
+/// than the local service says (Cal.com's length decides a booking's end),
+/// and the hosts work 09:00–17:00 in their own zone, one of them west of UTC.
+fn event_types() -> Vec<EventType> {
+    let berlin = |id, minutes| EventType::new(id, minutes).strict_hours();
+    let la = Schedule::hours(9, 17, "America/Los_Angeles");
+    vec![berlin(1001, 45), berlin(1002, 120), berlin(2001, 60), EventType::new(3001, 45).schedule(la).strict_hours()]
+}
 
 const WITHHELD: &[&str] = &[
     "anonymous",
@@ -100,6 +112,11 @@ pub struct SyncSummary {
     pub calcom_requests: u64,
     pub calcom_429s: u64,
     pub duplicate_calcom_bookings: usize,
+    /// Live bookings in Cal.com that no appointment owns (the goal: 0).
+    pub orphan_calcom_bookings: usize,
+    /// Appointments flagged although Cal.com has their booking, or flagged
+    /// as a taken slot (the goal: 0; the injected refusals are true reviews).
+    pub false_reviews: usize,
     pub simulated_seconds: i64,
     pub real_ms: u128,
 }
@@ -108,7 +125,8 @@ impl Report {
     pub fn to_text(&self) -> String {
         let rejected: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{n} {c}")).collect();
         format!(
-            "callbook demo: {} simulated calls on a temporary SQLite database\n\
+            "callbook demo: {} simulated calls to businesses in Berlin, Hamburg and Los Angeles,\n\
+             \x20             on a temporary SQLite database\n\
              booked            {} ({} anonymous, {} known callers)\n\
              retried calls     {} answered with the first booking, nothing doubled\n\
              customers         {} created; known callers recognised again {} times\n\
@@ -121,7 +139,8 @@ impl Report {
              \x20                 {} manual reviews for a taken slot after the sync\n\
              \n\
              sync to the built-in fake Cal.com (3-minute outage at the start, 2 lost answers, 2 refused requests)\n\
-             synced            {} ({} adopted after a lost answer, none created twice: {} duplicates)\n\
+             synced            {} ({} adopted after a lost answer, none created twice: {} duplicates,\n\
+             \x20                 {} orphan bookings in Cal.com, {} false reviews)\n\
              retried           {} failed attempts retried with backoff\n\
              deferred          {} by the open circuit breaker, {} by the 120/min rate limit (no attempt used)\n\
              flagged           {} for manual review: {}\n\
@@ -147,6 +166,8 @@ impl Report {
             self.sync.synced,
             self.sync.adopted_after_lost_answer,
             self.sync.duplicate_calcom_bookings,
+            self.sync.orphan_calcom_bookings,
+            self.sync.false_reviews,
             self.sync.retried_attempts,
             self.sync.deferred_by_breaker,
             self.sync.deferred_by_rate_limit,
@@ -222,7 +243,7 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         sync: SyncSummary::default(),
     };
     let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
-    let fake = FakeCalcom::start(clock.clone()).map_err(io)?;
+    let fake = FakeCalcom::with_event_types(clock.clone(), &event_types()).map_err(io)?;
     let availability = Availability::new(
         book.clone(),
         Arc::new(HttpCalcom::new(std::time::Duration::from_millis(500))),
@@ -232,8 +253,13 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
     for i in 0..calls {
         let anonymous = rng.below(10) < 3;
         let person = rng.below(12);
-        let from = if anonymous { rng.pick(WITHHELD).to_string() } else { regular_number(&mut rng, person) };
-        let to = if rng.below(3) == 0 { "+49 40 7654321" } else { "+49 30 1234567" };
+        // One call in four reaches the barbers in Los Angeles, the rest the German businesses.
+        let to = ["+49 30 1234567", "+49 30 1234567", "+49 40 7654321", "+1 310 555 0100"][rng.below(4)];
+        let from = match (anonymous, to.starts_with("+1")) {
+            (true, _) => rng.pick(WITHHELD).to_string(),
+            (false, false) => regular_number(&mut rng, person),
+            (false, true) => format!("(310) 555-{:04}", 2000 + person),
+        };
         let call_id = format!("call_demo_{i:05}");
         book.register_call(&NewCall {
             retell_call_id: call_id.as_str().into(),
@@ -249,12 +275,16 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
             2 => Some("not sure".to_string()),
             _ => Some(format!("kunde{person}@example.com")),
         };
-        let company_two = to.contains("40");
+        let service = match to {
+            "+49 40 7654321" => 3,
+            "+1 310 555 0100" => 4,
+            _ => 1 + rng.below(2) as i64,
+        };
         let request = BookingRequest {
             retell_call_id: call_id,
             customer_name: name.into(),
             customer_email: email,
-            service_id: Some(if company_two { 3 } else { 1 + rng.below(2) as i64 }),
+            service_id: Some(service),
             date: Some(rng.pick(DATES).into()),
             time: Some(format!("{:02}:{:02}", 9 + rng.below(9), [0, 15, 30, 45][rng.below(4)])),
             // One in ten asks for something that cannot be booked.
@@ -353,7 +383,34 @@ fn sync_phase(
     }
     progress.finish();
     let fake_stats = fake.stats();
+    // Cal.com's live bookings, each with the appointment its metadata names.
+    let live: Vec<(String, Option<i64>, Option<String>)> = fake
+        .bookings()
+        .iter()
+        .filter(|b| b["status"] == "accepted")
+        .map(|b| {
+            let meta = |k: &str| b["metadata"][k].as_str().map(str::to_string);
+            let id = meta("callbook_appointment_id").and_then(|id| id.parse().ok());
+            (b["uid"].as_str().unwrap_or("").to_string(), id, meta("callbook_key"))
+        })
+        .collect();
+    let mut orphans = 0;
+    for (uid, id, _) in &live {
+        let owner = id.map(|id| book.appointment(AppointmentId(id))).transpose().ok().flatten();
+        orphans += usize::from(owner.and_then(|a| a.calcom_v2_booking_uid).as_deref() != Some(uid.as_str()));
+    }
+    let false_reviews = book
+        .review_list()?
+        .iter()
+        .filter(|a| a.review_reason.as_deref() == Some("sync_failed"))
+        .filter(|a| {
+            live.iter().any(|(_, _, key)| key.as_deref() == Some(a.idempotency_key.as_str()))
+                || a.sync_error_code.as_deref() == Some("slot_unavailable")
+        })
+        .count();
     Ok(SyncSummary {
+        orphan_calcom_bookings: orphans,
+        false_reviews,
         synced: run.synced,
         adopted_after_lost_answer: run.adopted,
         retried_attempts: run.retried,

@@ -169,6 +169,8 @@ pub(crate) struct Failure {
     code: String,
     message: String,
     exit: u8,
+    /// The core error's JSON (`Error::to_json`), when the failure is one.
+    detail: Option<Value>,
 }
 
 impl From<Error> for Failure {
@@ -178,7 +180,7 @@ impl From<Error> for Failure {
             ErrorKind::Rejected => 3,
             _ => 1,
         };
-        Failure { code: e.code().to_string(), message: e.to_string(), exit }
+        Failure { code: e.code().to_string(), message: e.to_string(), exit, detail: Some(e.to_json()) }
     }
 }
 
@@ -192,7 +194,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let failure = Failure { code: "usage".into(), message: e.to_string().trim().to_string(), exit: 2 };
+            let failure =
+                Failure { code: "usage".into(), message: e.to_string().trim().to_string(), exit: 2, detail: None };
             return report(Err(failure), json_wanted);
         }
     };
@@ -212,7 +215,8 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
         }
         Err(f) => {
             if json {
-                println!("{}", json!({"error": {"code": f.code, "message": f.message}}));
+                let error = f.detail.unwrap_or_else(|| json!({"code": f.code, "message": f.message}));
+                println!("{}", json!({ "error": error }));
             } else {
                 eprintln!("error [{}]: {}", f.code, f.message);
             }
@@ -240,6 +244,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 code: "io".into(),
                 message: format!("{}: {e}", file.display()),
                 exit: 2,
+                detail: None,
             })?;
             let data = ImportData::from_json(&text)?;
             let summary = open(&cli.db, &cli.synchronous)?.import(&data)?;
@@ -379,8 +384,12 @@ fn redacted(url: &str) -> String {
 fn open(db: &std::path::Path, synchronous: &str) -> Result<Callbook, Failure> {
     let synchronous = if synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
     let options = callbook::SqliteOptions { synchronous, ..Default::default() };
-    let target =
-        db.to_str().ok_or_else(|| Failure { code: "usage".into(), message: "--db is not UTF-8".into(), exit: 2 })?;
+    let target = db.to_str().ok_or_else(|| Failure {
+        code: "usage".into(),
+        message: "--db is not UTF-8".into(),
+        exit: 2,
+        detail: None,
+    })?;
     Ok(Callbook::new(callbook::open_store(target, options)?))
 }
 

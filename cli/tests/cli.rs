@@ -35,7 +35,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("cb.db");
     let (v, code) = callbook(&db, &["init"]);
-    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(4)));
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(5)));
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
     let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);
@@ -154,6 +154,8 @@ fn demo_runs_on_its_own_database() {
     let n = |k: &str| sync[k].as_u64().unwrap_or_else(|| panic!("{k} in {sync}"));
     assert_eq!(n("synced") + n("flagged_for_review"), booked, "{sync}");
     assert_eq!((n("duplicate_calcom_bookings"), n("calcom_429s")), (0, 0));
+    // Cal.com's event types outlast the services, one business is in Los Angeles: still no orphan, no false review.
+    assert_eq!((n("orphan_calcom_bookings"), n("false_reviews")), (0, 0), "{sync}");
     assert!(n("deferred_by_breaker") > 0 && n("adopted_after_lost_answer") > 0, "{sync}");
     // Callers competing for times: checked first, none of them a review for a taken slot.
     let a = &v["availability"];
@@ -166,7 +168,11 @@ fn demo_runs_on_its_own_database() {
 #[test]
 fn sync_and_review_against_a_fake_calcom() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    let fake = callbook::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
     let (a, _) = callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
     let (b, _) = callbook(&db, &["book", "--call", "call_known", "--name", "B", "--start", "2099-01-08T11:00:00Z"]);
     fake.inject([callbook::Fault::Status(400, "responses - {email}invalid_email".into())]);
@@ -207,9 +213,33 @@ fn sync_and_review_against_a_fake_calcom() {
 }
 
 #[test]
+fn a_refused_start_carries_its_alternatives_as_data() {
+    let (_dir, db) = setup();
+    let fake = callbook::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
+    let args = ["slots", "--service", "1", "--date", "2099-01-08", "--call", "call_abc", "--calcom-url", fake.url()];
+    let (slots, code) = callbook(&db, &args);
+    assert_eq!((code, slots["slots"].as_array().map(Vec::len)), (0, Some(16)), "{slots}");
+    // 06:00 Berlin is not among the offered starts: refused, with the nearest ones as data.
+    let (v, code) = callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T05:00:00Z"]);
+    assert_eq!((v["error"]["code"].as_str(), code), (Some("slot_unavailable"), 3), "{v}");
+    assert_eq!(
+        v["error"]["alternatives"],
+        serde_json::json!(["2099-01-08T08:00:00Z", "2099-01-08T08:30:00Z", "2099-01-08T09:00:00Z"])
+    );
+}
+
+#[test]
 fn review_resolve_records_the_note() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    let fake = callbook::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
     callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
     fake.inject([callbook::Fault::Status(404, "Event type with id 123 not found.".into())]);
     callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
@@ -226,7 +256,11 @@ fn review_resolve_records_the_note() {
 #[test]
 fn stats_show_the_breaker_after_a_failure() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake starts");
+    let fake = callbook::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
     callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
     fake.inject([callbook::Fault::Status(503, "Service Unavailable".into())]);
     let (report, _) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
@@ -241,7 +275,11 @@ fn stats_show_the_breaker_after_a_failure() {
 /// `--db` takes server URLs: the same commands on PostgreSQL and MariaDB.
 #[test]
 fn db_urls_for_postgres_and_mariadb() {
-    let fake = callbook::FakeCalcom::start(std::sync::Arc::new(callbook::SystemClock)).expect("fake");
+    let fake = callbook::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::EventType::new(123, 30)],
+    )
+    .expect("fake");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
@@ -260,7 +298,7 @@ fn db_urls_for_postgres_and_mariadb() {
         sql(&format!("CREATE DATABASE {name}"));
         let db = Path::new(&url);
         let (v, code) = callbook(db, &["init"]);
-        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(1)), "{kind}: {v}");
+        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(2)), "{kind}: {v}");
         assert_eq!(
             v["database"],
             format!("{kind}://127.0.0.1:{}/{name}", if kind == "postgres" { 5432 } else { 3306 })

@@ -62,6 +62,8 @@ pub struct Appointment {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub calcom_v2_booking_id: Option<i64>,
     pub calcom_v2_booking_uid: Option<String>,
+    /// The seat, when the Cal.com event type is seated (a booking shared by several callers).
+    pub calcom_v2_seat_uid: Option<String>,
     pub sync_error_code: Option<String>,
     pub sync_error_message: Option<String>,
     pub sync_attempt_count: i64,

@@ -7,11 +7,11 @@
 
 use crate::appointment::Appointment;
 use crate::booking::rfc3339_list;
-use crate::calcom::{ApiFailure, CalcomApi, SlotQuery, DEFAULT_BASE_URL};
+use crate::calcom::{ApiFailure, CalcomApi, SlotAnswer, SlotQuery, DEFAULT_BASE_URL};
 use crate::callbook::Callbook;
 use crate::ids::{CallDbId, CallId, CompanyId, ServiceId};
 use crate::start::{parse_date, parse_timezone};
-use crate::store::{self, Tx};
+use crate::store::{self, Offered, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 
 /// The starts of `offered` that callbook has not filled itself. Without a
 /// capacity the host takes one appointment at a time: a start is gone when
-/// any confirmed appointment overlaps `[start, start + duration)`. With a
-/// capacity, when that many confirmed appointments share the start.
+/// any confirmed appointment overlaps `[start, start + duration)`, each
+/// appointment lasting at least `duration` too (Cal.com's event type may
+/// be longer than the local service). With a capacity, when that many
+/// confirmed appointments share the start.
 pub fn free_starts(
     offered: &[DateTime<Utc>],
     local: &[Appointment],
@@ -32,7 +34,9 @@ pub fn free_starts(
         .iter()
         .copied()
         .filter(|start| match capacity {
-            None => !local.iter().any(|a| a.starts_at < *start + duration && *start < a.ends_at),
+            None => {
+                !local.iter().any(|a| a.starts_at < *start + duration && *start < a.ends_at.max(a.starts_at + duration))
+            }
             Some(c) => (local.iter().filter(|a| a.starts_at == *start).count() as i64) < c,
         })
         .collect()
@@ -45,6 +49,12 @@ pub fn nearest(free: &[DateTime<Utc>], wanted: DateTime<Utc>, n: usize) -> Vec<D
     by_distance.truncate(n);
     by_distance.sort_unstable();
     by_distance
+}
+
+/// How long an appointment keeps the host: the local service's duration,
+/// or Cal.com's event type length when that is longer.
+pub(crate) fn occupied(service_minutes: i64, calcom_minutes: Option<i64>) -> Duration {
+    Duration::minutes(service_minutes.max(calcom_minutes.unwrap_or(0)))
 }
 
 /// The day's confirmed appointments of a service that may overlap its starts.
@@ -115,7 +125,7 @@ impl Default for AvailabilityConfig {
 
 /// (endpoint, event type, day, zone) → (when asked, free starts).
 type CacheKey = (String, i64, NaiveDate, String);
-type Cache = HashMap<CacheKey, (DateTime<Utc>, Vec<DateTime<Utc>>)>;
+type Cache = HashMap<CacheKey, (DateTime<Utc>, SlotAnswer)>;
 
 /// Asks Cal.com for slots, with a short cache; share one per process.
 pub struct Availability {
@@ -167,28 +177,36 @@ impl Availability {
             cache.get(&key).filter(|(at, _)| now - *at < self.config.cache_ttl).map(|(_, s)| s.clone())
         };
         let cached = hit.is_some();
-        let offered = match hit {
-            Some(slots) => slots,
+        // Cal.com reads a date alone as a UTC day: ask for the local day by
+        // its UTC bounds (an end at 00:00:00Z would be read as that whole day).
+        let (from, to) = day_bounds(day, tz);
+        let answer = match hit {
+            Some(answer) => answer,
             None => {
-                let query =
-                    SlotQuery { event_type_id: event_type, start: day, end: day, time_zone: ctx.time_zone.clone() };
-                let slots = self.api.slots(&endpoint, &query).map_err(unavailable)?;
+                let query = SlotQuery {
+                    event_type_id: event_type,
+                    start: from,
+                    end: to - Duration::seconds(1),
+                    time_zone: ctx.time_zone.clone(),
+                };
+                let answer = self.api.slots(&endpoint, &query).map_err(unavailable)?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 cache.retain(|_, (at, _)| now - *at < self.config.cache_ttl);
-                cache.insert(key, (now, slots.clone()));
-                slots
+                cache.insert(key, (now, answer.clone()));
+                answer
             }
         };
-        let (from, to) = day_bounds(day, tz);
-        let offered: Vec<DateTime<Utc>> = offered.into_iter().filter(|s| *s >= from && *s < to && *s > now).collect();
+        let length_minutes = answer.length.map(|l| l.num_minutes());
+        let offered: Vec<DateTime<Utc>> =
+            answer.starts.into_iter().filter(|s| *s >= from && *s < to && *s > now).collect();
         let (company, service) = (ctx.company.id, ctx.service.clone());
         let call = ctx.call;
         let slots = store::write(&**self.book.store(), move |tx| {
-            let duration = Duration::minutes(service.duration_minutes);
+            let duration = occupied(service.duration_minutes, length_minutes);
             let local = local_appointments(tx, company, service.id, day, tz, duration)?;
             let free = free_starts(&offered, &local, service.capacity, duration);
             if let Some(call) = call {
-                tx.remember_slots(call, service.id, day, &free, now)?;
+                tx.remember_slots(call, service.id, day, &Offered { starts: free.clone(), length_minutes }, now)?;
             }
             Ok(free)
         })?;

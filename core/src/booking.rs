@@ -186,16 +186,17 @@ pub(crate) fn book_in(
 
     // The answer this call was given (check_availability): a start outside
     // it is refused before anything is written, with the nearest free ones.
-    let duration = Duration::minutes(service.duration_minutes);
     let day = starts_at.with_timezone(&tz).date_naive();
     let remembered = tx.remembered_slots(call.id, service.id, day)?;
+    let duration =
+        crate::availability::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
     let local = match (&remembered, service.capacity) {
         (None, None) => Vec::new(),
         _ => crate::availability::local_appointments(tx, company_id, service.id, day, tz, duration)?,
     };
     let free = remembered
         .as_ref()
-        .map(|offered| crate::availability::free_starts(offered, &local, service.capacity, duration));
+        .map(|offered| crate::availability::free_starts(&offered.starts, &local, service.capacity, duration));
     let alternatives = || free.as_deref().map_or_else(Vec::new, |f| crate::availability::nearest(f, starts_at, 3));
     if free.as_ref().is_some_and(|f| !f.contains(&starts_at)) {
         return Err(Error::SlotUnavailable { alternatives: alternatives() });

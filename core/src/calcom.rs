@@ -41,57 +41,182 @@ impl Endpoint {
     }
 }
 
-/// A booking as Cal.com returns it (the fields callbook reads).
+/// A booking as Cal.com returns it (the fields callbook reads; see
+/// `tests/contract/calcom/create.json` and `create_seated.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CalBooking {
     pub id: i64,
     pub uid: String,
     #[serde(default)]
     pub start: Option<String>,
     #[serde(default)]
-    pub metadata: Map<String, Value>,
+    pub end: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Absent on seated event types: there the metadata is per seat.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// The seat a create took, on a seated event type.
+    #[serde(default)]
+    pub seat_uid: Option<String>,
+    #[serde(default)]
+    pub attendees: Vec<CalAttendee>,
+}
+
+/// An attendee of a booking; on a seated event type, a seat with its own metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalAttendee {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub seat_uid: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Whether a booking Cal.com lists is the one an appointment made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// Its metadata (or one seat's) holds the key: `seat_uid` names the seat.
+    Mine {
+        seat_uid: Option<String>,
+    },
+    NotMine,
+    /// A seated booking with no metadata anywhere: it cannot be told apart
+    /// from another caller's seat.
+    Unknown,
+}
+
+/// Does `booking` carry the appointment's idempotency key? Seated bookings
+/// have no top-level metadata; their seats carry it.
+pub fn key_match(booking: &CalBooking, key: &str) -> KeyMatch {
+    let holds = |m: &Option<Map<String, Value>>| {
+        m.as_ref().and_then(|m| m.get(METADATA_KEY)).and_then(Value::as_str) == Some(key)
+    };
+    if holds(&booking.metadata) {
+        return KeyMatch::Mine { seat_uid: booking.seat_uid.clone() };
+    }
+    if let Some(seat) = booking.attendees.iter().find(|a| holds(&a.metadata)) {
+        return KeyMatch::Mine { seat_uid: seat.seat_uid.clone() };
+    }
+    let seated = booking.seat_uid.is_some() || booking.attendees.iter().any(|a| a.seat_uid.is_some());
+    let no_metadata = booking.metadata.is_none() && booking.attendees.iter().all(|a| a.metadata.is_none());
+    if seated && no_metadata || booking.metadata.is_none() && booking.attendees.is_empty() {
+        KeyMatch::Unknown
+    } else {
+        KeyMatch::NotMine
+    }
 }
 
 /// `GET /v2/bookings` filters: Cal.com cannot filter by metadata, so callbook
 /// narrows by event type and time and matches the metadata itself.
+/// `afterStart` compares a booking's start, `beforeEnd` its END (both inclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookingQuery {
     pub event_type_id: i64,
     pub after_start: DateTime<Utc>,
     pub before_end: DateTime<Utc>,
     pub attendee_email: Option<String>,
+    /// Page size, 1..=250.
+    pub take: u32,
+    pub skip: u32,
 }
 
-/// `GET /v2/slots` for one event type over whole days in a time zone.
+/// One page of `GET /v2/bookings`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookingPage {
+    pub bookings: Vec<CalBooking>,
+    pub total: u64,
+    pub has_next_page: bool,
+}
+
+/// Parses a `GET /v2/bookings` answer (`list.json`). Never panics.
+pub fn parse_booking_page(answer: &Value) -> Result<BookingPage, String> {
+    let bookings: Vec<CalBooking> =
+        serde_json::from_value(answer.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| e.to_string())?;
+    let pagination = answer.get("pagination");
+    let flag = |k: &str| pagination.and_then(|p| p.get(k)).and_then(Value::as_bool);
+    let total = pagination.and_then(|p| p.get("totalItems")).and_then(Value::as_u64).unwrap_or(bookings.len() as u64);
+    Ok(BookingPage { has_next_page: flag("hasNextPage").unwrap_or(false), total, bookings })
+}
+
+/// `GET /v2/slots` for one event type between two instants. Cal.com reads a
+/// date alone as a UTC day, so a local day is asked for by its UTC bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotQuery {
     pub event_type_id: i64,
-    pub start: chrono::NaiveDate,
-    /// Inclusive.
-    pub end: chrono::NaiveDate,
-    /// IANA zone the days are read in.
+    pub start: DateTime<Utc>,
+    /// Inclusive. Never at 00:00:00 UTC: Cal.com moves such an end to 23:59:59 of that day.
+    pub end: DateTime<Utc>,
+    /// IANA zone the answer's times are written in.
     pub time_zone: String,
 }
 
+/// Free starts from `GET /v2/slots`, and the event type's length when the
+/// answer tells it (the "range" format: `end - start`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotAnswer {
+    /// Sorted, in UTC.
+    pub starts: Vec<DateTime<Utc>>,
+    pub length: Option<Duration>,
+}
+
 /// The free starts in a `GET /v2/slots` answer (`cal-api-version: 2024-09-04`):
-/// `{"status":"success","data":{"2030-01-08":[{"start":"2030-01-08T09:00:00+01:00"}]}}`.
-/// A slot may also be a bare string or carry an `end` (the "range" format).
-/// Sorted, in UTC. Never panics on any input (fuzzed).
-pub fn parse_slots(answer: &Value) -> Result<Vec<DateTime<Utc>>, String> {
+/// `{"status":"success","data":{"2030-01-08":[{"start":"2030-01-08T09:00:00.000+01:00"}]}}`.
+/// A slot may also be a bare string or carry an `end` (the "range" format,
+/// which gives the event type's length). Never panics on any input (fuzzed).
+pub fn parse_slots(answer: &Value) -> Result<SlotAnswer, String> {
     let days = answer.get("data").and_then(Value::as_object).ok_or("data is not an object of days")?;
-    let mut starts = Vec::new();
+    let time = |text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| format!("slot time {text:?} is not ISO 8601"))
+    };
+    let mut out = SlotAnswer::default();
     for slots in days.values() {
         for slot in slots.as_array().ok_or("a day is not a list of slots")? {
             let text =
                 slot.as_str().or_else(|| slot.get("start").and_then(Value::as_str)).ok_or("a slot has no start")?;
-            let start =
-                DateTime::parse_from_rfc3339(text).map_err(|_| format!("slot start {text:?} is not ISO 8601"))?;
-            starts.push(start.with_timezone(&Utc));
+            let start = time(text)?;
+            if let Some(end) = slot.get("end").and_then(Value::as_str) {
+                let length = time(end)? - start;
+                out.length = Some(out.length.map_or(length, |l| l.max(length)));
+            }
+            out.starts.push(start);
         }
     }
-    starts.sort_unstable();
-    starts.dedup();
-    Ok(starts)
+    out.starts.sort_unstable();
+    out.starts.dedup();
+    Ok(out)
+}
+
+/// A throttler's state as an answer's `X-RateLimit-*-<Name>` headers give
+/// it. Cal.com sends them on every answer, so a client can slow down before
+/// it is refused. `Reset` is in seconds from now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: Duration,
+}
+
+/// The throttler of `POST /v2/bookings/{uid}/attendees` (5 a minute, its own).
+pub const ATTENDEES_THROTTLER: &str = "booking_attendees_add";
+/// The throttler of every other route (120 a minute per key).
+pub const DEFAULT_THROTTLER: &str = "default";
+
+/// Reads `X-RateLimit-{Limit,Remaining,Reset}-<name>` (case-insensitive).
+pub fn rate_limit_headers(name: &str, header: impl Fn(&str) -> Option<String>) -> Option<RateLimitHeaders> {
+    let get = |what: &str| header(&format!("x-ratelimit-{what}-{name}"))?.trim().parse::<i64>().ok();
+    Some(RateLimitHeaders {
+        limit: u32::try_from(get("limit")?).ok()?,
+        remaining: u32::try_from(get("remaining")?.max(0)).ok()?,
+        reset: Duration::seconds(get("reset")?.clamp(0, 3600)),
+    })
 }
 
 /// An attendee to add to a booking (`POST /v2/bookings/{uid}/attendees`).
@@ -114,6 +239,9 @@ pub enum ApiFailure {
     Status { status: u16, message: String, retry_after: Option<Duration> },
     /// A 2xx whose body is not what the API promises.
     BadAnswer(String),
+    /// A create may have been done but its booking cannot be told apart
+    /// from others (a seated booking without metadata): never sent blind again.
+    Ambiguous(String),
 }
 
 impl std::fmt::Display for ApiFailure {
@@ -123,6 +251,7 @@ impl std::fmt::Display for ApiFailure {
             ApiFailure::Timeout => f.write_str("no answer within the timeout"),
             ApiFailure::Status { status, message, .. } => write!(f, "HTTP {status}: {message}"),
             ApiFailure::BadAnswer(m) => write!(f, "unexpected answer: {m}"),
+            ApiFailure::Ambiguous(m) => write!(f, "cannot tell whether Cal.com has it: {m}"),
         }
     }
 }
@@ -130,12 +259,17 @@ impl std::fmt::Display for ApiFailure {
 /// Cal.com as the worker needs it. Implementations must be usable from many threads.
 pub trait CalcomApi: Send + Sync {
     fn create_booking(&self, endpoint: &Endpoint, payload: &Value) -> Result<CalBooking, ApiFailure>;
-    fn find_bookings(&self, endpoint: &Endpoint, query: &BookingQuery) -> Result<Vec<CalBooking>, ApiFailure>;
+    fn find_bookings(&self, endpoint: &Endpoint, query: &BookingQuery) -> Result<BookingPage, ApiFailure>;
     fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure>;
     fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure>;
     fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure>;
-    /// Free starts for an event type (`GET /v2/slots`), sorted, in UTC.
-    fn slots(&self, endpoint: &Endpoint, query: &SlotQuery) -> Result<Vec<DateTime<Utc>>, ApiFailure>;
+    /// Free starts for an event type (`GET /v2/slots`, range format).
+    fn slots(&self, endpoint: &Endpoint, query: &SlotQuery) -> Result<SlotAnswer, ApiFailure>;
+    /// What the last answer for this endpoint said about one of its
+    /// throttlers ([`DEFAULT_THROTTLER`], [`ATTENDEES_THROTTLER`]).
+    fn observed_limit(&self, _endpoint: &Endpoint, _throttler: &str) -> Option<RateLimitHeaders> {
+        None
+    }
 }
 
 /// Everything the `POST /v2/bookings` body is made of, as plain data (the
@@ -255,11 +389,34 @@ pub struct ErrorClass {
     pub breaker: Outcome,
 }
 
-/// The "already has booking at this time or is not available" answer, sent
-/// as 400 or 409 depending on the version: matched by message, not status.
+/// The host cannot take the slot: "User either already has booking at this
+/// time or is not available" (400, or 409 in some versions), the team forms,
+/// the `AvailabilityCalculator` 409s and full seats (see `SOURCES.md` §6).
+/// Matched by message and code, not by status.
 pub fn is_slot_taken(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("already has booking") || m.contains("is not available")
+    [
+        "already has booking",
+        "is not available",
+        "no available users found",
+        "no_available_users_found_error",
+        "fixed hosts unavailable",
+        "fixed_hosts_unavailable_for_booking",
+        "round robin host",
+        "round_robin_host_unavailable_for_booking",
+        "no more seats left",
+        "booking_seats_full_error",
+        "not_enough_available_seats_error",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// The event type's per-booker limit of active bookings was reached
+/// (`booker_limit_exceeded_error`).
+pub fn is_booker_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("maximum number of active bookings") || m.contains("booker_limit_exceeded")
 }
 
 /// Sorts a failure into the error classes of the design.
@@ -277,25 +434,35 @@ pub fn classify(failure: &ApiFailure) -> ErrorClass {
         ApiFailure::Status { status: 429, .. } => {
             ErrorClass { rate_limited: true, ..class("429", true, Outcome::Healthy) }
         }
+        // Availability failures may come as 500 where their filter is not
+        // registered upstream: the message says it is no outage.
+        ApiFailure::Status { status: 500, message, .. } if is_slot_taken(message) => {
+            class("slot_unavailable", false, Outcome::Healthy)
+        }
         ApiFailure::Status { status, .. } if *status == 408 || *status >= 500 => {
             class(&status.to_string(), true, Outcome::Unhealthy)
         }
         ApiFailure::Status { status, message, .. } => {
             let code = match status {
+                _ if message.contains("booking_conflict_error") => "calcom_conflict",
+                _ if message.contains("already_signed_up_for_this_booking") => "calcom_already_attendee",
                 400 | 409 if is_slot_taken(message) => "slot_unavailable",
+                400 | 409 if is_booker_limit(message) => "calcom_booker_limit",
                 401 | 403 => "calcom_auth",
                 404 => "calcom_not_found",
                 _ => "calcom_validation",
             };
             class(code, false, Outcome::Healthy)
         }
+        ApiFailure::Ambiguous(_) => class("calcom_unverifiable", false, Outcome::Healthy),
     }
 }
 
 /// How long the server asked us to wait: `Retry-After` (seconds or an HTTP
-/// date), else `X-RateLimit-Reset-Default` (its unit is unconfirmed: a small
-/// number is read as seconds from now, a large one as a Unix time in seconds
-/// or milliseconds), else, for a 429, 60 s.
+/// date), else, for a 429, `X-RateLimit-Reset-Default` (relative seconds,
+/// `SOURCES.md` §3; a large number is read as a Unix time in seconds or
+/// milliseconds), else 60 s. The reset header comes on every answer, so
+/// on anything but a 429 it says nothing about retrying.
 pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: DateTime<Utc>) -> Option<Duration> {
     if let Some(value) = header("retry-after") {
         let value = value.trim();
@@ -306,6 +473,9 @@ pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: Da
             return Some((at.with_timezone(&Utc) - now).max(Duration::zero()));
         }
     }
+    if status != 429 {
+        return None;
+    }
     if let Some(reset) = header("x-ratelimit-reset-default").and_then(|v| v.trim().parse::<i64>().ok()) {
         let wait = match reset {
             r if r > 100_000_000_000 => Duration::milliseconds(r - now.timestamp_millis()),
@@ -314,7 +484,7 @@ pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: Da
         };
         return Some(wait.max(Duration::zero()));
     }
-    (status == 429).then(|| Duration::seconds(60))
+    Some(Duration::seconds(60))
 }
 
 #[cfg(feature = "http")]
@@ -323,17 +493,24 @@ pub use http::HttpCalcom;
 #[cfg(feature = "http")]
 mod http {
     use super::*;
+    use std::collections::HashMap;
     use std::io::ErrorKind;
+    use std::sync::Mutex;
 
-    /// The real client: ureq, blocking, with a per-request timeout.
-    #[derive(Debug, Clone)]
+    /// (breaker key, throttler name) → the latest headers seen.
+    type Observed = Mutex<HashMap<(String, &'static str), RateLimitHeaders>>;
+
+    /// The real client: ureq, blocking, with a per-request timeout. It
+    /// remembers the rate-limit headers of every answer per endpoint.
+    #[derive(Debug)]
     pub struct HttpCalcom {
         agent: ureq::Agent,
+        observed: Observed,
     }
 
     impl HttpCalcom {
         pub fn new(timeout: std::time::Duration) -> Self {
-            HttpCalcom { agent: ureq::AgentBuilder::new().timeout(timeout).build() }
+            HttpCalcom { agent: ureq::AgentBuilder::new().timeout(timeout).build(), observed: Mutex::default() }
         }
 
         fn request(&self, method: &str, endpoint: &Endpoint, path: &str) -> ureq::Request {
@@ -348,22 +525,31 @@ mod http {
                 .set("cal-api-version", version)
         }
 
-        fn send(&self, request: ureq::Request, body: Option<&Value>) -> Result<Value, ApiFailure> {
+        fn observe(&self, endpoint: &Endpoint, response: &ureq::Response) {
+            let header = |name: &str| response.header(name).map(str::to_string);
+            for name in [DEFAULT_THROTTLER, ATTENDEES_THROTTLER] {
+                if let Some(seen) = rate_limit_headers(name, header) {
+                    let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+                    observed.insert((endpoint.breaker_key(), name), seen);
+                }
+            }
+        }
+
+        fn send(&self, endpoint: &Endpoint, request: ureq::Request, body: Option<&Value>) -> Result<Value, ApiFailure> {
             let answer = match body {
                 Some(b) => request.send_json(b),
                 None => request.call(),
             };
             match answer {
-                Ok(response) => response.into_json::<Value>().map_err(|e| ApiFailure::BadAnswer(e.to_string())),
+                Ok(response) => {
+                    self.observe(endpoint, &response);
+                    response.into_json::<Value>().map_err(|e| ApiFailure::BadAnswer(e.to_string()))
+                }
                 Err(ureq::Error::Status(status, response)) => {
+                    self.observe(endpoint, &response);
                     let retry = retry_after(status, |h| response.header(h).map(str::to_string), Utc::now());
                     let body: Value = response.into_json().unwrap_or(Value::Null);
-                    let message = body["error"]["message"]
-                        .as_str()
-                        .or_else(|| body["message"].as_str())
-                        .unwrap_or("no message")
-                        .to_string();
-                    Err(ApiFailure::Status { status, message, retry_after: retry })
+                    Err(ApiFailure::Status { status, message: error_message(&body), retry_after: retry })
                 }
                 Err(ureq::Error::Transport(t)) => {
                     let timed_out = std::error::Error::source(&t)
@@ -385,45 +571,71 @@ mod http {
 
     impl CalcomApi for HttpCalcom {
         fn create_booking(&self, endpoint: &Endpoint, payload: &Value) -> Result<CalBooking, ApiFailure> {
-            data(self.send(self.request("POST", endpoint, "/v2/bookings"), Some(payload))?)
+            data(self.send(endpoint, self.request("POST", endpoint, "/v2/bookings"), Some(payload))?)
         }
 
-        fn find_bookings(&self, endpoint: &Endpoint, q: &BookingQuery) -> Result<Vec<CalBooking>, ApiFailure> {
+        fn find_bookings(&self, endpoint: &Endpoint, q: &BookingQuery) -> Result<BookingPage, ApiFailure> {
             let mut request = self
                 .request("GET", endpoint, "/v2/bookings")
                 .query("eventTypeId", &q.event_type_id.to_string())
                 .query("afterStart", &crate::booking::format_utc(&q.after_start))
                 .query("beforeEnd", &crate::booking::format_utc(&q.before_end))
-                .query("take", "250");
+                .query("take", &q.take.clamp(1, 250).to_string())
+                .query("skip", &q.skip.to_string());
             if let Some(email) = &q.attendee_email {
                 request = request.query("attendeeEmail", email);
             }
-            data(self.send(request, None)?)
+            parse_booking_page(&self.send(endpoint, request, None)?).map_err(ApiFailure::BadAnswer)
         }
 
         fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure> {
-            data(self.send(self.request("GET", endpoint, &format!("/v2/bookings/{uid}")), None)?)
+            data(self.send(endpoint, self.request("GET", endpoint, &format!("/v2/bookings/{uid}")), None)?)
         }
 
         fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure> {
             let body = json!({ "cancellationReason": reason });
-            self.send(self.request("POST", endpoint, &format!("/v2/bookings/{uid}/cancel")), Some(&body)).map(|_| ())
+            let request = self.request("POST", endpoint, &format!("/v2/bookings/{uid}/cancel"));
+            self.send(endpoint, request, Some(&body)).map(|_| ())
         }
 
         fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure> {
             let body = serde_json::to_value(attendee).map_err(|e| ApiFailure::BadAnswer(e.to_string()))?;
-            self.send(self.request("POST", endpoint, &format!("/v2/bookings/{uid}/attendees")), Some(&body)).map(|_| ())
+            let request = self.request("POST", endpoint, &format!("/v2/bookings/{uid}/attendees"));
+            self.send(endpoint, request, Some(&body)).map(|_| ())
         }
 
-        fn slots(&self, endpoint: &Endpoint, q: &SlotQuery) -> Result<Vec<DateTime<Utc>>, ApiFailure> {
+        fn slots(&self, endpoint: &Endpoint, q: &SlotQuery) -> Result<SlotAnswer, ApiFailure> {
             let request = self
                 .versioned("GET", endpoint, "/v2/slots", SLOTS_API_VERSION)
                 .query("eventTypeId", &q.event_type_id.to_string())
-                .query("start", &q.start.to_string())
-                .query("end", &q.end.to_string())
-                .query("timeZone", &q.time_zone);
-            parse_slots(&self.send(request, None)?).map_err(ApiFailure::BadAnswer)
+                .query("start", &crate::booking::format_utc(&q.start))
+                .query("end", &crate::booking::format_utc(&q.end))
+                .query("timeZone", &q.time_zone)
+                .query("format", "range");
+            parse_slots(&self.send(endpoint, request, None)?).map_err(ApiFailure::BadAnswer)
         }
+
+        fn observed_limit(&self, endpoint: &Endpoint, throttler: &str) -> Option<RateLimitHeaders> {
+            let observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+            observed
+                .iter()
+                .find(|((key, name), _)| *name == throttler && *key == endpoint.breaker_key())
+                .map(|(_, v)| v.clone())
+        }
+    }
+}
+
+/// The message of an error answer in any of Cal.com's three envelopes:
+/// `{error: {code, message, details}}`, `{error: {code, message}}` and the
+/// bare `{statusCode, message}` (`tests/contract/calcom/errors_*.json`).
+pub fn error_message(body: &Value) -> String {
+    let message = body["error"]["message"].as_str().or_else(|| body["message"].as_str());
+    let code = body["error"]["code"].as_str().filter(|c| !c.ends_with("Exception"));
+    match (message, code) {
+        (Some(m), Some(c)) if !m.contains(c) => format!("{m} ({c})"),
+        (Some(m), _) => m.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "no message".to_string(),
     }
 }
 
@@ -455,11 +667,12 @@ mod tests {
             "2030-01-08": [{"start": "2030-01-08T10:00:00+01:00"}, "2030-01-08T09:30:00+01:00"],
             "2030-01-09": [{"start": "2030-01-09T09:00:00Z", "end": "2030-01-09T09:30:00Z"}]}});
         let slots: Vec<String> =
-            parse_slots(&answer).unwrap_or_default().iter().map(crate::booking::format_utc).collect();
+            parse_slots(&answer).unwrap_or_default().starts.iter().map(crate::booking::format_utc).collect();
         assert_eq!(slots, ["2030-01-08T08:30:00Z", "2030-01-08T09:00:00Z", "2030-01-09T09:00:00Z"]);
+        assert_eq!(parse_slots(&answer).map(|a| a.length), Ok(Some(Duration::minutes(30))), "the range format's end");
         assert!(parse_slots(&json!({"data": []})).is_err());
         assert!(parse_slots(&json!({"data": {"d": [{"start": "soon"}]}})).is_err());
-        assert_eq!(parse_slots(&json!({"data": {}})), Ok(vec![]));
+        assert_eq!(parse_slots(&json!({"data": {}})), Ok(SlotAnswer::default()));
     }
 
     #[test]
@@ -476,5 +689,7 @@ mod tests {
         );
         assert_eq!(retry_after(429, h(&[]), now), Some(Duration::seconds(60)));
         assert_eq!(retry_after(503, h(&[]), now), None);
+        // The reset header is on every answer: no retry hint unless it is a 429.
+        assert_eq!(retry_after(503, h(&[("x-ratelimit-reset-default", "60")]), now), None);
     }
 }

@@ -43,6 +43,21 @@ pub struct Company {
     /// Cal.com API base for this company; `None` uses the worker's (`https://api.cal.com`).
     #[serde(default)]
     pub calcom_api_base: Option<String>,
+    /// The attendee email sent for a customer without one, with
+    /// `{appointment}` replaced by the appointment id (e.g.
+    /// `noreply+{appointment}@salon.example`): every caller then has an
+    /// address of their own, which an event type's per-booker limit needs.
+    /// `None` uses the worker's fallback (`noreply@example.com`).
+    #[serde(default)]
+    pub calcom_email_fallback: Option<String>,
+}
+
+impl Company {
+    /// The fallback attendee email for one appointment, from the template.
+    pub fn fallback_email(&self, appointment: crate::ids::AppointmentId) -> Option<String> {
+        let template = self.calcom_email_fallback.as_deref()?.trim();
+        (!template.is_empty()).then(|| template.replace("{appointment}", &appointment.0.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -86,19 +86,40 @@ fn unspeak(lowered: &str) -> String {
     out
 }
 
-/// Syntax check: an addr-spec with a dotted domain (Cal.com refuses bare hosts).
+/// Syntax check: an addr-spec Cal.com takes. Cal.com validates attendee
+/// emails with class-validator's `@IsEmail()` (validator.js `isEmail`, default
+/// options), so an address is valid here only when it is valid there too: a
+/// dot-atom local part of at most 64 characters, and a domain of labels
+/// (letters, digits, hyphens; no underscore, no hyphen at either end, at
+/// most 63 characters) ending in a top-level domain of two letters or more.
 pub fn is_valid_email(candidate: &str) -> bool {
     if candidate.len() > 254 || candidate.contains(char::is_whitespace) {
         return false;
     }
     let Ok(addr) = email_address::EmailAddress::from_str(candidate) else { return false };
-    let domain = addr.domain();
+    let (local, domain) = (addr.local_part(), addr.domain());
+    let local_ok = local.chars().count() <= 64
+        && local.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c))
+        });
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.chars().count() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+    };
+    let tld_ok = labels.last().is_some_and(|tld| {
+        (tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic))
+            || (tld.len() > 4 && tld.to_ascii_lowercase().starts_with("xn--"))
+    });
     addr.display_part().is_empty()
         && !candidate.contains(['<', '>', '"', '(', ')'])
-        && domain.contains('.')
-        && !domain.starts_with('[')
-        && !domain.ends_with('.')
-        && domain.split('.').all(|label| !label.is_empty())
+        && local_ok
+        && labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && tld_ok
 }
 
 #[cfg(test)]

@@ -151,6 +151,22 @@ impl Error {
         }
     }
 
+    /// The error as every interface writes it (the CLI's `--json`, the C ABI,
+    /// the bindings): `{code, message}`, plus `alternatives` (UTC RFC 3339)
+    /// for `slot_unavailable` and `problems` when a request had several.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let Error::SlotUnavailable { alternatives } = self {
+            out["alternatives"] = alternatives.iter().map(crate::booking::format_utc).collect();
+        }
+        if let Error::Invalid(problems) = self {
+            if problems.len() > 1 {
+                out["problems"] = serde_json::to_value(problems).unwrap_or_default();
+            }
+        }
+        out
+    }
+
     /// Every problem: the list for [`Error::Invalid`], else one built from this error.
     pub fn problems(&self) -> Vec<Problem> {
         match self {

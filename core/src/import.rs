@@ -50,6 +50,10 @@ fn checked(data: &ImportData) -> Result<ImportData> {
         if company.name.trim().is_empty() {
             return Err(invalid(format!("company {} has no name", company.id)));
         }
+        let sample = company.fallback_email(crate::ids::AppointmentId(1));
+        if sample.as_deref().is_some_and(|e| !crate::email::is_valid_email(e)) {
+            return Err(invalid(format!("company {}: calcom_email_fallback is not an email address", company.id)));
+        }
     }
     for branch in &mut data.branches {
         parse_timezone(&branch.timezone)

@@ -64,12 +64,14 @@ pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPo
 #[cfg(feature = "http")]
 pub use calcom::HttpCalcom;
 pub use calcom::{
-    build_create_payload, calcom_payload, classify, default_email_fallback, is_slot_taken, parse_slots, retry_after,
-    sendable_phone, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, ErrorClass, NewAttendee, PayloadInput,
-    SlotQuery, BOOKINGS_API_VERSION, DEFAULT_BASE_URL, METADATA_KEY, SLOTS_API_VERSION,
+    build_create_payload, calcom_payload, classify, default_email_fallback, error_message, is_booker_limit,
+    is_slot_taken, key_match, parse_booking_page, parse_slots, rate_limit_headers, retry_after, sendable_phone,
+    ApiFailure, BookingPage, BookingQuery, CalAttendee, CalBooking, CalcomApi, Endpoint, ErrorClass, KeyMatch,
+    NewAttendee, PayloadInput, RateLimitHeaders, SlotAnswer, SlotQuery, ATTENDEES_THROTTLER, BOOKINGS_API_VERSION,
+    DEFAULT_BASE_URL, DEFAULT_THROTTLER, METADATA_KEY, SLOTS_API_VERSION,
 };
 #[cfg(feature = "fake-calcom")]
-pub use calcom_fake::{FakeCalcom, FakeStats, Fault, Schedule};
+pub use calcom_fake::{EventType, FakeCalcom, FakeStats, Fault, Recorded, Schedule};
 pub use calcom_webhook::{parse_calcom_webhook, sign_calcom, verify_calcom_signature, CalcomWebhook, WebhookOutcome};
 pub use call::{Call, NewCall};
 pub use callbook::{Callbook, Config};
@@ -92,10 +94,11 @@ pub use stats::Stats;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use store::ServerStore;
 pub use store::{
-    is_server_url, read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Store, SyncFailure, Tx, WriteFn,
+    is_server_url, read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Offered, Store, SyncFailure, Tx,
+    WriteFn,
 };
 #[cfg(feature = "sqlite")]
 pub use store::{open_store, Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
-pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig};
+pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig, ATTENDEES_PER_MINUTE};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

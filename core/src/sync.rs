@@ -7,12 +7,13 @@
 use crate::appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin};
 use crate::breaker::{self, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
 use crate::calcom::{
-    build_create_payload, classify, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, NewAttendee,
-    DEFAULT_BASE_URL, METADATA_KEY,
+    build_create_payload, classify, key_match, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, KeyMatch,
+    NewAttendee, RateLimitHeaders, ATTENDEES_THROTTLER, DEFAULT_BASE_URL, DEFAULT_THROTTLER,
 };
 use crate::callbook::{apply_in, Callbook};
 use crate::company::{Branch, Company, Service};
 use crate::customer::Customer;
+use crate::email::is_valid_email;
 use crate::ids::{AppointmentId, JobId};
 use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState};
 use crate::store::{self, SyncFailure, Tx};
@@ -146,7 +147,9 @@ impl RunReport {
 
 /// A sliding-window limit per API key: at most `limit` requests in any 60 s.
 /// Stricter than a token bucket with the same rate, so it never trips a
-/// window-based server limit (a burst of 120 then 2/s would).
+/// window-based server limit (a burst of 120 then 2/s would). Cal.com also
+/// says on every answer how many requests the key has left until when (other
+/// processes may use the key too): that budget is honoured as well.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     limit: usize,
@@ -157,7 +160,12 @@ pub struct RateLimiter {
 struct Window {
     sent: VecDeque<DateTime<Utc>>,
     blocked_until: Option<DateTime<Utc>>,
+    /// What the server said last: requests left, until when.
+    server: Option<(u32, DateTime<Utc>)>,
 }
+
+/// Requests per minute Cal.com allows `POST /v2/bookings/{uid}/attendees`.
+pub const ATTENDEES_PER_MINUTE: u32 = 5;
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
@@ -166,6 +174,18 @@ impl RateLimiter {
 
     /// Takes `n` request slots at once, or says when enough free up.
     pub fn acquire(&self, key: &str, n: usize, now: DateTime<Utc>) -> std::result::Result<(), DateTime<Utc>> {
+        self.acquire_within(key, self.limit as u32, n, now)
+    }
+
+    /// [`RateLimiter::acquire`] with a limit of this key's own (a throttled route).
+    pub fn acquire_within(
+        &self,
+        key: &str,
+        limit: u32,
+        n: usize,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), DateTime<Utc>> {
+        let limit = limit.max(1) as usize;
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let w = windows.entry(key.to_string()).or_default();
         if let Some(until) = w.blocked_until.filter(|u| *u > now) {
@@ -174,13 +194,24 @@ impl RateLimiter {
         while w.sent.front().is_some_and(|t| *t + Duration::minutes(1) <= now) {
             w.sent.pop_front();
         }
-        let n = n.clamp(1, self.limit);
-        if w.sent.len() + n > self.limit {
-            let frees = w.sent.get(w.sent.len() + n - self.limit - 1).copied();
+        let n = n.clamp(1, limit);
+        if w.sent.len() + n > limit {
+            let frees = w.sent.get(w.sent.len() + n - limit - 1).copied();
             return Err(frees.map_or(now, |t| t + Duration::minutes(1)));
+        }
+        match w.server {
+            Some((left, until)) if until > now && (left as usize) < n => return Err(until),
+            Some((left, until)) if until > now => w.server = Some((left - n as u32, until)),
+            _ => w.server = None,
         }
         w.sent.extend(std::iter::repeat_n(now, n));
         Ok(())
+    }
+
+    /// An answer's rate-limit headers: the key has `remaining` requests until `reset`.
+    pub fn observe(&self, key: &str, seen: &RateLimitHeaders, now: DateTime<Utc>) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.entry(key.to_string()).or_default().server = Some((seen.remaining, now + seen.reset));
     }
 
     /// The server said 429: nobody uses this key until then.
@@ -371,6 +402,10 @@ impl Worker {
                 return skip("not_in_calcom")
             }
             JobKind::UpdateAttendee if ctx.customer.email.is_none() => return skip("no_email"),
+            // The attendees endpoint's `@IsEmail()` refuses it: sending is a sure 400.
+            JobKind::UpdateAttendee if !ctx.customer.email.as_deref().is_some_and(is_valid_email) => {
+                return skip("invalid_email")
+            }
             _ => {}
         }
         let Some(endpoint) = endpoint_of(&ctx.company, &self.config.base_url) else {
@@ -394,8 +429,13 @@ impl Worker {
         // A create that was sent before without a definite answer (an earlier
         // attempt, or a probe that timed out) looks for its booking first.
         let lookup = job.kind == JobKind::Create && (job.attempt > 1 || job.last_error.is_some());
-        let requests = if lookup { 2 } else { 1 };
-        if let Err(until) = self.limiter.acquire(&breaker_key, requests, now) {
+        // Adding an attendee has a throttler of its own (5 a minute) and
+        // does not count against the key's default one.
+        let (bucket, limit, requests) = match job.kind {
+            JobKind::UpdateAttendee => (attendees_bucket(&breaker_key), ATTENDEES_PER_MINUTE, 1),
+            _ => (breaker_key.clone(), self.config.requests_per_minute, if lookup { 2 } else { 1 }),
+        };
+        if let Err(until) = self.limiter.acquire_within(&bucket, limit, requests, now) {
             return self.defer(job, until, "rate_limit", None);
         }
         let answer = match job.kind {
@@ -411,14 +451,19 @@ impl Worker {
             }
             JobKind::Cancel => {
                 let uid = a.calcom_v2_booking_uid.clone().unwrap_or_default();
-                self.api.cancel_booking(&endpoint, &uid, "cancelled by the caller").map(|()| None)
+                match self.api.cancel_booking(&endpoint, &uid, "cancelled by the caller") {
+                    // A retried cancel whose first answer was lost: done all the same.
+                    Err(ApiFailure::Status { status: 400, message, .. }) if is_cancelled_already(&message) => Ok(None),
+                    other => other.map(|()| None),
+                }
             }
         };
+        self.observe(&endpoint, &breaker_key);
         if let Err(ApiFailure::Status { status: 429, retry_after, .. }) = &answer {
             // Rate limited: wait as told, without using an attempt.
             let until = self.book.now()
                 + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.book.config().policy.max_retry_after);
-            self.limiter.block(&breaker_key, until);
+            self.limiter.block(&bucket, until);
             self.note_breaker(&breaker_key, Outcome::Healthy)?;
             return self.defer(job, until, "rate_limit", None);
         }
@@ -439,16 +484,36 @@ impl Worker {
         self.record(job, &ctx, answer, true, breaker)
     }
 
+    /// Feeds the rate-limit headers of the last answer to the limiter.
+    fn observe(&self, endpoint: &Endpoint, breaker_key: &str) {
+        let now = self.book.now();
+        if let Some(seen) = self.api.observed_limit(endpoint, DEFAULT_THROTTLER) {
+            self.limiter.observe(breaker_key, &seen, now);
+        }
+        if let Some(seen) = self.api.observed_limit(endpoint, ATTENDEES_THROTTLER) {
+            self.limiter.observe(&attendees_bucket(breaker_key), &seen, now);
+        }
+    }
+
+    /// The attendee email for a customer without one: the company's
+    /// template with the appointment in it (every caller an address of
+    /// their own, so a per-booker limit never counts strangers together),
+    /// else the worker's fallback.
+    fn email_fallback(&self, ctx: &Context) -> String {
+        ctx.company.fallback_email(ctx.appointment.id).unwrap_or_else(|| self.config.email_fallback.clone())
+    }
+
     /// The create flow. A create sent before without a definite answer first
     /// looks for the booking that attempt may have made, by the key in its
-    /// metadata. If the create then meets "slot taken", the earlier request
-    /// may have landed in between (a slow answer): look once more.
+    /// metadata. A refusal of the create may be the earlier request landing
+    /// in between (a slow answer, a race): it looks once more before
+    /// deciding when the create was sent before, and after every 409.
     fn create(
         &self,
         lookup: bool,
         ctx: &Context,
         endpoint: &Endpoint,
-    ) -> std::result::Result<Option<(CalBooking, bool)>, ApiFailure> {
+    ) -> std::result::Result<Option<Synced>, ApiFailure> {
         let a = &ctx.appointment;
         let Some(event_type_id) = ctx.service.calcom_event_type_id else {
             return Err(ApiFailure::Status {
@@ -457,32 +522,76 @@ impl Worker {
                 retry_after: None,
             });
         };
-        let find_mine = || -> std::result::Result<Option<CalBooking>, ApiFailure> {
-            let query = BookingQuery {
-                event_type_id,
-                after_start: a.starts_at - Duration::minutes(1),
-                before_end: a.ends_at + Duration::minutes(1),
-                attendee_email: None,
-            };
-            let found = self.api.find_bookings(endpoint, &query)?;
-            Ok(found
-                .into_iter()
-                .find(|b| b.metadata.get(METADATA_KEY).and_then(|v| v.as_str()) == Some(&a.idempotency_key)))
-        };
         if lookup {
-            if let Some(booking) = find_mine()? {
-                return Ok(Some((booking, true)));
+            if let Some(found) = self.find_mine(ctx, event_type_id, endpoint)? {
+                return Ok(Some(found));
             }
         }
-        let payload = build_create_payload(a, &ctx.customer, &ctx.service, &ctx.branch, &self.config.email_fallback);
+        let fallback = self.email_fallback(ctx);
+        let payload = build_create_payload(a, &ctx.customer, &ctx.service, &ctx.branch, &fallback);
         match self.api.create_booking(endpoint, &payload) {
-            Ok(booking) => Ok(Some((booking, false))),
-            Err(failure) if lookup && classify(&failure).code == "slot_unavailable" => match find_mine()? {
-                Some(booking) => Ok(Some((booking, true))),
+            Ok(booking) => Ok(Some(Synced::from(&booking, booking.seat_uid.clone(), false))),
+            Err(failure) if maybe_ours(&failure, lookup) => match self.find_mine(ctx, event_type_id, endpoint)? {
+                Some(found) => Ok(Some(found)),
                 None => Err(failure),
             },
             Err(failure) => Err(failure),
         }
+    }
+
+    /// Looks for the booking an earlier create made: Cal.com cannot filter by
+    /// metadata, so list the event type's bookings from the start on and
+    /// match the key. `beforeEnd` filters on a booking's END and the length
+    /// is Cal.com's own (it may differ from the local service's), so the
+    /// window is a day past the start, read page by page.
+    fn find_mine(
+        &self,
+        ctx: &Context,
+        event_type_id: i64,
+        endpoint: &Endpoint,
+    ) -> std::result::Result<Option<Synced>, ApiFailure> {
+        let a = &ctx.appointment;
+        let mut query = BookingQuery {
+            event_type_id,
+            after_start: a.starts_at - Duration::minutes(1),
+            before_end: a.starts_at + LOOKUP_SPAN,
+            attendee_email: None,
+            take: 250,
+            skip: 0,
+        };
+        let mut ambiguous = false;
+        for page in 0..LOOKUP_PAGES {
+            if page > 0 {
+                // Pages past the first are rare; each still keeps to the limit.
+                let now = self.book.now();
+                if let Err(until) = self.limiter.acquire(&endpoint.breaker_key(), 1, now) {
+                    let wait = Some(until - now);
+                    return Err(ApiFailure::Status {
+                        status: 429,
+                        message: "local rate limit".into(),
+                        retry_after: wait,
+                    });
+                }
+            }
+            let found = self.api.find_bookings(endpoint, &query)?;
+            for booking in &found.bookings {
+                match key_match(booking, &a.idempotency_key) {
+                    KeyMatch::Mine { seat_uid } => return Ok(Some(Synced::from(booking, seat_uid, true))),
+                    KeyMatch::Unknown => ambiguous |= starts_at(booking) == Some(a.starts_at),
+                    KeyMatch::NotMine => {}
+                }
+            }
+            if !found.has_next_page {
+                break;
+            }
+            query.skip += query.take;
+        }
+        if ambiguous {
+            return Err(ApiFailure::Ambiguous(
+                "a seated booking at this start carries no metadata; it may be this appointment's".into(),
+            ));
+        }
+        Ok(None)
     }
 
     fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {
@@ -517,7 +626,7 @@ impl Worker {
         &self,
         job: &Job,
         ctx: &Context,
-        answer: std::result::Result<Option<(CalBooking, bool)>, ApiFailure>,
+        answer: std::result::Result<Option<Synced>, ApiFailure>,
         attempted: bool,
         breaker: Option<(String, Outcome)>,
     ) -> Result<SyncOutcome> {
@@ -538,9 +647,9 @@ impl Worker {
                     return Ok(SyncOutcome::Lost);
                 }
                 let adopted = match booked {
-                    Some((booking, adopted)) => {
-                        tx.record_sync_success(company, appointment, booking.id, &booking.uid, now)?;
-                        adopted
+                    Some(s) => {
+                        tx.record_sync_success(company, appointment, s.booking_id, &s.uid, s.seat_uid.as_deref(), now)?;
+                        s.adopted
                     }
                     None => false,
                 };
@@ -582,6 +691,54 @@ impl Worker {
             }
         }
     }
+}
+
+/// How far past its start a lookup reads (bookings are found by their end).
+const LOOKUP_SPAN: Duration = Duration::hours(24);
+/// Pages of 250 a lookup reads at most.
+const LOOKUP_PAGES: u32 = 4;
+
+/// The booking a create made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Synced {
+    booking_id: i64,
+    uid: String,
+    seat_uid: Option<String>,
+    /// Found by its key after a lost answer, not created now.
+    adopted: bool,
+}
+
+impl Synced {
+    fn from(booking: &CalBooking, seat_uid: Option<String>, adopted: bool) -> Self {
+        Synced { booking_id: booking.id, uid: booking.uid.clone(), seat_uid, adopted }
+    }
+}
+
+fn starts_at(booking: &CalBooking) -> Option<DateTime<Utc>> {
+    booking.start.as_deref().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+/// A create refusal that an earlier, unanswered create of the same
+/// booking could explain: a client error (not a 429) after a create that
+/// was sent before, or any 409 (Cal.com's conflict answers, `booking_conflict_error`).
+fn maybe_ours(failure: &ApiFailure, sent_before: bool) -> bool {
+    match failure {
+        ApiFailure::Status { status: 409, .. } => true,
+        ApiFailure::Status { status, .. } if sent_before && (400..500).contains(status) && *status != 429 => true,
+        ApiFailure::Status { .. } => sent_before && classify(failure).code == "slot_unavailable",
+        _ => false,
+    }
+}
+
+/// Cal.com's refusal to cancel a booking that is cancelled
+/// ("… because it has been cancelled already", `errors_400_cancel_already_cancelled.json`).
+fn is_cancelled_already(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("cancelled already") || m.contains("already been cancelled")
+}
+
+fn attendees_bucket(breaker_key: &str) -> String {
+    format!("{breaker_key}|{ATTENDEES_THROTTLER}")
 }
 
 pub(crate) fn endpoint_of(company: &Company, default_base: &str) -> Option<Endpoint> {

@@ -10,7 +10,7 @@ mod conformance;
 
 use callbook::*;
 use chrono::Duration;
-use conformance::{request, t0, FIXTURE};
+use conformance::{fixture_event_types, request, t0, FIXTURE};
 use std::sync::Arc;
 
 struct Env {
@@ -25,7 +25,9 @@ fn env_on(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Env {
     let clock = Arc::new(ManualClock::new(t0()));
     let book = Callbook::new(store).with_clock(clock.clone());
     book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
-    let fake = FakeCalcom::start(clock.clone()).expect("fake starts");
+    // Event types as long as the services here; `a_longer_event_type_…` below differs.
+    let types = [EventType::new(1001, 30), EventType::new(1002, 60).seated(2), EventType::new(2001, 45)];
+    let fake = FakeCalcom::with_event_types(clock.clone(), &types).expect("fake starts");
     let api = Arc::new(HttpCalcom::new(std::time::Duration::from_secs(2)));
     let config = AvailabilityConfig { base_url: fake.url().into(), cache_ttl: Duration::seconds(30) };
     let availability = Availability::new(book.clone(), api, config);
@@ -82,6 +84,23 @@ fn a_remembered_answer_is_honoured_and_the_booking_asks_cal_com_nothing() {
     assert_eq!(e.fake.stats().requests, 1);
     // A refused booking wrote nothing.
     assert_eq!(e.book.stats().expect("stats").appointments.values().sum::<u64>(), 2);
+}
+
+#[test]
+fn a_longer_event_type_keeps_the_host_for_its_whole_length() {
+    // Cal.com's event type lasts 45 minutes, the local service 30: the range
+    // answer tells the length, and a local booking at 09:00Z takes 08:30Z
+    // (until 09:15Z) and 09:30Z (from 09:00Z to 09:45Z) with it.
+    let e = env();
+    e.fake.add_event_type(fixture_event_types().remove(0));
+    let slots = check(&e, Some("call_anon"), 1, "2030-01-08").expect("checks");
+    assert_eq!(slots.slots.len(), 15, "the last start leaves 45 minutes before 17:00");
+    e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+    for taken in ["2030-01-08T08:30:00Z", "2030-01-08T09:30:00Z"] {
+        let err = e.book.book(&request("call_anon", "Jane", taken)).expect_err("overlaps for 45 minutes");
+        assert_eq!(err.code(), "slot_unavailable", "{taken}");
+    }
+    e.book.book(&request("call_anon", "Jane", "2030-01-08T10:00:00Z")).expect("free");
 }
 
 #[test]

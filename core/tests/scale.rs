@@ -99,7 +99,7 @@ impl CalcomApi for HangsAfter {
         }
         answer
     }
-    fn find_bookings(&self, e: &Endpoint, q: &BookingQuery) -> std::result::Result<Vec<CalBooking>, ApiFailure> {
+    fn find_bookings(&self, e: &Endpoint, q: &BookingQuery) -> std::result::Result<BookingPage, ApiFailure> {
         self.0.find_bookings(e, q)
     }
     fn get_booking(&self, e: &Endpoint, uid: &str) -> std::result::Result<CalBooking, ApiFailure> {
@@ -111,11 +111,7 @@ impl CalcomApi for HangsAfter {
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> std::result::Result<(), ApiFailure> {
         self.0.add_attendee(e, uid, a)
     }
-    fn slots(
-        &self,
-        e: &Endpoint,
-        q: &SlotQuery,
-    ) -> std::result::Result<Vec<chrono::DateTime<chrono::Utc>>, ApiFailure> {
+    fn slots(&self, e: &Endpoint, q: &SlotQuery) -> std::result::Result<SlotAnswer, ApiFailure> {
         self.0.slots(e, q)
     }
 }
@@ -178,7 +174,7 @@ fn scale_out(kind: &'static str, test: &str) {
             _ => panic!("unknown role {role:?}"),
         }
     }
-    let fake = FakeCalcom::start(Arc::new(SystemClock)).expect("fake Cal.com");
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(1, 15)]).expect("fake Cal.com");
     fake.set_limit_per_minute(usize::MAX);
     let name = fresh_name(&format!("scale_{kind}"));
     let dir = tempfile::tempdir().expect("temp dir");

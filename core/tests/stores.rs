@@ -173,7 +173,13 @@ fn readers_never_wait_for_the_writer() {
         let writer = s.spawn(move || {
             callbook::write(&*store_w, move |tx| {
                 tx.upsert_company(
-                    &Company { id: CompanyId(9), name: "Late".into(), calcom_api_key: None, calcom_api_base: None },
+                    &Company {
+                        id: CompanyId(9),
+                        name: "Late".into(),
+                        calcom_api_key: None,
+                        calcom_api_base: None,
+                        calcom_email_fallback: None,
+                    },
                     t0(),
                 )?;
                 inside_w.wait(); // the write transaction is open...

@@ -48,7 +48,7 @@ test("an operator retries one failed booking and resolves another on /admin", as
   fs.writeFileSync(path.join(dir, "directory.json"), JSON.stringify(directory));
   cli(db, "import", path.join(dir, "directory.json"));
 
-  const fake = new FakeCalcom();
+  const fake = new FakeCalcom([{ id: 123, lengthMinutes: 30 }]);
   fake.failNext(400, "invalid event type");
   fake.failNext(400, "invalid event type");
   const serve = spawn(bin, ["--db", db, "--json", "serve", "--listen", "127.0.0.1:0", "--calcom-url", fake.url, "--worker-threads", "1"], {

@@ -2,7 +2,7 @@
 //! the SQL schema, and can inject faults: fail the n-th write operation, to
 //! show that a failed transaction leaves nothing behind.
 
-use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
@@ -26,7 +26,7 @@ struct State {
     appointments: BTreeMap<AppointmentId, Appointment>,
     jobs: BTreeMap<JobId, Job>,
     breakers: BTreeMap<String, Breaker>,
-    remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Vec<DateTime<Utc>>>,
+    remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Offered>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -257,6 +257,7 @@ impl Tx for MemoryTx<'_> {
                 metadata: new.metadata.clone(),
                 calcom_v2_booking_id: None,
                 calcom_v2_booking_uid: None,
+                calcom_v2_seat_uid: None,
                 sync_error_code: None,
                 sync_error_message: None,
                 sync_attempt_count: 0,
@@ -333,19 +334,14 @@ impl Tx for MemoryTx<'_> {
         call: CallDbId,
         service: ServiceId,
         day: NaiveDate,
-        slots: &[DateTime<Utc>],
+        offered: &Offered,
         _now: DateTime<Utc>,
     ) -> Result<()> {
         self.writing()?;
-        self.state.remembered.insert((call, service, day), slots.to_vec());
+        self.state.remembered.insert((call, service, day), offered.clone());
         Ok(())
     }
-    fn remembered_slots(
-        &mut self,
-        call: CallDbId,
-        service: ServiceId,
-        day: NaiveDate,
-    ) -> Result<Option<Vec<DateTime<Utc>>>> {
+    fn remembered_slots(&mut self, call: CallDbId, service: ServiceId, day: NaiveDate) -> Result<Option<Offered>> {
         Ok(self.state.remembered.get(&(call, service, day)).cloned())
     }
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
@@ -494,6 +490,7 @@ impl Tx for MemoryTx<'_> {
         id: AppointmentId,
         booking_id: i64,
         uid: &str,
+        seat_uid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.writing()?;
@@ -501,6 +498,7 @@ impl Tx for MemoryTx<'_> {
             a.calcom_sync_status = SyncStatus::Synced;
             a.calcom_v2_booking_id = Some(booking_id);
             a.calcom_v2_booking_uid = Some(uid.to_string());
+            a.calcom_v2_seat_uid = seat_uid.map(str::to_string);
             a.sync_verified_at = Some(now);
             a.sync_error_code = None;
             a.sync_error_message = None;

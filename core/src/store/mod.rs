@@ -105,6 +105,15 @@ pub struct NewAppointment {
     pub now: DateTime<Utc>,
 }
 
+/// The free starts a call was offered for a service on a day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offered {
+    pub starts: Vec<DateTime<Utc>>,
+    /// The Cal.com event type's own length, when its answer told it (it
+    /// may be longer than the local service's duration).
+    pub length_minutes: Option<i64>,
+}
+
 /// A failed sync attempt as the appointment records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncFailure {
@@ -191,16 +200,11 @@ pub trait Tx {
         call: CallDbId,
         service: ServiceId,
         day: NaiveDate,
-        slots: &[DateTime<Utc>],
+        offered: &Offered,
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// What [`Tx::remember_slots`] stored, if anything.
-    fn remembered_slots(
-        &mut self,
-        call: CallDbId,
-        service: ServiceId,
-        day: NaiveDate,
-    ) -> Result<Option<Vec<DateTime<Utc>>>>;
+    fn remembered_slots(&mut self, call: CallDbId, service: ServiceId, day: NaiveDate) -> Result<Option<Offered>>;
     /// Puts an appointment on the manual-review list.
     fn flag_for_review(
         &mut self,
@@ -253,13 +257,15 @@ pub trait Tx {
     /// Running jobs whose lease ran out with no attempts left.
     fn expired_exhausted_jobs(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>>;
 
-    /// Cal.com has the appointment: `synced`, booking id and uid, verified now, errors cleared.
+    /// Cal.com has the appointment: `synced`, booking id, uid (and seat),
+    /// verified now, errors cleared.
     fn record_sync_success(
         &mut self,
         company: CompanyId,
         id: AppointmentId,
         booking_id: i64,
         uid: &str,
+        seat_uid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// A failed attempt: `failed`, the error, one more attempt counted, and

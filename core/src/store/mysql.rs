@@ -75,6 +75,8 @@ impl Connector for MyConnector {
     }
 }
 
+const SCHEMA: super::server::Schema = &[include_str!("schema_mysql.sql"), include_str!("schema_mysql_v2.sql")];
+
 impl ServerStore {
     /// Opens (creating the tables once) the MySQL or MariaDB database at
     /// `url` (`mysql://user:password@host:3306/db`; MariaDB 10.6+ or MySQL 8
@@ -85,6 +87,6 @@ impl ServerStore {
         let opts: Opts = OptsBuilder::from_opts(opts)
             .additional_capabilities(mysql::consts::CapabilityFlags::CLIENT_FOUND_ROWS)
             .into();
-        ServerStore::open(Box::new(MyConnector(opts)), "mysql", include_str!("schema_mysql.sql"))
+        ServerStore::open(Box::new(MyConnector(opts)), "mysql", SCHEMA)
     }
 }

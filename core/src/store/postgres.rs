@@ -108,12 +108,14 @@ impl Connector for PgConnector {
     }
 }
 
+const SCHEMA: super::server::Schema = &[include_str!("schema_postgres.sql"), include_str!("schema_postgres_v2.sql")];
+
 impl ServerStore {
     /// Opens (creating the tables once) the PostgreSQL database at `url`
     /// (`postgres://user@host:5432/db`).
     pub fn postgres(url: &str) -> Result<Self> {
         let config: postgres::Config =
             url.parse().map_err(|_| Error::Storage("not a PostgreSQL URL (postgres://user@host/db)".into()))?;
-        ServerStore::open(Box::new(PgConnector(config)), "postgres", include_str!("schema_postgres.sql"))
+        ServerStore::open(Box::new(PgConnector(config)), "postgres", SCHEMA)
     }
 }

@@ -6,7 +6,7 @@
 //! "one customer per known phone" and capacities true across processes.
 
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
-use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
@@ -137,7 +137,8 @@ const APPOINTMENT_COLS: &str =
     "id, customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, \
     calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
     sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
-    review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note";
+    review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note, \
+    calcom_v2_seat_uid";
 const JOB_COLS: &str = "id, appointment_id, company_id, kind, state, attempt, max_attempts, run_at, locked_until, \
     locked_by, lease_token, last_error, created_at, updated_at";
 const BRANCH_COLS: &str = "id, company_id, name, timezone, country, phone_number";
@@ -193,6 +194,7 @@ fn appointment_row(r: &Row) -> Result<Appointment> {
         review_resolved_at: r.opt_time(24)?,
         review_resolved_by: r.opt_text(25)?,
         review_note: r.opt_text(26)?,
+        calcom_v2_seat_uid: r.opt_text(27)?,
     })
 }
 
@@ -302,12 +304,14 @@ impl Tx for ServerTx<'_> {
     }
 
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        self.one("SELECT id, name, calcom_api_key, calcom_api_base FROM companies WHERE id = ?", &[id.0.into()], |r| {
+        let sql = "SELECT id, name, calcom_api_key, calcom_api_base, calcom_email_fallback FROM companies WHERE id = ?";
+        self.one(sql, &[id.0.into()], |r| {
             Ok(Company {
                 id: CompanyId(r.int(0)?),
                 name: r.text(1)?,
                 calcom_api_key: r.opt_text(2)?.map(Secret::new),
                 calcom_api_base: r.opt_text(3)?,
+                calcom_email_fallback: r.opt_text(4)?,
             })
         })
     }
@@ -330,13 +334,15 @@ impl Tx for ServerTx<'_> {
         self.all(&sql, &[company.0.into()], branch_row)
     }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
-        let cols = ["id", "name", "calcom_api_key", "calcom_api_base", "created_at", "updated_at"];
+        let cols =
+            ["id", "name", "calcom_api_key", "calcom_api_base", "calcom_email_fallback", "created_at", "updated_at"];
         let key = c.calcom_api_key.as_ref().map(|k| k.expose().to_string());
         let params = [
             c.id.0.into(),
             (&c.name).into(),
             key.into(),
             c.calcom_api_base.clone().into(),
+            c.calcom_email_fallback.clone().into(),
             to_db(now).into(),
             to_db(now).into(),
         ];
@@ -535,20 +541,15 @@ impl Tx for ServerTx<'_> {
         call: CallDbId,
         service: ServiceId,
         day: NaiveDate,
-        slots: &[DateTime<Utc>],
+        offered: &Offered,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let cols = ["call_id", "service_id", "day", "slots", "checked_at"];
         let params =
-            [call.0.into(), service.0.into(), day.to_string().into(), slots_to_db(slots)?.into(), to_db(now).into()];
+            [call.0.into(), service.0.into(), day.to_string().into(), slots_to_db(offered)?.into(), to_db(now).into()];
         self.upsert("call_availability", &["call_id", "service_id", "day"], &cols, &params)
     }
-    fn remembered_slots(
-        &mut self,
-        call: CallDbId,
-        service: ServiceId,
-        day: NaiveDate,
-    ) -> Result<Option<Vec<DateTime<Utc>>>> {
+    fn remembered_slots(&mut self, call: CallDbId, service: ServiceId, day: NaiveDate) -> Result<Option<Offered>> {
         let sql = "SELECT slots FROM call_availability WHERE call_id = ? AND service_id = ? AND day = ?";
         let Some(text) = self.one(sql, &[call.0.into(), service.0.into(), day.to_string().into()], |r| r.text(0))?
         else {
@@ -727,15 +728,24 @@ impl Tx for ServerTx<'_> {
         id: AppointmentId,
         booking_id: i64,
         uid: &str,
+        seat_uid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let now = to_db(now);
         self.conn
             .execute(
                 "UPDATE appointments SET calcom_sync_status = 'synced', calcom_v2_booking_id = ?,
-                 calcom_v2_booking_uid = ?, sync_verified_at = ?, sync_error_code = NULL, sync_error_message = NULL,
-                 updated_at = ? WHERE company_id = ? AND id = ?",
-                &[booking_id.into(), uid.into(), (&now).into(), (&now).into(), company.0.into(), id.0.into()],
+                 calcom_v2_booking_uid = ?, calcom_v2_seat_uid = ?, sync_verified_at = ?, sync_error_code = NULL,
+                 sync_error_message = NULL, updated_at = ? WHERE company_id = ? AND id = ?",
+                &[
+                    booking_id.into(),
+                    uid.into(),
+                    seat_uid.into(),
+                    (&now).into(),
+                    (&now).into(),
+                    company.0.into(),
+                    id.0.into(),
+                ],
             )
             .map(|_| ())
     }
@@ -886,45 +896,43 @@ impl std::fmt::Debug for ServerStore {
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema files: version 1 creates every table; each later one alters them.
+pub(crate) type Schema = &'static [&'static str];
 
 impl ServerStore {
-    pub(crate) fn open(connector: Box<dyn Connector>, what: &'static str, schema: &str) -> Result<Self> {
+    pub(crate) fn open(connector: Box<dyn Connector>, what: &'static str, schema: Schema) -> Result<Self> {
         let store = ServerStore { connector, pool: Mutex::default(), what };
         store.migrate(schema)?;
         Ok(store)
     }
 
-    /// Creates the tables once; `callbook_schema` records the version.
-    fn migrate(&self, schema: &str) -> Result<()> {
+    /// Brings the schema up to date, one version at a time; `callbook_schema`
+    /// records each. Another process may be migrating at the same time: the
+    /// loser's statements fail, and it finds the version written.
+    fn migrate(&self, schema: Schema) -> Result<()> {
         let mut conn = self.connector.connect()?;
         conn.batch("CREATE TABLE IF NOT EXISTS callbook_schema (version BIGINT NOT NULL)")?;
-        let version = conn.query("SELECT MAX(version) FROM callbook_schema", &[])?;
-        let version = version.into_iter().next().map(Row).map(|r| r.opt_int(0)).transpose()?.flatten().unwrap_or(0);
-        if version > SCHEMA_VERSION {
-            return Err(Error::Storage(format!(
-                "database schema {version} is newer than this callbook ({SCHEMA_VERSION})"
-            )));
+        let newest = schema.len() as i64;
+        let read_version = |conn: &mut Box<dyn Conn>| -> Result<i64> {
+            let rows = conn.query("SELECT MAX(version) FROM callbook_schema", &[])?;
+            Ok(rows.into_iter().next().map(Row).map(|r| r.opt_int(0)).transpose()?.flatten().unwrap_or(0))
+        };
+        let version = read_version(&mut conn)?;
+        if version > newest {
+            return Err(Error::Storage(format!("database schema {version} is newer than this callbook ({newest})")));
         }
-        if version < 1 {
-            // Another process may be migrating at the same time: the loser's
-            // CREATE TABLE fails, and it finds the version written.
-            let created = schema
+        for (next, sql) in (1..).zip(schema.iter()).skip(version as usize) {
+            let applied = sql
                 .split(';')
                 .map(str::trim)
                 .filter(|s| !s.is_empty() && !s.lines().all(|l| l.trim_start().starts_with("--")))
                 .try_for_each(|statement| conn.batch(statement));
-            match created {
-                Ok(()) => conn
-                    .execute("INSERT INTO callbook_schema (version) VALUES (?)", &[SCHEMA_VERSION.into()])
-                    .map(|_| ())?,
-                Err(e) => {
-                    let again = conn.query("SELECT MAX(version) FROM callbook_schema", &[])?;
-                    let now = again.into_iter().next().map(Row).map(|r| r.opt_int(0)).transpose()?.flatten();
-                    if now.unwrap_or(0) < 1 {
-                        return Err(e);
-                    }
+            match applied {
+                Ok(()) => {
+                    conn.execute("INSERT INTO callbook_schema (version) VALUES (?)", &[Val::Int(next)]).map(|_| ())?
                 }
+                Err(e) if read_version(&mut conn)? < next => return Err(e),
+                Err(_) => {}
             }
         }
         Ok(())

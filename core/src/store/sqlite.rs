@@ -3,7 +3,7 @@
 //! reads use their own connections so they never wait for the writer.
 
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
-use super::{CalcomChange, Counts, NewAppointment, Store, SyncFailure, Tx, WriteFn};
+use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, Tx, WriteFn};
 use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
@@ -24,7 +24,8 @@ const SCHEMA_V1: &str = include_str!("schema_sqlite.sql");
 const SCHEMA_V2: &str = include_str!("schema_sqlite_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_sqlite_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema_sqlite_v4.sql");
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_V5: &str = include_str!("schema_sqlite_v5.sql");
+const SCHEMA_VERSION: i64 = 5;
 
 /// SQLite's `synchronous` setting for the write connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +280,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 4 {
         tx.execute_batch(SCHEMA_V4)?;
     }
+    if version < 5 {
+        tx.execute_batch(SCHEMA_V5)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     tx.commit()?;
     Ok(())
@@ -403,7 +407,8 @@ const APPOINTMENT_COLS: &str =
     "id, customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, \
     calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
     sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
-    review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note";
+    review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note, \
+    calcom_v2_seat_uid";
 const JOB_COLS: &str = "id, appointment_id, company_id, kind, state, attempt, max_attempts, run_at, locked_until, \
     locked_by, lease_token, last_error, created_at, updated_at";
 
@@ -501,6 +506,7 @@ fn appointment_row(r: &Row<'_>) -> Result<Appointment> {
         review_resolved_at: time_opt_at(r, 24)?,
         review_resolved_by: r.get(25)?,
         review_note: r.get(26)?,
+        calcom_v2_seat_uid: r.get(27)?,
     })
 }
 
@@ -562,9 +568,9 @@ const SERVICE_COLS: &str = "id, company_id, name, calcom_event_type_id, duration
 
 impl Tx for SqliteTx<'_> {
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id, name, calcom_api_key, calcom_api_base FROM companies WHERE id = ?1")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, name, calcom_api_key, calcom_api_base, calcom_email_fallback FROM companies WHERE id = ?1",
+        )?;
         Ok(st
             .query_row([id.0], |r| {
                 Ok(Company {
@@ -572,6 +578,7 @@ impl Tx for SqliteTx<'_> {
                     name: r.get(1)?,
                     calcom_api_key: r.get::<_, Option<String>>(2)?.map(Secret::new),
                     calcom_api_base: r.get(3)?,
+                    calcom_email_fallback: r.get(4)?,
                 })
             })
             .optional()?)
@@ -606,17 +613,19 @@ impl Tx for SqliteTx<'_> {
     }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
         let mut st = self.conn.prepare_cached(
-            "INSERT INTO companies (id, name, calcom_api_key, calcom_api_base, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?5, ?4, ?4)
+            "INSERT INTO companies (id, name, calcom_api_key, calcom_api_base, calcom_email_fallback, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?5, ?6, ?4, ?4)
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, calcom_api_key = excluded.calcom_api_key,
-             calcom_api_base = excluded.calcom_api_base, updated_at = excluded.updated_at",
+             calcom_api_base = excluded.calcom_api_base, calcom_email_fallback = excluded.calcom_email_fallback,
+             updated_at = excluded.updated_at",
         )?;
         st.execute(params![
             c.id.0,
             c.name,
             c.calcom_api_key.as_ref().map(Secret::expose),
             to_db(now),
-            c.calcom_api_base
+            c.calcom_api_base,
+            c.calcom_email_fallback
         ])?;
         Ok(())
     }
@@ -817,22 +826,17 @@ impl Tx for SqliteTx<'_> {
         call: CallDbId,
         service: ServiceId,
         day: NaiveDate,
-        slots: &[DateTime<Utc>],
+        offered: &Offered,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut st = self.conn.prepare_cached(
             "INSERT INTO call_availability (call_id, service_id, day, slots, checked_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (call_id, service_id, day) DO UPDATE SET slots = excluded.slots, checked_at = excluded.checked_at",
         )?;
-        st.execute(params![call.0, service.0, day.to_string(), slots_to_db(slots)?, to_db(now)])?;
+        st.execute(params![call.0, service.0, day.to_string(), slots_to_db(offered)?, to_db(now)])?;
         Ok(())
     }
-    fn remembered_slots(
-        &mut self,
-        call: CallDbId,
-        service: ServiceId,
-        day: NaiveDate,
-    ) -> Result<Option<Vec<DateTime<Utc>>>> {
+    fn remembered_slots(&mut self, call: CallDbId, service: ServiceId, day: NaiveDate) -> Result<Option<Offered>> {
         let mut st = self.conn.prepare_cached(
             "SELECT slots FROM call_availability WHERE call_id = ?1 AND service_id = ?2 AND day = ?3",
         )?;
@@ -974,14 +978,15 @@ impl Tx for SqliteTx<'_> {
         id: AppointmentId,
         booking_id: i64,
         uid: &str,
+        seat_uid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut st = self.conn.prepare_cached(
             "UPDATE appointments SET calcom_sync_status = 'synced', calcom_v2_booking_id = ?1,
-             calcom_v2_booking_uid = ?2, sync_verified_at = ?3, sync_error_code = NULL, sync_error_message = NULL,
-             updated_at = ?3 WHERE company_id = ?4 AND id = ?5",
+             calcom_v2_booking_uid = ?2, calcom_v2_seat_uid = ?6, sync_verified_at = ?3, sync_error_code = NULL,
+             sync_error_message = NULL, updated_at = ?3 WHERE company_id = ?4 AND id = ?5",
         )?;
-        st.execute(params![booking_id, uid, to_db(now), company.0, id.0])?;
+        st.execute(params![booking_id, uid, to_db(now), company.0, id.0, seat_uid])?;
         Ok(())
     }
     fn record_sync_failure(

@@ -1,6 +1,7 @@
 //! Timestamps in the database: UTC, `YYYY-MM-DD HH:MM:SS.ffffff` (the Laravel
 //! form, fixed width so text order is time order).
 
+use super::Offered;
 use crate::{Error, Result};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -25,19 +26,27 @@ pub(crate) fn from_db(s: &str) -> Result<DateTime<Utc>> {
         .map_err(|_| Error::Storage(format!("bad timestamp in database: {s:?}")))
 }
 
-/// A list of starts as stored (a JSON array of UTC RFC 3339 strings).
-pub(crate) fn slots_to_db(slots: &[DateTime<Utc>]) -> Result<String> {
-    let list: Vec<String> = slots.iter().map(crate::booking::format_utc).collect();
-    Ok(serde_json::to_string(&list)?)
+/// Offered starts as stored: `{"starts": [UTC RFC 3339, ...], "length_minutes": n}`
+/// (schema v4 stored the bare array, still read).
+pub(crate) fn slots_to_db(offered: &Offered) -> Result<String> {
+    let starts: Vec<String> = offered.starts.iter().map(crate::booking::format_utc).collect();
+    Ok(serde_json::json!({"starts": starts, "length_minutes": offered.length_minutes}).to_string())
 }
 
-pub(crate) fn slots_from_db(text: &str) -> Result<Vec<DateTime<Utc>>> {
-    let list: Vec<String> = serde_json::from_str(text)?;
-    list.iter()
+pub(crate) fn slots_from_db(text: &str) -> Result<Offered> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    let (list, length_minutes) = match &value {
+        serde_json::Value::Array(_) => (value.clone(), None),
+        _ => (value["starts"].clone(), value["length_minutes"].as_i64()),
+    };
+    let list: Vec<String> = serde_json::from_value(list)?;
+    let starts = list
+        .iter()
         .map(|t| {
             DateTime::parse_from_rfc3339(t)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|_| Error::Storage(format!("bad slot in database: {t:?}")))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Offered { starts, length_minutes })
 }

@@ -44,6 +44,13 @@ pub const FIXTURE: &str = r#"{
   ]
 }"#;
 
+/// The fixture's event types as Cal.com holds them: longer than the local
+/// services (Cal.com's length decides a booking's end), and the service
+/// with a capacity is a seated event type.
+pub fn fixture_event_types() -> Vec<EventType> {
+    vec![EventType::new(1001, 45), EventType::new(1002, 60).seated(2), EventType::new(2001, 50)]
+}
+
 pub struct Env {
     pub book: Callbook,
     pub clock: Arc<ManualClock>,
@@ -627,8 +634,10 @@ pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
     let now = e.book.now();
     for (booking, uid) in [(&a, "uid-a"), (&b, "uid-b")] {
         let (id, uid) = (booking.appointment_id, uid.to_string());
-        callbook::write(&**e.book.store(), move |tx| tx.record_sync_success(CompanyId(1), id, 100 + id.0, &uid, now))
-            .expect("synced");
+        callbook::write(&**e.book.store(), move |tx| {
+            tx.record_sync_success(CompanyId(1), id, 100 + id.0, &uid, None, now)
+        })
+        .expect("synced");
     }
     // A retried attendee update is unfinished when the cancellation arrives.
     e.book
@@ -683,7 +692,8 @@ pub fn remembered_slots_and_local_capacity(make: MakeStore) {
     let day = chrono::NaiveDate::from_ymd_opt(2030, 1, 8).expect("date");
     let at = |h: u32| Utc.with_ymd_and_hms(2030, 1, 8, h, 0, 0).single().expect("time");
     let now = e.book.now();
-    let (first, second) = (vec![at(9), at(10), at(11)], vec![at(10), at(11)]);
+    let first = Offered { starts: vec![at(9), at(10), at(11)], length_minutes: None };
+    let second = Offered { starts: vec![at(10), at(11)], length_minutes: Some(30) };
     callbook::write(&**e.book.store(), move |tx| {
         tx.remember_slots(CallDbId(10), ServiceId(1), day, &first, now)?;
         tx.remember_slots(CallDbId(10), ServiceId(1), day, &second, now)
@@ -696,7 +706,8 @@ pub fn remembered_slots_and_local_capacity(make: MakeStore) {
         ))
     })
     .expect("reads");
-    assert_eq!(read, (Some(vec![at(10), at(11)]), None), "the later answer replaces the earlier");
+    let second = Offered { starts: vec![at(10), at(11)], length_minutes: Some(30) };
+    assert_eq!(read, (Some(second), None), "the later answer replaces the earlier");
     // The call's booking must take one of them; 09:00 is not offered any more.
     let err = e.book.book(&request("call_anon", "Jane", "2030-01-08T09:00:00Z")).expect_err("not offered");
     assert_eq!((err.code(), err.alternatives().to_vec()), ("slot_unavailable", vec![at(10), at(11)]));
