@@ -1,0 +1,53 @@
+//! The loopback fake Cal.com (core's `FakeCalcom`) as a process, for tests
+//! in languages that cannot start it in-process (the PHP tests). Prints its
+//! URL on the first line of stdout, then answers one line per command read
+//! from stdin, and exits on `quit` or when stdin closes (so it never outlives
+//! a test that dies):
+//!
+//! - `down` / `up`: every request answers 503 until `up` (an outage)
+//! - `fail STATUS [N]`: the next N requests (default 1) answer STATUS
+//! - `stats`: `{"requests","bookings","creates","duplicated_keys","rate_limited"}`
+//! - `bookings`: the bookings it holds, as a JSON array
+//!
+//! `cargo run -p callbook-c --example fake_calcom`
+
+use callbook::{FakeCalcom, Fault, SystemClock};
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+fn main() -> std::io::Result<()> {
+    let fake = FakeCalcom::start(Arc::new(SystemClock))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", fake.url())?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["down"] => {
+                // A year is "until further notice": `up` ends it.
+                fake.outage_until(chrono::Utc::now() + chrono::Duration::days(365));
+                "ok".to_string()
+            }
+            ["up"] => {
+                fake.outage_until(chrono::Utc::now() - chrono::Duration::seconds(1));
+                "ok".to_string()
+            }
+            ["fail", status, rest @ ..] => match (status.parse::<u16>(), rest.first().map_or(Ok(1), |n| n.parse())) {
+                (Ok(status), Ok(n)) => {
+                    let message = format!("injected {status}");
+                    fake.inject((0..n).map(|_| Fault::Status(status, message.clone())));
+                    "ok".to_string()
+                }
+                _ => "error: fail STATUS [N]".to_string(),
+            },
+            ["stats"] => serde_json::to_string(&fake.stats())?,
+            ["bookings"] => serde_json::to_string(&fake.bookings())?,
+            ["quit"] => break,
+            _ => format!("error: unknown command {line:?}"),
+        };
+        writeln!(stdout, "{answer}")?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
