@@ -9,14 +9,23 @@
 //! - `stats`: `{"requests","bookings","creates","duplicated_keys","rate_limited"}`
 //! - `bookings`: the bookings it holds, as a JSON array
 //!
-//! `cargo run -p callbook-c --example fake_calcom`
+//! Arguments name the event types it holds, as `ID:LENGTH_MINUTES` (others
+//! answer 404, as Cal.com does): `cargo run -p callbook-c --example fake_calcom -- 123:30`
 
-use callbook::{FakeCalcom, Fault, SystemClock};
+use callbook::{EventType, FakeCalcom, Fault, SystemClock};
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 fn main() -> std::io::Result<()> {
-    let fake = FakeCalcom::start(Arc::new(SystemClock))?;
+    let event_types: Vec<EventType> = std::env::args()
+        .skip(1)
+        .map(|arg| {
+            let parsed = arg.split_once(':').and_then(|(id, length)| Some((id.parse().ok()?, length.parse().ok()?)));
+            let (id, length) = parsed.ok_or_else(|| std::io::Error::other(format!("not ID:LENGTH: {arg:?}")))?;
+            Ok(EventType::new(id, length))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &event_types)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", fake.url())?;
     stdout.flush()?;

@@ -43,27 +43,23 @@ impl std::fmt::Debug for CallbookHandle {
 #[derive(Debug)]
 pub(crate) struct Failure {
     status: CallbookStatus,
-    code: String,
-    message: String,
-    /// `slot_unavailable`: the nearest free starts (UTC RFC 3339).
-    alternatives: Option<Vec<String>>,
+    /// `{code, message}`, and `alternatives` for `slot_unavailable` (core's `Error::to_json`).
+    error: serde_json::Value,
 }
 
 impl Failure {
     pub(crate) fn input(code: &str, message: impl Into<String>) -> Self {
-        Failure { status: CallbookStatus::BadInput, code: code.into(), message: message.into(), alternatives: None }
+        let error = serde_json::json!({ "code": code, "message": message.into() });
+        Failure { status: CallbookStatus::BadInput, error }
     }
 
     fn internal(message: impl Into<String>) -> Self {
-        Failure { status: CallbookStatus::Failed, code: "internal".into(), message: message.into(), alternatives: None }
+        let error = serde_json::json!({ "code": "internal", "message": message.into() });
+        Failure { status: CallbookStatus::Failed, error }
     }
 
     fn to_json(&self) -> String {
-        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
-        if let Some(list) = &self.alternatives {
-            error["alternatives"] = serde_json::json!(list);
-        }
-        serde_json::json!({ "error": error }).to_string()
+        serde_json::json!({ "error": self.error }).to_string()
     }
 }
 
@@ -74,9 +70,7 @@ impl From<callbook::Error> for Failure {
             callbook::ErrorKind::Rejected => CallbookStatus::Refused,
             _ => CallbookStatus::Failed,
         };
-        let alternatives =
-            (e.code() == "slot_unavailable").then(|| e.alternatives().iter().map(callbook::format_utc).collect());
-        Failure { status, code: e.code().to_string(), message: e.to_string(), alternatives }
+        Failure { status, error: e.to_json() }
     }
 }
 
@@ -281,7 +275,13 @@ mod tests {
 
     #[test]
     fn closed_and_made_up_handles_are_errors() {
-        assert_eq!(handle(std::ptr::null()).err().map(|f| f.code), Some("null_argument".to_string()));
-        assert_eq!(handle(12345 as *const CallbookHandle).err().map(|f| f.code), Some("invalid_handle".to_string()));
+        assert_eq!(
+            handle(std::ptr::null()).err().map(|f| f.error["code"].clone()),
+            Some(serde_json::json!("null_argument"))
+        );
+        assert_eq!(
+            handle(12345 as *const CallbookHandle).err().map(|f| f.error["code"].clone()),
+            Some(serde_json::json!("invalid_handle"))
+        );
     }
 }

@@ -18,14 +18,15 @@ final class FakeCalcom
     /** @var array<int, resource> */
     private array $pipes;
 
-    public function __construct()
+    /** @param list<string> $eventTypes the event types it holds, `ID:LENGTH_MINUTES` */
+    public function __construct(array $eventTypes = ['123:30'])
     {
         $env = getenv('CALLBOOK_FAKE_CALCOM');
         $binary = ($env !== false && $env !== '') ? $env : dirname(__DIR__, 2) . '/target/debug/examples/fake_calcom';
         if (!is_executable($binary)) {
             throw new \RuntimeException("no fake Cal.com at $binary (cargo build -p callbook-c --example fake_calcom)");
         }
-        $process = proc_open([$binary], [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => STDERR], $pipes);
+        $process = proc_open([$binary, ...$eventTypes], [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => STDERR], $pipes);
         if ($process === false) {
             throw new \RuntimeException("cannot start $binary");
         }
