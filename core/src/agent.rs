@@ -10,13 +10,15 @@
 //! with the appointment otherwise.
 
 use crate::availability::{Availability, AvailabilityRequest};
-use crate::booking::{book_in, format_utc, validate_booking_request, Booking, BookingRequest};
-use crate::call::{register, NewCall};
+use crate::booking::{book_in, validate_booking_request, Booking, BookingRequest};
+use crate::call::NewCall;
 use crate::callbook::Callbook;
 use crate::company::{Branch, Secret};
 use crate::error::{ErrorKind, Problem};
 use crate::ids::CallId;
+use crate::import::register_call;
 use crate::store::{self, Tx};
+use crate::utc::format_utc;
 use crate::{Error, Result};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::{json, Map, Value};
@@ -393,7 +395,7 @@ impl Agent {
                             Some(wanted) if slots.slots.contains(&wanted.with_timezone(&Utc)) => {
                                 vec![wanted.with_timezone(&Utc)]
                             }
-                            Some(wanted) => crate::availability::nearest(&slots.slots, wanted.with_timezone(&Utc), 3),
+                            Some(wanted) => crate::slots::nearest(&slots.slots, wanted.with_timezone(&Utc), 3),
                             None => slots.slots.iter().take(3).copied().collect(),
                         }
                     }
@@ -452,7 +454,7 @@ impl Agent {
         let now = self.book.now();
         store::write(&**self.book.store(), move |tx| {
             if let Some(call) = &call {
-                register(tx, call, now)?;
+                register_call(tx, call, now)?;
             }
             let booking = book_in(tx, &request, &config, now)?;
             let branch = branch_of(tx, &CallId(request.retell_call_id.trim().to_string()))?;

@@ -4,16 +4,18 @@
 
 use crate::appointment::{AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::caller::{classify_caller, phone_region, region_of, Caller};
-use crate::customer::{self, Customer};
+use crate::config::Config;
+use crate::customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
 use crate::email::{normalize_email, EmailInput};
 use crate::error::Problem;
 use crate::ids::{AppointmentId, CallDbId, CallId, CompanyId, CustomerId, ServiceId};
 use crate::queue::{JobKind, NewJob};
 use crate::start::{parse_timezone, resolve_start, start_problems, StartSpec};
 use crate::store::{NewAppointment, Tx};
-use crate::{Config, Error, Result};
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use crate::utc::{format_utc, rfc3339};
+use crate::{Error, Result};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// A booking as a voice agent asks for it. Field names are camelCase (the
@@ -96,19 +98,6 @@ pub struct Booking {
     pub availability_checked: bool,
 }
 
-/// UTC RFC 3339 with a `Z`, seconds precision: `2030-01-08T13:00:00Z`.
-pub fn format_utc(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&format_utc(t))
-}
-
-pub(crate) fn rfc3339_list<S: Serializer>(list: &[DateTime<Utc>], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(list.iter().map(format_utc))
-}
-
 /// The key that makes a booking idempotent: (call, service, start).
 pub fn idempotency_key(company: CompanyId, call: CallDbId, service: ServiceId, starts_at: DateTime<Utc>) -> String {
     format!("cb-{company}-{call}-{service}-{}", starts_at.timestamp())
@@ -188,16 +177,15 @@ pub(crate) fn book_in(
     // it is refused before anything is written, with the nearest free ones.
     let day = starts_at.with_timezone(&tz).date_naive();
     let remembered = tx.remembered_slots(call.id, service.id, day)?;
-    let duration =
-        crate::availability::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
+    let duration = crate::slots::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
     let local = match (&remembered, service.capacity) {
         (None, None) => Vec::new(),
-        _ => crate::availability::local_appointments(tx, company_id, service.id, day, tz, duration)?,
+        _ => crate::slots::local_appointments(tx, company_id, service.id, day, tz, duration)?,
     };
     let free = remembered
         .as_ref()
-        .map(|offered| crate::availability::free_starts(&offered.starts, &local, service.capacity, duration));
-    let alternatives = || free.as_deref().map_or_else(Vec::new, |f| crate::availability::nearest(f, starts_at, 3));
+        .map(|offered| crate::slots::free_starts(&offered.starts, &local, service.capacity, duration));
+    let alternatives = || free.as_deref().map_or_else(Vec::new, |f| crate::slots::nearest(f, starts_at, 3));
     if free.as_ref().is_some_and(|f| !f.contains(&starts_at)) {
         return Err(Error::SlotUnavailable { alternatives: alternatives() });
     }
@@ -217,7 +205,7 @@ pub(crate) fn book_in(
     let caller = classify_caller(call.from_number.as_deref(), region);
     let email = normalize_email(request.customer_email.as_deref());
     let name = request.customer_name.trim();
-    let resolved = customer::resolve(tx, company_id, call.id, &caller, name, &email, now)?;
+    let resolved = resolve_customer(tx, company_id, call.id, &caller, name, &email, now)?;
 
     let metadata = metadata(&resolved.customer, &caller, &email, resolved.email_conflict);
     let appointment_id = tx.insert_appointment(&NewAppointment {
@@ -257,6 +245,93 @@ pub(crate) fn book_in(
         status: AppointmentStatus::Confirmed,
         calcom_sync_status: SyncStatus::Pending,
         availability_checked: remembered.is_some(),
+    })
+}
+
+// ------------------------------------------------- who the caller is
+//
+// The security boundary: an anonymous caller always gets a new customer and
+// is never matched by name or email; a known caller is matched by
+// (company, E.164 phone).
+
+/// What customer resolution decided for one booking.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub customer: Customer,
+    /// The caller gave an email that belongs to another customer of the company.
+    pub email_conflict: bool,
+    /// A known customer's email went from NULL to a real address in this booking.
+    pub email_set: bool,
+}
+
+/// Finds or creates the customer for a caller, inside the booking transaction.
+pub(crate) fn resolve_customer(
+    tx: &mut dyn Tx,
+    company_id: CompanyId,
+    call_db_id: CallDbId,
+    caller: &Caller,
+    name: &str,
+    email: &EmailInput,
+    now: DateTime<Utc>,
+) -> Result<Resolved> {
+    let given = email.valid();
+    let (phone, source, anonymity_reason) = match caller {
+        Caller::Known(phone) => {
+            if let Some(existing) = tx.customer_by_phone(company_id, phone)? {
+                return reuse(tx, existing, given, now);
+            }
+            (phone.clone(), CustomerSource::RetellWebhook, None)
+        }
+        // Never matched by anything: always a new customer.
+        Caller::Anonymous(reason) => (
+            placeholder_phone(name, call_db_id, now.timestamp()),
+            CustomerSource::RetellWebhookAnonymous,
+            Some(*reason),
+        ),
+    };
+    // The email is only stored when nobody in the company has it.
+    let email_conflict = match given {
+        Some(e) => tx.customer_id_by_email(company_id, e)?.is_some(),
+        None => false,
+    };
+    let new = NewCustomer {
+        company_id,
+        name: name.to_string(),
+        email: given.filter(|_| !email_conflict).map(str::to_string),
+        phone,
+        source,
+        anonymity_reason,
+        now,
+    };
+    Ok(Resolved { customer: insert(tx, new)?, email_conflict, email_set: false })
+}
+
+/// A known customer calls again: a first email is set if it is free in the company.
+fn reuse(tx: &mut dyn Tx, mut existing: Customer, given: Option<&str>, now: DateTime<Utc>) -> Result<Resolved> {
+    let (Some(e), None) = (given, existing.email.as_ref()) else {
+        return Ok(Resolved { customer: existing, email_conflict: false, email_set: false });
+    };
+    if let Some(other) = tx.customer_id_by_email(existing.company_id, e)? {
+        return Ok(Resolved { email_conflict: other != existing.id, customer: existing, email_set: false });
+    }
+    tx.set_customer_email(existing.company_id, existing.id, e, now)?;
+    existing.email = Some(e.to_string());
+    existing.updated_at = now;
+    Ok(Resolved { customer: existing, email_conflict: false, email_set: true })
+}
+
+fn insert(tx: &mut dyn Tx, new: NewCustomer) -> Result<Customer> {
+    let id = tx.insert_customer(&new)?;
+    Ok(Customer {
+        id,
+        company_id: new.company_id,
+        name: new.name,
+        email: new.email,
+        phone: new.phone,
+        source: new.source,
+        anonymity_reason: new.anonymity_reason,
+        created_at: new.now,
+        updated_at: new.now,
     })
 }
 

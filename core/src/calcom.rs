@@ -8,7 +8,7 @@
 
 use crate::appointment::Appointment;
 use crate::breaker::Outcome;
-use crate::company::{Branch, Secret, Service};
+use crate::company::{Branch, Company, Secret, Service};
 use crate::customer::Customer;
 use crate::email::is_valid_email;
 use chrono::{DateTime, Duration, Utc};
@@ -32,6 +32,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A company's endpoint: its own API base or `default_base`, and its
+    /// key; `None` when it has no key.
+    pub fn of(company: &Company, default_base: &str) -> Option<Endpoint> {
+        Some(Endpoint {
+            base_url: company.calcom_api_base.clone().unwrap_or_else(|| default_base.to_string()),
+            api_key: company.calcom_api_key.clone()?,
+        })
+    }
+
     /// The breaker's key: the base URL and a hash of the key (never the key).
     pub fn breaker_key(&self) -> String {
         use md5::{Digest, Md5};
@@ -335,7 +344,7 @@ pub fn calcom_payload(input: &PayloadInput) -> Result<Value, crate::Error> {
         attendee["language"] = json!(language);
     }
     Ok(json!({
-        "start": crate::booking::format_utc(&start),
+        "start": crate::utc::format_utc(&start),
         "eventTypeId": input.event_type_id,
         "attendee": attendee,
         "metadata": {
@@ -354,7 +363,7 @@ pub fn build_create_payload(
     email_fallback: &str,
 ) -> Value {
     let input = PayloadInput {
-        start: crate::booking::format_utc(&appointment.starts_at),
+        start: crate::utc::format_utc(&appointment.starts_at),
         event_type_id: service.calcom_event_type_id.unwrap_or_default(),
         customer_name: customer.name.clone(),
         customer_email: customer.email.clone(),
@@ -578,8 +587,8 @@ mod http {
             let mut request = self
                 .request("GET", endpoint, "/v2/bookings")
                 .query("eventTypeId", &q.event_type_id.to_string())
-                .query("afterStart", &crate::booking::format_utc(&q.after_start))
-                .query("beforeEnd", &crate::booking::format_utc(&q.before_end))
+                .query("afterStart", &crate::utc::format_utc(&q.after_start))
+                .query("beforeEnd", &crate::utc::format_utc(&q.before_end))
                 .query("take", &q.take.clamp(1, 250).to_string())
                 .query("skip", &q.skip.to_string());
             if let Some(email) = &q.attendee_email {
@@ -608,8 +617,8 @@ mod http {
             let request = self
                 .versioned("GET", endpoint, "/v2/slots", SLOTS_API_VERSION)
                 .query("eventTypeId", &q.event_type_id.to_string())
-                .query("start", &crate::booking::format_utc(&q.start))
-                .query("end", &crate::booking::format_utc(&q.end))
+                .query("start", &crate::utc::format_utc(&q.start))
+                .query("end", &crate::utc::format_utc(&q.end))
                 .query("timeZone", &q.time_zone)
                 .query("format", "range");
             parse_slots(&self.send(endpoint, request, None)?).map_err(ApiFailure::BadAnswer)
@@ -667,7 +676,7 @@ mod tests {
             "2030-01-08": [{"start": "2030-01-08T10:00:00+01:00"}, "2030-01-08T09:30:00+01:00"],
             "2030-01-09": [{"start": "2030-01-09T09:00:00Z", "end": "2030-01-09T09:30:00Z"}]}});
         let slots: Vec<String> =
-            parse_slots(&answer).unwrap_or_default().starts.iter().map(crate::booking::format_utc).collect();
+            parse_slots(&answer).unwrap_or_default().starts.iter().map(crate::utc::format_utc).collect();
         assert_eq!(slots, ["2030-01-08T08:30:00Z", "2030-01-08T09:00:00Z", "2030-01-09T09:00:00Z"]);
         assert_eq!(parse_slots(&answer).map(|a| a.length), Ok(Some(Duration::minutes(30))), "the range format's end");
         assert!(parse_slots(&json!({"data": []})).is_err());

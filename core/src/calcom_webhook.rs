@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(e.uid.as_deref(), Some("new"));
         assert_eq!(e.reschedule_uid.as_deref(), Some("old"));
         assert_eq!(e.booking_id, Some(7));
-        assert_eq!(e.start.map(|t| crate::format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
+        assert_eq!(e.start.map(|t| crate::utc::format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
         for bad in [&b"nope"[..], b"[]", b"{}", br#"{"triggerEvent":"X","payload":{"startTime":"soon"}}"#] {
             assert_eq!(parse_calcom_webhook(bad).map_err(|e| e.code().to_string()), Err("malformed_webhook".into()));
         }

@@ -3,31 +3,18 @@
 
 use crate::appointment::Appointment;
 use crate::booking::{book_in, Booking, BookingRequest};
-use crate::call::{register, Call, NewCall};
+use crate::call::{Call, NewCall};
 use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
 use crate::customer::Customer;
 use crate::ids::{AppointmentId, CompanyId, CustomerId};
-use crate::import::{import_in, ImportData, ImportSummary};
-use crate::queue::{transition, Job, JobEvent, Policy};
+use crate::import::{import_in, register_call, ImportData, ImportSummary};
+use crate::queue::{transition, Job, JobEvent};
 use crate::stats::Stats;
 use crate::store::{self, Store, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-
-/// Settings with the original design's defaults.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Region for national numbers when the branch names none (`DE`).
-    pub default_region: String,
-    pub policy: Policy,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { default_region: "DE".into(), policy: Policy::default() }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Callbook {
@@ -91,7 +78,7 @@ impl Callbook {
     pub fn register_call(&self, call: &NewCall) -> Result<Call> {
         let call = call.clone();
         let now = self.now();
-        store::write(&*self.store, move |tx| register(tx, &call, now))
+        store::write(&*self.store, move |tx| register_call(tx, &call, now))
     }
 
     /// Loads companies, branches, services and calls in one transaction.

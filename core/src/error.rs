@@ -98,7 +98,7 @@ fn alternatives_text(list: &[chrono::DateTime<chrono::Utc>]) -> String {
     if list.is_empty() {
         return String::new();
     }
-    let list: Vec<String> = list.iter().map(crate::booking::format_utc).collect();
+    let list: Vec<String> = list.iter().map(crate::utc::format_utc).collect();
     format!("; free nearby: {}", list.join(", "))
 }
 
@@ -157,7 +157,7 @@ impl Error {
     pub fn to_json(&self) -> serde_json::Value {
         let mut out = serde_json::json!({"code": self.code(), "message": self.to_string()});
         if let Error::SlotUnavailable { alternatives } = self {
-            out["alternatives"] = alternatives.iter().map(crate::booking::format_utc).collect();
+            out["alternatives"] = alternatives.iter().map(crate::utc::format_utc).collect();
         }
         if let Error::Invalid(problems) = self {
             if problems.len() > 1 {

@@ -1,10 +1,11 @@
-//! Loading the directory (companies, branches, services, calls) from the
-//! CLI's import JSON. Everything is checked first and written in one
+//! The directory: companies, branches, services and calls, loaded from the
+//! CLI's import JSON, and calls registered as they come in. Everything is checked first and written in one
 //! transaction; ids are kept, and importing again updates in place.
 
-use crate::call::NewCall;
+use crate::call::{Call, NewCall};
 use crate::caller::{normalize_phone, region_of};
 use crate::company::{Branch, Company, Service};
+use crate::ids::CallId;
 use crate::start::parse_timezone;
 use crate::store::Tx;
 use crate::{Error, Result};
@@ -97,12 +98,62 @@ pub(crate) fn import_in(tx: &mut dyn Tx, data: &ImportData, now: DateTime<Utc>) 
         tx.upsert_service(service, now)?;
     }
     for call in &data.calls {
-        crate::call::register(tx, call, now)?;
+        register_call(tx, call, now)?;
     }
     Ok(ImportSummary {
         companies: data.companies.len(),
         branches: data.branches.len(),
         services: data.services.len(),
         calls: data.calls.len(),
+    })
+}
+
+/// Registers a call unless it is known (then the known one is returned):
+/// from Retell's call-started event, or from the call object inside a
+/// function call. The branch is found by the dialled number unless named.
+pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) -> Result<Call> {
+    let retell_call_id = CallId(new.retell_call_id.0.trim().to_string());
+    if retell_call_id.0.is_empty() {
+        return Err(Error::invalid("retellCallId", "call_id_required", "the call id is missing"));
+    }
+    if let Some(known) = tx.call(&retell_call_id)? {
+        return Ok(known);
+    }
+    let branch = match (new.branch_id, new.to_number.as_deref()) {
+        (Some(id), _) => Some(tx.branch(id)?.ok_or(Error::BranchNotFound(id.0))?),
+        (None, Some(dialled)) => match normalize_phone(dialled, None) {
+            Some(e164) => tx.branch_by_phone(&e164)?,
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let company_id = match (new.company_id, &branch) {
+        (Some(company), Some(b)) if b.company_id != company => {
+            return Err(Error::BranchNotInCompany { branch: b.id.0, company: company.0 })
+        }
+        (Some(company), _) => {
+            tx.company(company)?.ok_or(Error::CompanyNotFound(company.0))?;
+            Some(company)
+        }
+        (None, b) => b.as_ref().map(|b| b.company_id),
+    };
+    let row = NewCall {
+        id: new.id,
+        retell_call_id,
+        company_id,
+        branch_id: branch.map(|b| b.id),
+        from_number: new.from_number.clone(),
+        to_number: new.to_number.clone(),
+        direction: new.direction.clone(),
+    };
+    let id = tx.insert_call(&row, now)?;
+    Ok(Call {
+        id,
+        retell_call_id: row.retell_call_id,
+        company_id: row.company_id,
+        branch_id: row.branch_id,
+        from_number: row.from_number,
+        to_number: row.to_number,
+        direction: row.direction,
     })
 }

@@ -40,6 +40,7 @@ mod callbook;
 mod caller;
 mod clock;
 mod company;
+mod config;
 mod customer;
 mod email;
 mod error;
@@ -48,18 +49,20 @@ mod import;
 mod queue;
 mod retell;
 mod review;
+mod slots;
 mod start;
 mod stats;
 mod store;
 mod sync;
+mod utc;
 
 pub use agent::{
     booking_request_from_args, parse_function_call, speak_booking, speak_refusal, speak_slots, speak_time, speak_times,
     Agent, AgentFunction, AgentReply, FunctionCall, Language,
 };
 pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
-pub use availability::{free_starts, nearest, Availability, AvailabilityConfig, AvailabilityRequest, Slots};
-pub use booking::{format_utc, idempotency_key, validate_booking_request, Booking, BookingRequest};
+pub use availability::{Availability, AvailabilityConfig, AvailabilityRequest, Slots};
+pub use booking::{idempotency_key, validate_booking_request, Booking, BookingRequest};
 pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
 #[cfg(feature = "http")]
 pub use calcom::HttpCalcom;
@@ -74,12 +77,13 @@ pub use calcom::{
 pub use calcom_fake::{EventType, FakeCalcom, FakeStats, Fault, Recorded, Schedule};
 pub use calcom_webhook::{parse_calcom_webhook, sign_calcom, verify_calcom_signature, CalcomWebhook, WebhookOutcome};
 pub use call::{Call, NewCall};
-pub use callbook::{Callbook, Config};
+pub use callbook::Callbook;
 pub use caller::{
     classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, AnonymityReason, Caller,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use company::{Branch, Company, Secret, Service};
+pub use config::Config;
 pub use customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
 pub use email::{is_valid_email, normalize_email, EmailInput};
 pub use error::{Error, ErrorKind, Problem};
@@ -89,6 +93,7 @@ pub use queue::{
     is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal,
 };
 pub use retell::{sign_retell, verify_retell_signature, MAX_SKEW_MS};
+pub use slots::{free_starts, nearest};
 pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
 pub use stats::Stats;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -100,5 +105,6 @@ pub use store::{
 #[cfg(feature = "sqlite")]
 pub use store::{open_store, Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
 pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig, ATTENDEES_PER_MINUTE};
+pub use utc::format_utc;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -366,7 +366,7 @@ impl Worker {
                 tx.appointment(company_id, appointment_id)?.ok_or(Error::AppointmentNotFound(appointment_id.0))?;
             let missing = |what: &str| Error::Storage(format!("appointment {} has no {what}", appointment_id.0));
             let company = tx.company(company_id)?.ok_or_else(|| missing("company"))?;
-            let breaker = match endpoint_of(&company, &base_url) {
+            let breaker = match Endpoint::of(&company, &base_url) {
                 Some(endpoint) => tx.breaker(&endpoint.breaker_key())?,
                 None => None,
             };
@@ -408,7 +408,7 @@ impl Worker {
             }
             _ => {}
         }
-        let Some(endpoint) = endpoint_of(&ctx.company, &self.config.base_url) else {
+        let Some(endpoint) = Endpoint::of(&ctx.company, &self.config.base_url) else {
             let failure = ApiFailure::Status {
                 status: 401,
                 message: "the company has no Cal.com API key".into(),
@@ -739,13 +739,6 @@ fn is_cancelled_already(message: &str) -> bool {
 
 fn attendees_bucket(breaker_key: &str) -> String {
     format!("{breaker_key}|{ATTENDEES_THROTTLER}")
-}
-
-pub(crate) fn endpoint_of(company: &Company, default_base: &str) -> Option<Endpoint> {
-    Some(Endpoint {
-        base_url: company.calcom_api_base.clone().unwrap_or_else(|| default_base.to_string()),
-        api_key: company.calcom_api_key.clone()?,
-    })
 }
 
 /// Applies a call's outcome to the stored breaker inside `tx`; writes only a change.

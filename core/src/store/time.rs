@@ -29,7 +29,7 @@ pub(crate) fn from_db(s: &str) -> Result<DateTime<Utc>> {
 /// Offered starts as stored: `{"starts": [UTC RFC 3339, ...], "length_minutes": n}`
 /// (schema v4 stored the bare array, still read).
 pub(crate) fn slots_to_db(offered: &Offered) -> Result<String> {
-    let starts: Vec<String> = offered.starts.iter().map(crate::booking::format_utc).collect();
+    let starts: Vec<String> = offered.starts.iter().map(crate::utc::format_utc).collect();
     Ok(serde_json::json!({"starts": starts, "length_minutes": offered.length_minutes}).to_string())
 }
 
