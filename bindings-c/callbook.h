@@ -93,7 +93,7 @@ int32_t callbook_book(struct CallbookHandle *handle, const char *request_json, c
 
 /*
  Free starts for a service on a day, from Cal.com minus local bookings:
- `{"service_id"?, "date", "retell_call_id"?, "calcom_url"?, "timeout_ms"?}`
+ `{"service_id"?, "date", "retell_call_id"?, "calcom_url"?}`
  (with a call the answer is remembered: its booking must take one of the
  starts) → the CLI's slots JSON `{"service_id", "date", "time_zone",
  "slots", "cached", "remembered"}`.

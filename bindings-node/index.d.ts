@@ -12,7 +12,7 @@ export interface Slots {
   cached: boolean
   remembered: boolean
 }
-/** A booking request, as JS sends it (camelCase). */
+/** A booking request, as JS sends it (camelCase): `start`, or `date` and `time`. */
 export interface BookingRequest {
   retellCallId: string
   customerName: string
@@ -67,9 +67,9 @@ export declare class Callbook {
   /** `{retellCallId, companyId?, branchId?, fromNumber, toNumber?}` → the call. */
   registerCall(call: any): any
   /** Books synchronously (microseconds; the commit waits for the disk). */
-  book(request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }): { appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }
+  book(request: BookingRequest): Booking
   /** Books on the libuv thread pool; resolves with the booking. */
-  bookAsync(request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }): Promise<{ appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }>
+  bookAsync(request: BookingRequest): Promise<Booking>
   /**
    * Free starts for a service on a day, from Cal.com minus local bookings,
    * remembered for the call when one is named (its booking must then take
@@ -77,8 +77,8 @@ export declare class Callbook {
    */
   checkAvailability(request: { retellCallId?: string; serviceId?: number; date: string; calcomUrl?: string }): Promise<Slots>
   /**
-   * Starts the sync worker on Rust threads:
-   * `{calcomUrl?, threads?, timeoutMs?, idleMs?, emailFallback?}`.
+   * Starts the sync worker on Rust threads: `{calcomUrl?, threads?,
+   * timeoutMs?, idleMs?, emailFallback?, backoffMs?, ...}` (the core's `WorkerConfig`).
    */
   startWorker(options?: any | undefined | null): void
   /** Stops the worker after the jobs in hand finish their attempt. */
@@ -87,7 +87,8 @@ export declare class Callbook {
   onSyncEvent(callback: (event: { jobId: number; appointmentId: number; kind: string; attempt: number; outcome: string; adopted?: boolean; code?: string; reason?: string }) => void): void
   reviewList(): any
   reviewRetry(id: number): any
-  reviewResolve(id: number, note: string): any
+  /** Resolves a review with a note; `by` names the operator (default `node`). */
+  reviewResolve(id: number, note: string, by?: string | undefined | null): any
   stats(): any
 }
 export type JsFakeCalcom = FakeCalcom
@@ -98,7 +99,7 @@ export type JsFakeCalcom = FakeCalcom
 export declare class FakeCalcom {
   constructor(eventTypes: Array<FakeEventType>)
   get url(): string
-  /** `{requests, bookings, creates, duplicatedKeys, rateLimited}`. */
+  /** `{requests, bookings, liveBookings, creates, duplicatedKeys, rateLimited}`. */
   stats(): any
   /** Answers the next request with `status` and Cal.com's error body. */
   failNext(status: number, message: string): void

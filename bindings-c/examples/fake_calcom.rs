@@ -12,7 +12,8 @@
 //! Arguments name the event types it holds, as `ID:LENGTH_MINUTES` (others
 //! answer 404, as Cal.com does): `cargo run -p callbook-c --example fake_calcom -- 123:30`
 
-use callbook::{EventType, FakeCalcom, Fault, SystemClock};
+use callbook::calcom::fake::{EventType, FakeCalcom, Fault};
+use callbook::SystemClock;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 

@@ -16,30 +16,18 @@
 //! - Handles may be used from many threads at once.
 
 mod ffi;
-mod options;
 
-use callbook::{AppointmentId, CallDbId, Callbook};
+use callbook::{rules, AppointmentId, Availability, AvailabilityConfig, CallDbId, Callbook, Worker};
 use ffi::{json, opt_text, options as opts, respond, text};
 pub use ffi::{CallbookHandle, CallbookStatus};
-use options::{AvailabilityOptions, OpenOptions, SyncOptions};
 use serde_json::json;
-use std::collections::HashMap;
 use std::ffi::c_char;
-use std::sync::{Arc, Mutex};
 
 /// An open database and what its calls keep between them.
 pub(crate) struct Handle {
     book: Callbook,
-    /// One availability checker (and its short cache) per Cal.com base and timeout.
-    availability: Mutex<HashMap<(String, u64), Arc<callbook::Availability>>>,
-}
-
-impl Handle {
-    fn checker(&self, o: &AvailabilityOptions) -> Arc<callbook::Availability> {
-        let mut by_url = self.availability.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = by_url.entry((o.calcom_url.clone(), o.timeout_ms)).or_insert_with(|| o.checker(&self.book));
-        Arc::clone(entry)
-    }
+    /// One availability checker, and its short cache, for every Cal.com base.
+    availability: Availability,
 }
 
 /// Opens (creating and migrating) the SQLite file `target`, or the database
@@ -56,9 +44,8 @@ pub extern "C" fn callbook_open(
     error_json: *mut *mut c_char,
 ) -> i32 {
     ffi::respond_open(out, error_json, || {
-        let options: OpenOptions = opts(options_json, "options_json")?;
-        let store = callbook::open_store(text(target, "target")?, options.sqlite())?;
-        Ok(Handle { book: Callbook::new(store), availability: Mutex::default() })
+        let book = Callbook::open_with(text(target, "target")?, &opts(options_json, "options_json")?)?;
+        Ok(Handle { availability: Availability::http(book.clone(), AvailabilityConfig::default()), book })
     })
 }
 
@@ -124,7 +111,7 @@ pub extern "C" fn callbook_book(
 }
 
 /// Free starts for a service on a day, from Cal.com minus local bookings:
-/// `{"service_id"?, "date", "retell_call_id"?, "calcom_url"?, "timeout_ms"?}`
+/// `{"service_id"?, "date", "retell_call_id"?, "calcom_url"?}`
 /// (with a call the answer is remembered: its booking must take one of the
 /// starts) → the CLI's slots JSON `{"service_id", "date", "time_zone",
 /// "slots", "cached", "remembered"}`.
@@ -135,8 +122,8 @@ pub extern "C" fn callbook_check_availability(
     out_json: *mut *mut c_char,
 ) -> i32 {
     respond(out_json, || {
-        let o: AvailabilityOptions = json(request_json, "request_json")?;
-        Ok(ffi::handle(handle)?.checker(&o).check(&o.request)?)
+        let request: callbook::AvailabilityRequest = json(request_json, "request_json")?;
+        Ok(ffi::handle(handle)?.availability.check(&request)?)
     })
 }
 
@@ -150,8 +137,8 @@ pub extern "C" fn callbook_run_sync_once(
     out_json: *mut *mut c_char,
 ) -> i32 {
     respond(out_json, || {
-        let options: SyncOptions = opts(options_json, "options_json")?;
-        Ok(options.worker(&ffi::handle(handle)?.book).run_once()?)
+        let config = opts(options_json, "options_json")?;
+        Ok(Worker::http(ffi::handle(handle)?.book.clone(), config).run_once()?)
     })
 }
 
@@ -201,10 +188,7 @@ pub extern "C" fn callbook_stats(handle: *mut CallbookHandle, out_json: *mut *mu
 /// means no number at all (anonymous, reason "missing").
 #[no_mangle]
 pub extern "C" fn callbook_detect_anonymous(from_number: *const c_char, out_json: *mut *mut c_char) -> i32 {
-    respond(out_json, || {
-        let reason = callbook::detect_anonymous(opt_text(from_number, "from_number")?).map(|r| r.as_str());
-        Ok(json!({ "anonymous": reason.is_some(), "reason": reason }))
-    })
+    respond(out_json, || Ok(rules::anonymity(opt_text(from_number, "from_number")?)))
 }
 
 /// `{"email": string | null}`: the address as it would be stored (NULL text
@@ -212,7 +196,7 @@ pub extern "C" fn callbook_detect_anonymous(from_number: *const c_char, out_json
 #[no_mangle]
 pub extern "C" fn callbook_normalize_email(email: *const c_char, out_json: *mut *mut c_char) -> i32 {
     respond(out_json, || {
-        let email = callbook::normalize_email(opt_text(email, "email")?);
+        let email = rules::normalize_email(opt_text(email, "email")?);
         Ok(json!({ "email": email.valid() }))
     })
 }
@@ -227,7 +211,7 @@ pub extern "C" fn callbook_placeholder_phone(
     out_json: *mut *mut c_char,
 ) -> i32 {
     respond(out_json, || {
-        let phone = callbook::placeholder_phone(text(name, "name")?, CallDbId(call_db_id), unix_seconds);
+        let phone = rules::placeholder_phone(text(name, "name")?, CallDbId(call_db_id), unix_seconds);
         Ok(json!({ "phone": phone }))
     })
 }
@@ -238,7 +222,7 @@ pub extern "C" fn callbook_placeholder_phone(
 pub extern "C" fn callbook_validate_booking_request(request_json: *const c_char, out_json: *mut *mut c_char) -> i32 {
     respond(out_json, || {
         let request: callbook::BookingRequest = json(request_json, "request_json")?;
-        Ok(json!({ "problems": callbook::validate_booking_request(&request) }))
+        Ok(json!({ "problems": rules::validate_booking_request(&request) }))
     })
 }
 
@@ -256,6 +240,6 @@ pub extern "C" fn callbook_verify_retell_signature(
     respond(out_json, || {
         let (body, header, key) =
             (ffi::bytes(body, body_len, "body")?, text(header, "header")?, text(api_key, "api_key")?);
-        Ok(json!({ "valid": callbook::verify_retell_signature(body, header, key, now_ms) }))
+        Ok(json!({ "valid": callbook::retell::verify_retell_signature(body, header, key, now_ms) }))
     })
 }

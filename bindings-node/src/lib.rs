@@ -1,44 +1,43 @@
 //! The Node addon: `new Callbook(dbPath, options)`. Each method converts its
 //! arguments, calls the core once and converts the answer; bookings and the
 //! sync worker run on Rust threads, never blocking the event loop for I/O.
+//! Options pass through to the core's own settings (`OpenOptions`,
+//! `WorkerConfig`, `AvailabilityRequest`), which own every default.
 
 mod convert;
 mod error;
 
-use callbook::{AppointmentId, HttpCalcom, Worker, WorkerConfig};
+use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
+use callbook::{rules, AppointmentId, Availability, AvailabilityConfig, Callbook, Worker, WorkerHandle};
 use convert::{camel, snake};
 use error::{bad_argument, to_js, to_js_async, Code};
-use napi::bindgen_prelude::AsyncTask;
-use napi::bindgen_prelude::Result;
+use napi::bindgen_prelude::{AsyncTask, Result};
 use napi::threadsafe_function::{ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsFunction, Task};
 use napi_derive::napi;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// A core answer as a JS object (camelCase keys).
 fn json<T: serde::Serialize>(value: &T) -> Result<Value, Code> {
     serde_json::to_value(value).map(camel).map_err(bad_argument)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Code> {
+/// A JS object (camelCase keys) as a core request; `undefined` is `{}`.
+fn parse<T: serde::de::DeserializeOwned>(value: Option<Value>) -> Result<T, Code> {
+    let value = value.filter(|v| !v.is_null()).unwrap_or_else(|| Value::Object(Default::default()));
     serde_json::from_value(snake(value)).map_err(bad_argument)
 }
 
 type Listeners = Arc<Mutex<Vec<ThreadsafeFunction<Value, ErrorStrategy::Fatal>>>>;
 
-struct RunningWorker {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
 #[napi(js_name = "Callbook")]
 pub struct JsCallbook {
-    inner: callbook::Callbook,
+    inner: Callbook,
     listeners: Listeners,
-    worker: Arc<Mutex<Option<RunningWorker>>>,
-    /// One availability checker (and its cache) per Cal.com base URL.
-    availability: Mutex<std::collections::HashMap<String, Arc<callbook::Availability>>>,
+    worker: Arc<Mutex<Option<WorkerHandle>>>,
+    /// One checker, and its short cache, for every Cal.com base (`calcomUrl` per request).
+    availability: Arc<Availability>,
 }
 
 #[napi]
@@ -48,51 +47,33 @@ impl JsCallbook {
     /// Options: `{ synchronous: "full" | "normal" }` (default full: durable).
     #[napi(constructor)]
     pub fn new(db_path: String, options: Option<Value>) -> Result<Self, Code> {
-        let normal = options.as_ref().and_then(|o| o["synchronous"].as_str()) == Some("normal");
-        let sqlite = callbook::SqliteOptions {
-            synchronous: if normal { callbook::Synchronous::Normal } else { callbook::Synchronous::Full },
-            ..Default::default()
-        };
-        let store = callbook::open_store(&db_path, sqlite).map_err(to_js)?;
-        Ok(JsCallbook {
-            inner: callbook::Callbook::new(store),
-            listeners: Arc::default(),
-            worker: Arc::default(),
-            availability: Mutex::default(),
-        })
+        let inner = Callbook::open_with(&db_path, &parse(options)?).map_err(to_js)?;
+        let availability = Arc::new(Availability::http(inner.clone(), AvailabilityConfig::default()));
+        Ok(JsCallbook { inner, listeners: Arc::default(), worker: Arc::default(), availability })
     }
 
     /// Loads companies, branches, services and calls (the CLI's import JSON).
     #[napi(js_name = "import")]
     pub fn import_data(&self, data: Value) -> Result<Value, Code> {
-        let data: callbook::ImportData = serde_json::from_value(data).map_err(bad_argument)?;
-        json(&self.inner.import(&data).map_err(to_js)?)
+        json(&self.inner.import(&parse(Some(data))?).map_err(to_js)?)
     }
 
     /// `{retellCallId, companyId?, branchId?, fromNumber, toNumber?}` → the call.
     #[napi]
     pub fn register_call(&self, call: Value) -> Result<Value, Code> {
-        json(&self.inner.register_call(&parse(call)?).map_err(to_js)?)
+        json(&self.inner.register_call(&parse(Some(call))?).map_err(to_js)?)
     }
 
     /// Books synchronously (microseconds; the commit waits for the disk).
-    #[napi(
-        ts_args_type = "request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }",
-        ts_return_type = "{ appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }"
-    )]
-    pub fn book(&self, request: Value) -> Result<Value, Code> {
-        let request: callbook::BookingRequest = serde_json::from_value(request).map_err(bad_argument)?;
-        json(&self.inner.book(&request).map_err(to_js)?)
+    #[napi]
+    pub fn book(&self, request: BookingRequest) -> Result<Booking, Code> {
+        self.inner.book(&request.into()).map(Booking::from).map_err(to_js)
     }
 
     /// Books on the libuv thread pool; resolves with the booking.
-    #[napi(
-        ts_args_type = "request: { retellCallId: string; customerName: string; customerEmail?: string; serviceId?: number; start?: string; date?: string; time?: string }",
-        ts_return_type = "Promise<{ appointmentId: number; customerId: number; anonymous: boolean; customerPhone: string; startsAt: string; status: string; calcomSyncStatus: string }>"
-    )]
-    pub fn book_async(&self, request: Value) -> Result<AsyncTask<BookTask>, Code> {
-        let request = serde_json::from_value(request).map_err(bad_argument)?;
-        Ok(AsyncTask::new(BookTask { book: self.inner.clone(), request }))
+    #[napi(ts_return_type = "Promise<Booking>")]
+    pub fn book_async(&self, request: BookingRequest) -> AsyncTask<BookTask> {
+        AsyncTask::new(BookTask { book: self.inner.clone(), request: request.into() })
     }
 
     /// Free starts for a service on a day, from Cal.com minus local bookings,
@@ -103,56 +84,20 @@ impl JsCallbook {
         ts_return_type = "Promise<Slots>"
     )]
     pub fn check_availability(&self, request: Value) -> Result<AsyncTask<CheckTask>, Code> {
-        let base_url = request["calcomUrl"].as_str().unwrap_or(callbook::DEFAULT_BASE_URL).to_string();
-        let parsed: callbook::AvailabilityRequest = serde_json::from_value(request).map_err(bad_argument)?;
-        let mut by_url = self.availability.lock().unwrap_or_else(|p| p.into_inner());
-        let availability = by_url.entry(base_url.clone()).or_insert_with(|| {
-            let api = Arc::new(callbook::HttpCalcom::new(std::time::Duration::from_secs(5)));
-            let config = callbook::AvailabilityConfig { base_url, ..Default::default() };
-            Arc::new(callbook::Availability::new(self.inner.clone(), api, config))
-        });
-        Ok(AsyncTask::new(CheckTask { availability: Arc::clone(availability), request: parsed }))
+        Ok(AsyncTask::new(CheckTask { availability: Arc::clone(&self.availability), request: parse(Some(request))? }))
     }
 
-    /// Starts the sync worker on Rust threads:
-    /// `{calcomUrl?, threads?, timeoutMs?, idleMs?, emailFallback?}`.
+    /// Starts the sync worker on Rust threads: `{calcomUrl?, threads?,
+    /// timeoutMs?, idleMs?, emailFallback?, backoffMs?, ...}` (the core's `WorkerConfig`).
     #[napi]
     pub fn start_worker(&self, options: Option<Value>) -> Result<(), Code> {
-        let o = options.unwrap_or(Value::Null);
         let mut running = self.worker.lock().unwrap_or_else(|p| p.into_inner());
         if running.is_some() {
             return Err(napi::Error::new(Code("worker_running".into()), "the worker is already running"));
         }
-        let mut config = WorkerConfig::default();
-        if let Some(url) = o["calcomUrl"].as_str() {
-            config.base_url = url.to_string();
-        }
-        if let Some(threads) = o["threads"].as_u64() {
-            config.threads = threads as usize;
-        }
-        if let Some(email) = o["emailFallback"].as_str() {
-            config.email_fallback = email.to_string();
-        }
-        let timeout = std::time::Duration::from_millis(o["timeoutMs"].as_u64().unwrap_or(30_000));
-        let idle = std::time::Duration::from_millis(o["idleMs"].as_u64().unwrap_or(200));
         let listeners = Arc::clone(&self.listeners);
-        let worker =
-            Worker::new(self.inner.clone(), Arc::new(HttpCalcom::new(timeout)), config).on_event(move |event| {
-                let value = serde_json::to_value(event).map(camel).unwrap_or(Value::Null);
-                for listener in listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                    // Non-blocking: a slow JS listener never holds up the worker.
-                    listener.call(value.clone(), ThreadsafeFunctionCallMode::NonBlocking);
-                }
-            });
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("callbook-worker".into())
-            .spawn(move || {
-                worker.run(&flag, idle);
-            })
-            .map_err(|e| bad_argument(format!("cannot start the worker: {e}")))?;
-        *running = Some(RunningWorker { stop, thread });
+        let worker = Worker::http(self.inner.clone(), parse(options)?).on_event(move |e| notify(&listeners, e));
+        *running = Some(worker.spawn().map_err(to_js)?);
         Ok(())
     }
 
@@ -186,9 +131,11 @@ impl JsCallbook {
         json(&self.inner.review_retry(AppointmentId(id)).map_err(to_js)?)
     }
 
+    /// Resolves a review with a note; `by` names the operator (default `node`).
     #[napi]
-    pub fn review_resolve(&self, id: i64, note: String) -> Result<Value, Code> {
-        json(&self.inner.review_resolve(AppointmentId(id), "node", &note).map_err(to_js)?)
+    pub fn review_resolve(&self, id: i64, note: String, by: Option<String>) -> Result<Value, Code> {
+        let by = by.unwrap_or_else(|| "node".into());
+        json(&self.inner.review_resolve(AppointmentId(id), &by, &note).map_err(to_js)?)
     }
 
     #[napi]
@@ -197,8 +144,16 @@ impl JsCallbook {
     }
 }
 
+/// Hands a sync event to every JS listener without blocking the worker.
+fn notify(listeners: &Listeners, event: &callbook::SyncEvent) {
+    let value = serde_json::to_value(event).map(camel).unwrap_or(Value::Null);
+    for listener in listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        listener.call(value.clone(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
 pub struct BookTask {
-    book: callbook::Callbook,
+    book: Callbook,
     request: callbook::BookingRequest,
 }
 
@@ -216,7 +171,7 @@ impl Task for BookTask {
 }
 
 pub struct CheckTask {
-    availability: Arc<callbook::Availability>,
+    availability: Arc<Availability>,
     request: callbook::AvailabilityRequest,
 }
 
@@ -230,6 +185,26 @@ impl Task for CheckTask {
 
     fn resolve(&mut self, _env: Env, output: Slots) -> napi::Result<Slots> {
         Ok(output)
+    }
+}
+
+pub struct StopTask {
+    worker: Arc<Mutex<Option<WorkerHandle>>>,
+}
+
+impl Task for StopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        if let Some(handle) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            handle.stop();
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
     }
 }
 
@@ -257,7 +232,7 @@ impl From<callbook::Slots> for Slots {
     }
 }
 
-/// A booking request, as JS sends it (camelCase).
+/// A booking request, as JS sends it (camelCase): `start`, or `date` and `time`.
 #[napi(object)]
 pub struct BookingRequest {
     pub retell_call_id: String,
@@ -311,28 +286,6 @@ impl From<callbook::Booking> for Booking {
     }
 }
 
-pub struct StopTask {
-    worker: Arc<Mutex<Option<RunningWorker>>>,
-}
-
-impl Task for StopTask {
-    type Output = ();
-    type JsValue = ();
-
-    fn compute(&mut self) -> napi::Result<()> {
-        let running = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = running {
-            w.stop.store(true, Ordering::SeqCst);
-            let _ = w.thread.join();
-        }
-        Ok(())
-    }
-
-    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
-        Ok(())
-    }
-}
-
 /// An event type the fake Cal.com holds: `{id, lengthMinutes, seats?, timeZone?}`.
 #[napi(object)]
 pub struct FakeEventType {
@@ -344,28 +297,30 @@ pub struct FakeEventType {
     pub time_zone: Option<String>,
 }
 
+impl From<FakeEventType> for EventType {
+    fn from(e: FakeEventType) -> Self {
+        let hours = Schedule::hours(9, 17, e.time_zone.as_deref().unwrap_or("Europe/Berlin"));
+        let event_type = EventType::new(e.id, e.length_minutes).schedule(hours);
+        match e.seats {
+            Some(seats) => event_type.seated(seats),
+            None => event_type,
+        }
+    }
+}
+
 /// The loopback fake Cal.com, for tests and examples:
 /// `new FakeCalcom([{id: 123, lengthMinutes: 30}])` (other event types answer 404, as Cal.com does).
 #[napi(js_name = "FakeCalcom")]
 pub struct JsFakeCalcom {
-    fake: callbook::FakeCalcom,
+    fake: FakeCalcom,
 }
 
 #[napi]
 impl JsFakeCalcom {
     #[napi(constructor)]
     pub fn new(event_types: Vec<FakeEventType>) -> Result<Self, Code> {
-        let types: Vec<callbook::EventType> = event_types
-            .into_iter()
-            .map(|e| {
-                let zone = e.time_zone.as_deref().unwrap_or("Europe/Berlin");
-                let t =
-                    callbook::EventType::new(e.id, e.length_minutes).schedule(callbook::Schedule::hours(9, 17, zone));
-                e.seats.map_or(t.clone(), |n| t.seated(n))
-            })
-            .collect();
-        let clock = Arc::new(callbook::SystemClock);
-        let fake = callbook::FakeCalcom::with_event_types(clock, &types).map_err(bad_argument)?;
+        let types: Vec<EventType> = event_types.into_iter().map(EventType::from).collect();
+        let fake = FakeCalcom::with_event_types(Arc::new(callbook::SystemClock), &types).map_err(bad_argument)?;
         Ok(JsFakeCalcom { fake })
     }
 
@@ -374,7 +329,7 @@ impl JsFakeCalcom {
         self.fake.url().to_string()
     }
 
-    /// `{requests, bookings, creates, duplicatedKeys, rateLimited}`.
+    /// `{requests, bookings, liveBookings, creates, duplicatedKeys, rateLimited}`.
     #[napi]
     pub fn stats(&self) -> Result<Value, Code> {
         json(&self.fake.stats())
@@ -383,7 +338,7 @@ impl JsFakeCalcom {
     /// Answers the next request with `status` and Cal.com's error body.
     #[napi]
     pub fn fail_next(&self, status: u16, message: String) {
-        self.fake.inject([callbook::Fault::Status(status, message)]);
+        self.fake.inject([Fault::Status(status, message)]);
     }
 
     #[napi]
@@ -394,34 +349,32 @@ impl JsFakeCalcom {
 
 /// `{anonymous, reason}` for a caller id (`null` = no number).
 #[napi(ts_return_type = "{ anonymous: boolean; reason: string | null }")]
-pub fn detect_anonymous(from_number: Option<String>) -> Value {
-    let reason = callbook::detect_anonymous(from_number.as_deref()).map(|r| r.as_str());
-    serde_json::json!({ "anonymous": reason.is_some(), "reason": reason })
+pub fn detect_anonymous(from_number: Option<String>) -> Result<Value, Code> {
+    json(&rules::anonymity(from_number.as_deref()))
 }
 
 /// The normalised address, or `null`.
 #[napi]
 pub fn normalize_email(text: Option<String>) -> Option<String> {
-    callbook::normalize_email(text.as_deref()).valid().map(str::to_string)
+    rules::normalize_email(text.as_deref()).valid().map(str::to_string)
 }
 
 #[napi]
 pub fn placeholder_phone(name: String, call_db_id: i64, unix_seconds: i64) -> String {
-    callbook::placeholder_phone(&name, callbook::CallDbId(call_db_id), unix_seconds)
+    rules::placeholder_phone(&name, callbook::CallDbId(call_db_id), unix_seconds)
 }
 
 /// Every problem `[{field, code, message}]` a booking would refuse.
 #[napi]
 pub fn validate_booking_request(request: Value) -> Result<Value, Code> {
-    let request: callbook::BookingRequest = serde_json::from_value(request).map_err(bad_argument)?;
-    json(&callbook::validate_booking_request(&request))
+    json(&rules::validate_booking_request(&parse(Some(request))?))
 }
 
 /// The Cal.com `POST /v2/bookings` body.
 #[napi]
 pub fn build_calcom_payload(input: Value) -> Result<Value, Code> {
-    let input: callbook::PayloadInput = serde_json::from_value(input).map_err(bad_argument)?;
-    callbook::calcom_payload(&input).map_err(to_js)
+    let input: callbook::calcom::PayloadInput = serde_json::from_value(input).map_err(bad_argument)?;
+    callbook::calcom::calcom_payload(&input).map_err(to_js)
 }
 
 /// Checks `x-retell-signature` against the raw body (a string or a Buffer).
@@ -436,5 +389,5 @@ pub fn verify_retell_signature(
         napi::Either::A(text) => text.as_bytes(),
         napi::Either::B(buffer) => buffer,
     };
-    callbook::verify_retell_signature(bytes, &header, &api_key, now_ms)
+    callbook::retell::verify_retell_signature(bytes, &header, &api_key, now_ms)
 }

@@ -86,7 +86,7 @@ final class Callbook
     }
 
     /**
-     * `['service_id'?, 'date'=>, 'retell_call_id'?, 'calcom_url'?, 'timeout_ms'?]` →
+     * `['service_id'?, 'date'=>, 'retell_call_id'?, 'calcom_url'?]` →
      * `['service_id', 'date', 'time_zone', 'slots', 'cached', 'remembered']`.
      */
     public function checkAvailability(array $request): array

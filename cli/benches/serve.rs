@@ -10,7 +10,9 @@
 //! slowing the sender (no coordinated omission). The baseline, in the same
 //! run at the same rate: `GET /healthz` (the HTTP path plus one read).
 
-use callbook::{sign_retell, EventType, FakeCalcom, SystemClock};
+use callbook::calcom::fake::{EventType, FakeCalcom};
+use callbook::retell::sign_retell;
+use callbook::SystemClock;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

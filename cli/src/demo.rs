@@ -3,9 +3,10 @@
 //! regulars calling back with their number written differently, spoken
 //! emails), booked through the core; then a report.
 
+use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
 use callbook::{
-    AppointmentId, Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, EventType,
-    FakeCalcom, Fault, HttpCalcom, ImportData, ManualClock, NewCall, RunReport, Schedule, Worker, WorkerConfig,
+    AppointmentId, Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, ImportData,
+    ManualClock, NewCall, RunReport, Worker, WorkerConfig,
 };
 use chrono::Duration;
 use serde::Serialize;
@@ -244,11 +245,8 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
     };
     let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
     let fake = FakeCalcom::with_event_types(clock.clone(), &event_types()).map_err(io)?;
-    let availability = Availability::new(
-        book.clone(),
-        Arc::new(HttpCalcom::new(std::time::Duration::from_millis(500))),
-        AvailabilityConfig { base_url: fake.url().into(), ..Default::default() },
-    );
+    let config = AvailabilityConfig { calcom_url: fake.url().into(), timeout_ms: 500, ..Default::default() };
+    let availability = Availability::http(book.clone(), config);
     let mut seen_customers = std::collections::HashSet::new();
     for i in 0..calls {
         let anonymous = rng.below(10) < 3;
@@ -298,6 +296,7 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
             retell_call_id: Some(request.retell_call_id.clone()),
             service_id: request.service_id,
             date: request.date.clone().unwrap_or_default(),
+            ..Default::default()
         };
         if availability.check(&check).is_ok() {
             report.availability.checks += 1;
@@ -365,9 +364,15 @@ fn sync_phase(
         Fault::LoseAnswer(std::time::Duration::from_millis(400)),
         Fault::Status(404, "Event type with id 1002 not found.".into()),
     ]);
-    let api = Arc::new(HttpCalcom::new(std::time::Duration::from_millis(200)));
-    let config = WorkerConfig { id: "demo".into(), threads: 2, base_url: fake.url().into(), ..WorkerConfig::default() };
-    let worker = Worker::new(book.clone(), api, config);
+    // A short timeout: the lost answers are simulated in real time.
+    let config = WorkerConfig {
+        id: "demo".into(),
+        threads: 2,
+        calcom_url: fake.url().into(),
+        timeout_ms: 200,
+        ..Default::default()
+    };
+    let worker = Worker::http(book.clone(), config);
     let progress = Progress::new(total);
     let (started, real) = (clock.now(), Instant::now());
     let mut run = RunReport::default();

@@ -7,7 +7,7 @@ mod demo;
 mod serve;
 
 use callbook::{
-    AppointmentId, BookingRequest, Callbook, CustomerId, Error, ErrorKind, HttpCalcom, ImportData, Worker, WorkerConfig,
+    AppointmentId, BookingRequest, Callbook, CustomerId, Error, ErrorKind, ImportData, Worker, WorkerConfig,
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -69,12 +69,12 @@ enum Command {
         /// Remember the answer for this Retell call: its booking must take one of these starts.
         #[arg(long)]
         call: Option<String>,
-        /// Cal.com API base; paths such as /v2/slots are appended.
-        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
-        calcom_url: String,
-        /// Per-request timeout in seconds.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// Cal.com API base (default https://api.cal.com); paths such as /v2/slots are appended.
+        #[arg(long)]
+        calcom_url: Option<String>,
+        /// Per-request timeout in seconds (default 5: a caller is waiting).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Counts by sync status, jobs by state, manual reviews, breaker state.
     Stats,
@@ -83,15 +83,15 @@ enum Command {
         /// Run until no job is due, then exit.
         #[arg(long)]
         once: bool,
-        /// Cal.com API base; paths such as /v2/bookings are appended.
-        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
-        calcom_url: String,
-        /// Jobs run at once.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Per-request timeout in seconds.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// Cal.com API base (default https://api.cal.com); paths such as /v2/bookings are appended.
+        #[arg(long)]
+        calcom_url: Option<String>,
+        /// Jobs run at once (default 1).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Per-request timeout in seconds (default 30).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// The manual-review queue.
     Review {
@@ -112,18 +112,18 @@ enum Command {
         /// Address to listen on (port 0: any free port; the first line printed names it).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Cal.com API base; paths such as /v2/bookings are appended.
-        #[arg(long, default_value = callbook::DEFAULT_BASE_URL)]
-        calcom_url: String,
+        /// Cal.com API base (default https://api.cal.com); paths such as /v2/bookings are appended.
+        #[arg(long)]
+        calcom_url: Option<String>,
         /// Threads answering HTTP requests.
         #[arg(long, default_value_t = 8)]
         http_threads: usize,
         /// Sync worker threads (0: run no worker in this process).
         #[arg(long, default_value_t = 2)]
         worker_threads: usize,
-        /// Per-request timeout to Cal.com in seconds.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// The worker's per-request timeout to Cal.com in seconds (default 30).
+        #[arg(long)]
+        timeout: Option<u64>,
         /// Verifies x-retell-signature.
         #[arg(long, env = "RETELL_API_KEY", hide_env_values = true)]
         retell_api_key: Option<String>,
@@ -228,12 +228,8 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
 fn run(cli: Cli) -> Result<(Value, String), Failure> {
     match cli.command {
         Command::Init => {
-            let target = cli.db.display().to_string();
-            let (version, path) = if callbook::is_server_url(&target) {
-                (callbook::ServerStore::open_url(&target)?.schema_version()?, redacted(&target))
-            } else {
-                (callbook::SqliteStore::open(&cli.db)?.schema_version()?, target)
-            };
+            let version = open(&cli.db, &cli.synchronous)?.schema_version()?;
+            let path = redacted(&cli.db.display().to_string());
             Ok((
                 json!({"database": path, "schema_version": version}),
                 format!("database {path} ready (schema {version})"),
@@ -277,10 +273,16 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(b), text))
         }
         Command::Slots { service, date, call, calcom_url, timeout } => {
-            let api = std::sync::Arc::new(HttpCalcom::new(std::time::Duration::from_secs(timeout)));
-            let config = callbook::AvailabilityConfig { base_url: calcom_url, ..Default::default() };
-            let availability = callbook::Availability::new(open(&cli.db, &cli.synchronous)?, api, config);
-            let request = callbook::AvailabilityRequest { retell_call_id: call, service_id: Some(service), date };
+            let mut config = callbook::AvailabilityConfig::default();
+            config.calcom_url = calcom_url.unwrap_or(config.calcom_url);
+            config.timeout_ms = timeout.map_or(config.timeout_ms, |s| s * 1000);
+            let availability = callbook::Availability::http(open(&cli.db, &cli.synchronous)?, config);
+            let request = callbook::AvailabilityRequest {
+                retell_call_id: call,
+                service_id: Some(service),
+                date,
+                ..Default::default()
+            };
             let slots = availability.check(&request)?;
             let text = if slots.slots.is_empty() {
                 format!("nothing free on {}", slots.date)
@@ -312,15 +314,14 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
         }
         Command::Sync { once, calcom_url, threads, timeout } => {
             let book = open(&cli.db, &cli.synchronous)?;
-            let api = std::sync::Arc::new(HttpCalcom::new(std::time::Duration::from_secs(timeout)));
-            let config = WorkerConfig { threads, base_url: calcom_url, ..WorkerConfig::default() };
-            let worker = Worker::new(book, api, config);
+            let worker = Worker::http(book, worker_config(calcom_url, threads, timeout));
             let report = if once {
                 worker.run_once()?
             } else {
                 // Runs until the process is stopped; a job cut off mid-attempt
                 // is claimed again when its lease runs out.
-                worker.run(&std::sync::atomic::AtomicBool::new(false), std::time::Duration::from_millis(500))
+                let idle = std::time::Duration::from_millis(worker.config().idle_ms);
+                worker.run(&std::sync::atomic::AtomicBool::new(false), idle)
             };
             let text = format!(
                 "{} jobs: {} synced ({} adopted), {} retrying, {} flagged, {} deferred by the breaker, {} by the rate limit",
@@ -347,12 +348,13 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             admin_token,
         } => {
             let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(callbook::Secret::new);
+            let mut availability = callbook::AvailabilityConfig::default();
+            availability.calcom_url = calcom_url.clone().unwrap_or(availability.calcom_url);
             let options = serve::Options {
                 listen,
-                calcom_url,
                 http_threads,
-                worker_threads,
-                timeout: std::time::Duration::from_secs(timeout),
+                worker: (worker_threads > 0).then(|| worker_config(calcom_url, Some(worker_threads), timeout)),
+                availability,
                 retell_api_key: secret(retell_api_key),
                 calcom_webhook_secret: secret(calcom_webhook_secret),
                 admin_token,
@@ -383,14 +385,16 @@ fn redacted(url: &str) -> String {
 /// The database named by `--db`, with `--synchronous`.
 fn open(db: &std::path::Path, synchronous: &str) -> Result<Callbook, Failure> {
     let synchronous = if synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
-    let options = callbook::SqliteOptions { synchronous, ..Default::default() };
-    let target = db.to_str().ok_or_else(|| Failure {
-        code: "usage".into(),
-        message: "--db is not UTF-8".into(),
-        exit: 2,
-        detail: None,
-    })?;
-    Ok(Callbook::new(callbook::open_store(target, options)?))
+    Ok(Callbook::open_with(db, &callbook::OpenOptions { synchronous })?)
+}
+
+/// The worker's settings: core's defaults, with what the flags name.
+fn worker_config(calcom_url: Option<String>, threads: Option<usize>, timeout: Option<u64>) -> WorkerConfig {
+    let mut config = WorkerConfig::default();
+    config.calcom_url = calcom_url.unwrap_or(config.calcom_url);
+    config.threads = threads.unwrap_or(config.threads);
+    config.timeout_ms = timeout.map_or(config.timeout_ms, |s| s * 1000);
+    config
 }
 
 fn review_line(a: &callbook::Appointment) -> String {

@@ -168,14 +168,14 @@ fn demo_runs_on_its_own_database() {
 #[test]
 fn sync_and_review_against_a_fake_calcom() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::with_event_types(
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
         std::sync::Arc::new(callbook::SystemClock),
-        &[callbook::EventType::new(123, 30)],
+        &[callbook::calcom::fake::EventType::new(123, 30)],
     )
     .expect("fake starts");
     let (a, _) = callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
     let (b, _) = callbook(&db, &["book", "--call", "call_known", "--name", "B", "--start", "2099-01-08T11:00:00Z"]);
-    fake.inject([callbook::Fault::Status(400, "responses - {email}invalid_email".into())]);
+    fake.inject([callbook::calcom::fake::Fault::Status(400, "responses - {email}invalid_email".into())]);
     let (report, code) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
     assert_eq!(code, 0, "{report}");
     assert_eq!((report["synced"].as_u64(), report["flagged"].as_u64()), (Some(1), Some(1)), "{report}");
@@ -215,9 +215,9 @@ fn sync_and_review_against_a_fake_calcom() {
 #[test]
 fn a_refused_start_carries_its_alternatives_as_data() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::with_event_types(
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
         std::sync::Arc::new(callbook::SystemClock),
-        &[callbook::EventType::new(123, 30)],
+        &[callbook::calcom::fake::EventType::new(123, 30)],
     )
     .expect("fake starts");
     let args = ["slots", "--service", "1", "--date", "2099-01-08", "--call", "call_abc", "--calcom-url", fake.url()];
@@ -235,13 +235,13 @@ fn a_refused_start_carries_its_alternatives_as_data() {
 #[test]
 fn review_resolve_records_the_note() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::with_event_types(
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
         std::sync::Arc::new(callbook::SystemClock),
-        &[callbook::EventType::new(123, 30)],
+        &[callbook::calcom::fake::EventType::new(123, 30)],
     )
     .expect("fake starts");
     callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
-    fake.inject([callbook::Fault::Status(404, "Event type with id 123 not found.".into())]);
+    fake.inject([callbook::calcom::fake::Fault::Status(404, "Event type with id 123 not found.".into())]);
     callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
     let (resolved, code) =
         callbook(&db, &["review", "resolve", "1", "--note", "event type was deleted", "--by", "ops"]);
@@ -256,13 +256,13 @@ fn review_resolve_records_the_note() {
 #[test]
 fn stats_show_the_breaker_after_a_failure() {
     let (_dir, db) = setup();
-    let fake = callbook::FakeCalcom::with_event_types(
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
         std::sync::Arc::new(callbook::SystemClock),
-        &[callbook::EventType::new(123, 30)],
+        &[callbook::calcom::fake::EventType::new(123, 30)],
     )
     .expect("fake starts");
     callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T10:00:00Z"]);
-    fake.inject([callbook::Fault::Status(503, "Service Unavailable".into())]);
+    fake.inject([callbook::calcom::fake::Fault::Status(503, "Service Unavailable".into())]);
     let (report, _) = callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
     assert_eq!(report["retried"], 1, "{report}");
     let (stats, _) = callbook(&db, &["stats"]);
@@ -275,9 +275,9 @@ fn stats_show_the_breaker_after_a_failure() {
 /// `--db` takes server URLs: the same commands on PostgreSQL and MariaDB.
 #[test]
 fn db_urls_for_postgres_and_mariadb() {
-    let fake = callbook::FakeCalcom::with_event_types(
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
         std::sync::Arc::new(callbook::SystemClock),
-        &[callbook::EventType::new(123, 30)],
+        &[callbook::calcom::fake::EventType::new(123, 30)],
     )
     .expect("fake");
     let dir = tempfile::tempdir().expect("temp dir");

@@ -6,9 +6,10 @@
 //! `cargo bench -p callbook --bench booking` (full), `-- --quick` (smoke run).
 //! Env: CALLBOOK_BENCH_N (bookings per run), CALLBOOK_BENCH_ROWS (pre-stored appointments).
 
+use callbook::rules::{idempotency_key, placeholder_phone};
+use callbook::store::{SqliteOptions, SqliteStore};
 use callbook::{
-    format_utc, idempotency_key, placeholder_phone, BookingRequest, CallDbId, Callbook, CompanyId, ImportData, NewCall,
-    ServiceId, SqliteOptions, SqliteStore, Synchronous,
+    format_utc, BookingRequest, CallDbId, Callbook, CompanyId, ImportData, NewCall, ServiceId, Synchronous,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};

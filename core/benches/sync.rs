@@ -11,6 +11,9 @@
 //!
 //! `cargo bench -p callbook --bench sync` (`-- --quick` for a short run).
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::Duration;
 use std::cell::Cell;
@@ -96,7 +99,7 @@ fn worker(s: &Setup, threads: usize) -> Worker {
     let config = WorkerConfig {
         threads,
         batch: 64,
-        base_url: s.fake.url().into(),
+        calcom_url: s.fake.url().into(),
         requests_per_minute: u32::MAX,
         ..WorkerConfig::default()
     };

@@ -30,6 +30,10 @@ pub struct AvailabilityRequest {
     pub service_id: Option<i64>,
     /// A date as a booking takes it: ISO, `08.01.2030`, today, morgen, friday, ...
     pub date: String,
+    /// Cal.com API base for companies that name none, instead of the
+    /// checker's (one checker, and its cache, serves any base).
+    #[serde(default, alias = "calcom_url")]
+    pub calcom_url: Option<String>,
 }
 
 /// Free starts on one day.
@@ -46,18 +50,25 @@ pub struct Slots {
     pub remembered: bool,
 }
 
-/// Settings of the availability check.
-#[derive(Debug, Clone)]
+/// Settings of the availability check, every default in one place; from
+/// the same option names as the worker's (`calcomUrl`, `timeoutMs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct AvailabilityConfig {
-    /// Cal.com API base for companies that name none.
-    pub base_url: String,
-    /// How long an answer per (event type, day) is reused.
-    pub cache_ttl: Duration,
+    /// Cal.com API base for companies that name none (`https://api.cal.com`).
+    #[serde(alias = "calcom_url")]
+    pub calcom_url: String,
+    /// How long an answer per (event type, day) is reused, in seconds (30).
+    #[serde(alias = "cache_ttl_secs")]
+    pub cache_ttl_secs: i64,
+    /// Per-request timeout in milliseconds: short (5 s), a caller is waiting.
+    #[serde(alias = "timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 impl Default for AvailabilityConfig {
     fn default() -> Self {
-        AvailabilityConfig { base_url: DEFAULT_BASE_URL.to_string(), cache_ttl: Duration::seconds(30) }
+        AvailabilityConfig { calcom_url: DEFAULT_BASE_URL.to_string(), cache_ttl_secs: 30, timeout_ms: 5_000 }
     }
 }
 
@@ -92,6 +103,13 @@ impl Availability {
         Availability { book, api, config, cache: Mutex::default() }
     }
 
+    /// A checker on the real Cal.com client, with the config's timeout.
+    #[cfg(feature = "http")]
+    pub fn http(book: Callbook, config: AvailabilityConfig) -> Self {
+        let api = Arc::new(crate::calcom::HttpCalcom::new(std::time::Duration::from_millis(config.timeout_ms)));
+        Availability::new(book, api, config)
+    }
+
     /// The free starts for the request's service and day. Errors: the
     /// booking's call-context errors, `service_required`,
     /// `service_not_in_calcom`, `invalid_date`, `start_in_past`, and
@@ -107,12 +125,16 @@ impl Availability {
             return Err(Error::StartInPast(day.to_string()));
         }
         let event_type = ctx.service.calcom_event_type_id.ok_or(Error::ServiceNotInCalcom(ctx.service.id.0))?;
-        let endpoint = Endpoint::of(&ctx.company, &self.config.base_url)
+        let base = request.calcom_url.as_deref().unwrap_or(&self.config.calcom_url);
+        let endpoint = Endpoint::of(&ctx.company, base)
             .ok_or_else(|| Error::CalcomUnavailable("the company has no Cal.com API key".into()))?;
         let key = (endpoint.breaker_key(), event_type, day, ctx.time_zone.clone());
         let hit = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(&key).filter(|(at, _)| now - *at < self.config.cache_ttl).map(|(_, s)| s.clone())
+            cache
+                .get(&key)
+                .filter(|(at, _)| now - *at < Duration::seconds(self.config.cache_ttl_secs))
+                .map(|(_, s)| s.clone())
         };
         let cached = hit.is_some();
         // Cal.com reads a date alone as a UTC day: ask for the local day by
@@ -129,7 +151,7 @@ impl Availability {
                 };
                 let answer = self.api.slots(&endpoint, &query).map_err(unavailable)?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.retain(|_, (at, _)| now - *at < self.config.cache_ttl);
+                cache.retain(|_, (at, _)| now - *at < Duration::seconds(self.config.cache_ttl_secs));
                 cache.insert(key, (now, answer.clone()));
                 answer
             }

@@ -8,82 +8,13 @@
 //! reschedule already applied, answers `already_applied` and writes nothing).
 
 use crate::appointment::AppointmentStatus;
+use crate::calcom::webhook::malformed;
+use crate::calcom::{parse_calcom_webhook, verify_calcom_signature, CalcomWebhook};
 use crate::callbook::Callbook;
 use crate::ids::AppointmentId;
 use crate::store::{self, CalcomChange};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use serde_json::Value;
-use sha2::Sha256;
-
-/// Is `header` the hex HMAC-SHA256 of `body` with `secret`? Constant time.
-/// Cal.com sends `no-secret-provided` when it has no secret: never valid here.
-pub fn verify_calcom_signature(body: &[u8], header: &str, secret: &str) -> bool {
-    if secret.is_empty() {
-        return false;
-    }
-    let Some(expected) = crate::retell::decode_hex(header.trim()) else { return false };
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
-}
-
-/// The header value Cal.com would send for `body` (for tests and tools).
-pub fn sign_calcom(body: &[u8], secret: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(body);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The part of a Cal.com webhook callbook reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CalcomWebhook {
-    /// `triggerEvent`: BOOKING_CANCELLED, BOOKING_RESCHEDULED, ...
-    pub trigger: String,
-    /// `payload.uid`: the booking (after a reschedule: the new booking).
-    pub uid: Option<String>,
-    /// `payload.rescheduleUid`: the booking a reschedule replaced.
-    pub reschedule_uid: Option<String>,
-    pub booking_id: Option<i64>,
-    pub start: Option<DateTime<Utc>>,
-    pub end: Option<DateTime<Utc>>,
-}
-
-fn malformed(message: impl Into<String>) -> Error {
-    Error::invalid("body", "malformed_webhook", message)
-}
-
-/// Parses a webhook body. Never panics on any input (fuzzed).
-pub fn parse_calcom_webhook(body: &[u8]) -> Result<CalcomWebhook> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
-    let trigger = value
-        .get("triggerEvent")
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed("triggerEvent is missing"))?
-        .to_string();
-    let payload = value.get("payload").filter(|p| p.is_object());
-    let text = |key: &str| payload.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_string);
-    let time = |key: &str| -> Result<Option<DateTime<Utc>>> {
-        match text(key) {
-            None => Ok(None),
-            Some(t) => DateTime::parse_from_rfc3339(&t)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| malformed(format!("payload.{key} is not an ISO 8601 time"))),
-        }
-    };
-    Ok(CalcomWebhook {
-        uid: text("uid"),
-        // Older and newer Cal.com versions name the replaced booking differently.
-        reschedule_uid: text("rescheduleUid").or_else(|| text("fromReschedule")).or_else(|| text("rescheduledFromUid")),
-        booking_id: payload.and_then(|p| p.get("bookingId")).and_then(Value::as_i64),
-        start: time("startTime")?,
-        end: time("endTime")?,
-        trigger,
-    })
-}
 
 /// What a webhook did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -166,39 +97,6 @@ impl Callbook {
                 })
             }
             _ => Ok(WebhookOutcome::Ignored { trigger: event.trigger }),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures() {
-        let body = br#"{"triggerEvent":"PING"}"#;
-        let header = sign_calcom(body, "whsec");
-        assert!(verify_calcom_signature(body, &header, "whsec"));
-        assert!(verify_calcom_signature(body, &header.to_uppercase(), "whsec"));
-        assert!(!verify_calcom_signature(body, &header, "other"));
-        assert!(!verify_calcom_signature(b"{}", &header, "whsec"));
-        assert!(!verify_calcom_signature(body, "no-secret-provided", "whsec"));
-        assert!(!verify_calcom_signature(body, &sign_calcom(body, ""), ""));
-    }
-
-    #[test]
-    fn parsing() {
-        let e = parse_calcom_webhook(
-            br#"{"triggerEvent":"BOOKING_RESCHEDULED","payload":{"uid":"new","rescheduleUid":"old","bookingId":7,
-            "startTime":"2030-01-08T10:00:00.000Z","endTime":"2030-01-08T10:30:00+00:00"}}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(e.uid.as_deref(), Some("new"));
-        assert_eq!(e.reschedule_uid.as_deref(), Some("old"));
-        assert_eq!(e.booking_id, Some(7));
-        assert_eq!(e.start.map(|t| crate::utc::format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
-        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"triggerEvent":"X","payload":{"startTime":"soon"}}"#] {
-            assert_eq!(parse_calcom_webhook(bad).map_err(|e| e.code().to_string()), Err("malformed_webhook".into()));
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::ids::{AppointmentId, CompanyId, CustomerId};
 use crate::import::{import_in, register_call, ImportData, ImportSummary};
 use crate::queue::{transition, Job, JobEvent};
 use crate::stats::Stats;
-use crate::store::{self, Store, Tx};
+use crate::store::{self, OpenOptions, Store, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -36,12 +36,18 @@ impl Callbook {
 
     /// Opens (creating and migrating) a SQLite database file, durable by
     /// default; or, given a `postgres://` or `mysql://` URL, that database.
-    #[cfg(feature = "sqlite")]
-    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        match path.as_ref().to_str() {
-            Some(target) => Ok(Self::new(crate::store::open_store(target, Default::default())?)),
-            None => Ok(Self::new(Arc::new(crate::store::SqliteStore::open(path)?))),
-        }
+    pub fn open(target: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::open_with(target, &OpenOptions::default())
+    }
+
+    /// [`Callbook::open`] with options (`synchronous`).
+    pub fn open_with(target: impl AsRef<std::path::Path>, options: &OpenOptions) -> Result<Self> {
+        Ok(Self::new(crate::store::open(target.as_ref(), options)?))
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.store.schema_version()
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -250,6 +250,19 @@ pub fn classify_caller(from_number: Option<&str>, region: Option<phonenumber::co
     }
 }
 
+/// `{anonymous, reason}` for a caller id, as every binding answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Anonymity {
+    pub anonymous: bool,
+    pub reason: Option<AnonymityReason>,
+}
+
+/// [`detect_anonymous`] in the shape the bindings answer.
+pub fn anonymity(from_number: Option<&str>) -> Anonymity {
+    let reason = detect_anonymous(from_number);
+    Anonymity { anonymous: reason.is_some(), reason }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,7 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(String),
     /// A fault injected into the in-memory store by a test.
+    #[cfg(feature = "fault-injection")]
     #[error("injected fault: {0}")]
     InjectedFault(String),
 }
@@ -139,6 +140,7 @@ impl Error {
             Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
             Error::CalcomUnavailable(_) => "calcom_unavailable",
             Error::Storage(_) => "storage",
+            #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => "injected_fault",
         }
     }
@@ -146,7 +148,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
-            Error::Storage(_) | Error::InjectedFault(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
+            #[cfg(feature = "fault-injection")]
+            Error::InjectedFault(_) => ErrorKind::Internal,
             _ => ErrorKind::Rejected,
         }
     }

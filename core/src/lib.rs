@@ -31,9 +31,7 @@ mod appointment;
 mod availability;
 mod booking;
 mod breaker;
-mod calcom;
-#[cfg(feature = "fake-calcom")]
-mod calcom_fake;
+pub mod calcom;
 mod calcom_webhook;
 mod call;
 mod callbook;
@@ -47,64 +45,56 @@ mod error;
 mod ids;
 mod import;
 mod queue;
-mod retell;
+pub mod retell;
 mod review;
 mod slots;
 mod start;
 mod stats;
-mod store;
+pub mod store;
 mod sync;
 mod utc;
 
-pub use agent::{
-    booking_request_from_args, parse_function_call, speak_booking, speak_refusal, speak_slots, speak_time, speak_times,
-    Agent, AgentFunction, AgentReply, FunctionCall, Language,
-};
-pub use appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+// The façade: open a database, book, check availability, sync, answer the
+// agent and Cal.com's webhooks, review; the requests and the answers.
+pub use agent::{Agent, AgentReply};
+pub use appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
 pub use availability::{Availability, AvailabilityConfig, AvailabilityRequest, Slots};
-pub use booking::{idempotency_key, validate_booking_request, Booking, BookingRequest};
-pub use breaker::{admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
-#[cfg(feature = "http")]
-pub use calcom::HttpCalcom;
-pub use calcom::{
-    build_create_payload, calcom_payload, classify, default_email_fallback, error_message, is_booker_limit,
-    is_slot_taken, key_match, parse_booking_page, parse_slots, rate_limit_headers, retry_after, sendable_phone,
-    ApiFailure, BookingPage, BookingQuery, CalAttendee, CalBooking, CalcomApi, Endpoint, ErrorClass, KeyMatch,
-    NewAttendee, PayloadInput, RateLimitHeaders, SlotAnswer, SlotQuery, ATTENDEES_THROTTLER, BOOKINGS_API_VERSION,
-    DEFAULT_BASE_URL, DEFAULT_THROTTLER, METADATA_KEY, SLOTS_API_VERSION,
-};
-#[cfg(feature = "fake-calcom")]
-pub use calcom_fake::{EventType, FakeCalcom, FakeStats, Fault, Recorded, Schedule};
-pub use calcom_webhook::{parse_calcom_webhook, sign_calcom, verify_calcom_signature, CalcomWebhook, WebhookOutcome};
+pub use booking::{Booking, BookingRequest};
+pub use calcom_webhook::WebhookOutcome;
 pub use call::{Call, NewCall};
 pub use callbook::Callbook;
-pub use caller::{
-    classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, AnonymityReason, Caller,
-};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use company::{Branch, Company, Secret, Service};
 pub use config::Config;
-pub use customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
-pub use email::{is_valid_email, normalize_email, EmailInput};
+pub use customer::{Customer, CustomerSource};
 pub use error::{Error, ErrorKind, Problem};
 pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 pub use import::{ImportData, ImportSummary};
-pub use queue::{
-    is_claimable, retry_delay, transition, Job, JobEvent, JobKind, JobSnapshot, JobState, NewJob, Policy, Refusal,
-};
-pub use retell::{sign_retell, verify_retell_signature, MAX_SKEW_MS};
-pub use slots::{free_starts, nearest};
-pub use start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
+pub use queue::{Job, JobKind, JobState, Policy};
 pub use stats::Stats;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use store::ServerStore;
-pub use store::{
-    is_server_url, read, write, CalcomChange, Counts, MemoryStore, NewAppointment, Offered, Store, SyncFailure, Tx,
-    WriteFn,
-};
-#[cfg(feature = "sqlite")]
-pub use store::{open_store, Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
-pub use sync::{RateLimiter, RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig, ATTENDEES_PER_MINUTE};
+pub use store::{OpenOptions, Synchronous};
+pub use sync::{RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig, WorkerHandle};
 pub use utc::format_utc;
+
+/// The domain rules as pure functions: no database, no network, no clock of
+/// their own (the WASM module exposes them to browsers).
+pub mod rules {
+    pub use crate::agent::{speak_booking, speak_refusal, speak_slots, speak_time, speak_times, Language};
+    pub use crate::appointment::cut_message;
+    pub use crate::booking::{idempotency_key, validate_booking_request};
+    pub use crate::breaker::{
+        admit, record as record_breaker, Admission, Breaker, BreakerPolicy, BreakerState, Outcome,
+    };
+    pub use crate::caller::{
+        anonymity, classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, Anonymity,
+        AnonymityReason, Caller,
+    };
+    pub use crate::customer::{placeholder_phone, NewCustomer};
+    pub use crate::email::{is_valid_email, normalize_email, EmailInput};
+    pub use crate::queue::{is_claimable, retry_delay, transition, JobEvent, JobSnapshot, NewJob, Refusal};
+    pub use crate::slots::{free_starts, nearest};
+    pub use crate::start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
+    pub use crate::sync::{RateLimiter, ATTENDEES_PER_MINUTE};
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,10 +1,17 @@
-//! Retell AI's request signature: `x-retell-signature: v=<unix ms>,d=<hex>`
-//! where hex = HMAC-SHA256(key = Retell API key, message = raw body followed
-//! by the timestamp string). Verified on the raw body bytes (re-serialised
-//! JSON breaks on non-ASCII names), in constant time, and refused when the
-//! timestamp is more than 5 minutes off.
+//! What Retell AI sends: the custom function call's body (`{name, call,
+//! args}`, or the args alone) and its signature, `x-retell-signature:
+//! v=<unix ms>,d=<hex>` where hex = HMAC-SHA256(key = Retell API key,
+//! message = raw body followed by the timestamp string). Verified on the raw
+//! body bytes (re-serialised JSON breaks on non-ASCII names), in constant
+//! time, and refused when the timestamp is more than 5 minutes off.
+//! Answering a call is the `Agent`'s.
 
+use crate::booking::BookingRequest;
+use crate::call::NewCall;
+use crate::ids::CallId;
+use crate::{Error, Result};
 use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 /// How far the signature's timestamp may be from now.
@@ -53,9 +60,149 @@ pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
+/// The functions an agent may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentFunction {
+    BookAppointment,
+    /// Args `{date, service_id?, time?}`: up to 3 free times (nearest `time` when given).
+    CheckAvailability,
+}
+
+impl AgentFunction {
+    /// Both spellings agents use (`book_appointment`, `bookAppointment`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "book_appointment" | "bookAppointment" => Some(AgentFunction::BookAppointment),
+            "check_availability" | "checkAvailability" => Some(AgentFunction::CheckAvailability),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed function call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionCall {
+    pub function: AgentFunction,
+    /// The call object, when Retell sent one (registers the call if new).
+    pub call: Option<NewCall>,
+    pub call_id: CallId,
+    pub args: Map<String, Value>,
+}
+
+pub(crate) fn bad(field: &str, code: &str, message: impl Into<String>) -> Error {
+    Error::invalid(field, code, message)
+}
+
+/// Parses a function-call body: `{name, call, args}`, or with the agent's
+/// "args only" option the args alone (then `call_id` is among them and the
+/// function is `function`, named by the URL, else `book_appointment`).
+/// Never panics on any input (fuzzed).
+pub fn parse_function_call(body: &[u8], function: Option<&str>) -> Result<FunctionCall> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad("body", "malformed_json", format!("the body is not JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err(bad("body", "malformed_json", "the body is not a JSON object"));
+    };
+    let args_only = !body.contains_key("args");
+    let name = match (args_only, function) {
+        (true, hint) => hint.unwrap_or("book_appointment").to_string(),
+        (false, _) => body.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+    };
+    let function = AgentFunction::parse(&name)
+        .ok_or_else(|| bad("name", "unknown_function", format!("unknown function {name:?}")))?;
+    let args = if args_only {
+        body.clone()
+    } else {
+        match body.remove("args") {
+            Some(Value::Object(args)) => args,
+            Some(Value::Null) => Map::new(),
+            _ => return Err(bad("args", "invalid_argument", "args is not an object")),
+        }
+    };
+    let call = match body.get("call") {
+        Some(Value::Object(call)) => {
+            let text = |key: &str| call.get(key).and_then(Value::as_str).map(str::to_string);
+            text("call_id").map(|id| NewCall {
+                retell_call_id: CallId(id),
+                from_number: text("from_number"),
+                to_number: text("to_number"),
+                direction: text("direction"),
+                ..NewCall::default()
+            })
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(bad("call", "invalid_argument", "call is not an object")),
+    };
+    let call_id = match (&call, args.get("call_id")) {
+        (Some(call), _) => call.retell_call_id.clone(),
+        (None, Some(Value::String(id))) => CallId(id.clone()),
+        _ => return Err(bad("call_id", "call_id_required", "no call id: send the call object or args.call_id")),
+    };
+    if call_id.0.trim().is_empty() {
+        return Err(bad("call_id", "call_id_required", "the call id is empty"));
+    }
+    Ok(FunctionCall { function, call, call_id, args })
+}
+
+pub(crate) fn text_arg(args: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(key, "invalid_argument", format!("{key} must be a string"))),
+    }
+}
+
+/// A service id as a number, or as the digits a language model may send.
+pub(crate) fn id_arg(args: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some),
+        Some(Value::String(s)) if s.trim().is_empty() => Some(None),
+        Some(Value::String(s)) => s.trim().parse().ok().map(Some),
+        Some(_) => None,
+    }
+    .ok_or_else(|| bad(key, "invalid_argument", format!("{key} must be a whole number")))
+}
+
+/// The booking the args ask for.
+pub fn booking_request_from_args(call_id: &CallId, args: &Map<String, Value>) -> Result<BookingRequest> {
+    Ok(BookingRequest {
+        retell_call_id: call_id.0.clone(),
+        customer_name: text_arg(args, "customer_name")?.unwrap_or_default(),
+        customer_email: text_arg(args, "customer_email")?,
+        service_id: id_arg(args, "service_id")?,
+        start: text_arg(args, "start")?,
+        date: text_arg(args, "date")?,
+        time: text_arg(args, "time")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn function_call_shapes() {
+        let full = br#"{"name":"bookAppointment","call":{"call_id":"c1","from_number":"+4930123","to_number":"+4940"},"args":{"customer_name":"A","service_id":"2"}}"#;
+        let parsed = parse_function_call(full, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.call_id.0, "c1");
+        assert_eq!(parsed.call.as_ref().and_then(|c| c.to_number.as_deref()), Some("+4940"));
+        let request = booking_request_from_args(&parsed.call_id, &parsed.args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.service_id, Some(2));
+        let args_only = br#"{"call_id":"c2","customer_name":"B"}"#;
+        assert_eq!(parse_function_call(args_only, None).map(|c| c.call_id.0).ok().as_deref(), Some("c2"));
+        let code = |body: &[u8]| parse_function_call(body, None).err().map(|e| e.code().to_string());
+        assert_eq!(code(b"{").as_deref(), Some("malformed_json"));
+        assert_eq!(code(b"[1]").as_deref(), Some("malformed_json"));
+        assert_eq!(code(br#"{"name":"drop_tables","args":{}}"#).as_deref(), Some("unknown_function"));
+        assert_eq!(code(br#"{"name":"book_appointment","args":{}}"#).as_deref(), Some("call_id_required"));
+        assert_eq!(
+            code(br#"{"name":"book_appointment","args":5,"call":{"call_id":"x"}}"#).as_deref(),
+            Some("invalid_argument")
+        );
+        let wrong_type = serde_json::from_str::<Map<String, Value>>(r#"{"service_id":true}"#).unwrap_or_default();
+        assert!(booking_request_from_args(&CallId("c".into()), &wrong_type).is_err());
+    }
 
     #[test]
     fn round_trip_and_refusals() {

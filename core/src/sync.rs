@@ -15,7 +15,7 @@ use crate::company::{Branch, Company, Service};
 use crate::customer::Customer;
 use crate::email::is_valid_email;
 use crate::ids::{AppointmentId, JobId};
-use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState};
+use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState, Policy};
 use crate::store::{self, SyncFailure, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
@@ -25,8 +25,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// How a worker runs. Retry policy and lease come from the `Callbook`'s `Config`.
-#[derive(Debug, Clone)]
+/// How a worker runs, every default in one place. The CLI, `serve`, the
+/// Node addon and the C ABI pass their options through: it deserializes
+/// from the Node option names (`calcomUrl`, `threads`, `timeoutMs`,
+/// `idleMs`, `emailFallback`, `backoffMs`, …) and their snake_case forms.
+/// The retry policy and the lease come from the `Callbook`'s `Config`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Names the worker in `locked_by`.
     pub id: String,
@@ -34,14 +39,30 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// Jobs claimed per round.
     pub batch: u32,
-    /// Cal.com API base for companies that name none.
-    pub base_url: String,
-    /// The attendee email when the customer has none (Cal.com needs one).
+    /// Cal.com API base for companies that name none (`https://api.cal.com`).
+    #[serde(alias = "calcom_url")]
+    pub calcom_url: String,
+    /// The attendee email when the customer has none and the company sets
+    /// no template (Cal.com needs one).
+    #[serde(alias = "email_fallback")]
     pub email_fallback: String,
+    #[serde(skip)]
     pub breaker: BreakerPolicy,
     /// Client-side limit per API key (Cal.com's default: 120 a minute).
+    #[serde(alias = "requests_per_minute")]
     pub requests_per_minute: u32,
+    /// Per-request timeout of the HTTP client, in milliseconds (30 s).
+    #[serde(alias = "timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long `run` waits when nothing is due, in milliseconds (200).
+    #[serde(alias = "idle_ms")]
+    pub idle_ms: u64,
+    /// Delays before retry n in milliseconds (the last repeats), instead of
+    /// the policy's 1 s, 5 s, 30 s. `[0]`: retries are due at once.
+    #[serde(alias = "backoff_ms")]
+    pub backoff_ms: Option<Vec<u64>>,
     /// Seeds the backoff jitter.
+    #[serde(skip)]
     pub seed: u64,
 }
 
@@ -51,11 +72,28 @@ impl Default for WorkerConfig {
             id: format!("worker-{}", std::process::id()),
             threads: 1,
             batch: 32,
-            base_url: DEFAULT_BASE_URL.to_string(),
-            email_fallback: "noreply@example.com".to_string(),
+            calcom_url: DEFAULT_BASE_URL.to_string(),
+            email_fallback: crate::calcom::default_email_fallback(),
             breaker: BreakerPolicy::default(),
             requests_per_minute: 120,
+            timeout_ms: 30_000,
+            idle_ms: 200,
+            backoff_ms: None,
             seed: 0x5eed,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The policy a worker retries by: the `Callbook`'s, with `backoff_ms` if set.
+    fn policy(&self, base: &Policy) -> Policy {
+        match &self.backoff_ms {
+            // At most a day each: longer is a typo, and chrono panics far beyond.
+            Some(list) if !list.is_empty() => Policy {
+                backoff: list.iter().map(|ms| Duration::milliseconds((*ms).min(86_400_000) as i64)).collect(),
+                ..base.clone()
+            },
+            _ => base.clone(),
         }
     }
 }
@@ -223,10 +261,38 @@ impl RateLimiter {
 
 type Listener = Box<dyn Fn(&SyncEvent) + Send + Sync>;
 
+/// A worker running on its own threads ([`Worker::spawn`]).
+#[derive(Debug)]
+pub struct WorkerHandle {
+    worker: Arc<Worker>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<RunReport>,
+}
+
+impl WorkerHandle {
+    /// The running worker (its counters, e.g. `storage_errors`).
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// Asks the worker to stop without waiting: jobs in hand finish their
+    /// attempt, claimed ones not started are handed back.
+    pub fn signal_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the worker and waits for it; what it did while running.
+    pub fn stop(self) -> RunReport {
+        self.signal_stop();
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 pub struct Worker {
     book: Callbook,
     api: Arc<dyn CalcomApi>,
     config: WorkerConfig,
+    policy: Policy,
     limiter: RateLimiter,
     rng: Mutex<u64>,
     listeners: Vec<Listener>,
@@ -254,7 +320,28 @@ impl Worker {
     pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
         let limiter = RateLimiter::new(config.requests_per_minute);
         let rng = Mutex::new(config.seed);
-        Worker { book, api, config, limiter, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
+        let policy = config.policy(&book.config().policy);
+        Worker { book, api, config, policy, limiter, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
+    }
+
+    /// A worker on the real Cal.com client, with the config's timeout.
+    #[cfg(feature = "http")]
+    pub fn http(book: Callbook, config: WorkerConfig) -> Self {
+        let api = Arc::new(crate::calcom::HttpCalcom::new(std::time::Duration::from_millis(config.timeout_ms)));
+        Worker::new(book, api, config)
+    }
+
+    /// Runs the worker on its own threads until [`WorkerHandle::stop`].
+    pub fn spawn(self) -> Result<WorkerHandle> {
+        let worker = Arc::new(self);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, flag) = (Arc::clone(&worker), Arc::clone(&stop));
+        let idle = std::time::Duration::from_millis(worker.config.idle_ms);
+        let thread = std::thread::Builder::new()
+            .name("callbook-worker".into())
+            .spawn(move || w.run(&flag, idle))
+            .map_err(|e| Error::Storage(format!("cannot start the worker thread: {e}")))?;
+        Ok(WorkerHandle { worker, stop, thread })
     }
 
     /// Calls `listener` after every job (from the worker's threads: keep it short).
@@ -360,7 +447,7 @@ impl Worker {
 
     fn context(&self, job: &Job) -> Result<Context> {
         let (company_id, appointment_id) = (job.company_id, job.appointment_id);
-        let base_url = self.config.base_url.clone();
+        let base_url = self.config.calcom_url.clone();
         store::read(&**self.book.store(), |tx| {
             let appointment =
                 tx.appointment(company_id, appointment_id)?.ok_or(Error::AppointmentNotFound(appointment_id.0))?;
@@ -408,7 +495,7 @@ impl Worker {
             }
             _ => {}
         }
-        let Some(endpoint) = Endpoint::of(&ctx.company, &self.config.base_url) else {
+        let Some(endpoint) = Endpoint::of(&ctx.company, &self.config.calcom_url) else {
             let failure = ApiFailure::Status {
                 status: 401,
                 message: "the company has no Cal.com API key".into(),
@@ -461,8 +548,8 @@ impl Worker {
         self.observe(&endpoint, &breaker_key);
         if let Err(ApiFailure::Status { status: 429, retry_after, .. }) = &answer {
             // Rate limited: wait as told, without using an attempt.
-            let until = self.book.now()
-                + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.book.config().policy.max_retry_after);
+            let until =
+                self.book.now() + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.policy.max_retry_after);
             self.limiter.block(&bucket, until);
             self.note_breaker(&breaker_key, Outcome::Healthy)?;
             return self.defer(job, until, "rate_limit", None);
@@ -657,7 +744,7 @@ impl Worker {
             }),
             Err(failure) => {
                 let class = classify(&failure);
-                let policy = &self.book.config().policy;
+                let policy = &self.policy;
                 let retry_after = match &failure {
                     ApiFailure::Status { retry_after, .. } => *retry_after,
                     _ => None,

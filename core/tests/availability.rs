@@ -8,6 +8,9 @@
 #[macro_use]
 mod conformance;
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::Duration;
 use conformance::{fixture_event_types, request, t0, FIXTURE};
@@ -29,7 +32,7 @@ fn env_on(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Env {
     let types = [EventType::new(1001, 30), EventType::new(1002, 60).seated(2), EventType::new(2001, 45)];
     let fake = FakeCalcom::with_event_types(clock.clone(), &types).expect("fake starts");
     let api = Arc::new(HttpCalcom::new(std::time::Duration::from_secs(2)));
-    let config = AvailabilityConfig { base_url: fake.url().into(), cache_ttl: Duration::seconds(30) };
+    let config = AvailabilityConfig { calcom_url: fake.url().into(), ..Default::default() };
     let availability = Availability::new(book.clone(), api, config);
     Env { book, clock, fake, availability, _dir: dir }
 }
@@ -46,6 +49,7 @@ fn check(e: &Env, call: Option<&str>, service: i64, date: &str) -> Result<Slots>
         retell_call_id: call.map(str::to_string),
         service_id: Some(service),
         date: date.into(),
+        ..Default::default()
     })
 }
 

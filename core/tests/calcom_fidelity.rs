@@ -8,6 +8,10 @@
 #[macro_use]
 mod conformance;
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
+use callbook::rules::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::Duration;
 use conformance::{fixture_event_types, request, t0, FIXTURE};
@@ -38,7 +42,7 @@ fn env_with(event_types: &[EventType], directory: &[&str], timeout_ms: u64) -> (
 
 fn worker_for(book: &Callbook, fake: &FakeCalcom, timeout_ms: u64) -> Worker {
     let api = Arc::new(HttpCalcom::new(Wall::from_millis(timeout_ms)));
-    Worker::new(book.clone(), api, WorkerConfig { base_url: fake.url().into(), ..WorkerConfig::default() })
+    Worker::new(book.clone(), api, WorkerConfig { calcom_url: fake.url().into(), ..WorkerConfig::default() })
 }
 
 fn env() -> (Env, Worker) {
@@ -110,7 +114,7 @@ fn a_local_day_west_or_east_of_utc_offers_every_slot_of_its_hours() {
     let availability = Availability::new(
         e.book.clone(),
         Arc::new(HttpCalcom::new(Wall::from_secs(2))),
-        AvailabilityConfig { base_url: e.fake.url().into(), ..Default::default() },
+        AvailabilityConfig { calcom_url: e.fake.url().into(), ..Default::default() },
     );
     let check = |call: &str, service| {
         availability
@@ -118,6 +122,7 @@ fn a_local_day_west_or_east_of_utc_offers_every_slot_of_its_hours() {
                 retell_call_id: Some(call.into()),
                 service_id: Some(service),
                 date: "2030-01-08".into(),
+                ..Default::default()
             })
             .expect("checks")
     };
@@ -229,7 +234,7 @@ fn an_address_cal_com_would_refuse_is_never_sent_as_attendee() {
     // One stored before this rule existed: the update is skipped, not flagged.
     let company = CompanyId(1);
     let customer = b.customer_id;
-    callbook::write(&**e.book.store(), move |tx| {
+    callbook::store::write(&**e.book.store(), move |tx| {
         tx.set_customer_email(company, customer, "max@example.c", t0())?;
         tx.insert_job(
             &NewJob {
@@ -331,7 +336,8 @@ impl CalcomApi for NoSeatMetadata {
 fn a_seat_that_cannot_be_told_apart_is_never_booked_blind() {
     let (e, _) = env();
     let api = Arc::new(NoSeatMetadata(HttpCalcom::new(Wall::from_millis(150))));
-    let worker = Worker::new(e.book.clone(), api, WorkerConfig { base_url: e.fake.url().into(), ..Default::default() });
+    let worker =
+        Worker::new(e.book.clone(), api, WorkerConfig { calcom_url: e.fake.url().into(), ..Default::default() });
     let mut r = request("call_anon", "A", "2030-01-02T10:00:00Z");
     r.service_id = Some(3);
     let b = e.book.book(&r).expect("books");

@@ -7,6 +7,8 @@
 //! - the fake answers every request fixture with the fixture's status,
 //!   headers and body shape (the same keys and JSON types at every level).
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
 use callbook::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};

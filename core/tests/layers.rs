@@ -8,10 +8,10 @@ use std::path::Path;
 
 /// Every module of core, by layer (0 = leaf).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "retell", "start"]),
+    ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "start"]),
     ("model", &["company", "call", "customer", "appointment", "queue", "breaker", "config"]),
     ("store", &["store"]),
-    ("operations", &["slots", "booking", "import", "calcom", "calcom_fake"]),
+    ("operations", &["slots", "booking", "import", "retell", "calcom"]),
     ("facade", &["callbook", "review", "stats"]),
     ("services", &["availability", "sync", "agent", "calcom_webhook"]),
 ];

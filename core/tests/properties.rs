@@ -6,6 +6,10 @@
 #[macro_use]
 mod conformance;
 
+use callbook::calcom::*;
+use callbook::retell::*;
+use callbook::rules::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::Duration;
 use conformance::{env, request, t0};

@@ -16,6 +16,8 @@
 #[macro_use]
 mod conformance;
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
 use callbook::*;
 use chrono::Duration;
 use conformance::server::{create, drop_database, fresh_name};

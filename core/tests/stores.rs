@@ -4,7 +4,7 @@
 mod conformance;
 
 mod memory {
-    use callbook::{MemoryStore, Store};
+    use callbook::store::{MemoryStore, Store};
     use std::sync::Arc;
 
     fn make() -> Arc<dyn Store> {
@@ -14,7 +14,8 @@ mod memory {
 }
 
 mod sqlite {
-    use callbook::{SqliteOptions, SqliteStore, Store, Synchronous};
+    use callbook::store::{SqliteOptions, SqliteStore, Store};
+    use callbook::Synchronous;
     use std::sync::Arc;
 
     fn make() -> Arc<dyn Store> {
@@ -28,7 +29,7 @@ mod sqlite {
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use callbook::Store;
+    use callbook::store::Store;
     use std::sync::Arc;
 
     fn make() -> Arc<dyn Store> {
@@ -44,7 +45,7 @@ mod postgres {
 
 #[cfg(feature = "mysql")]
 mod mysql {
-    use callbook::Store;
+    use callbook::store::Store;
     use std::sync::Arc;
 
     fn make() -> Arc<dyn Store> {
@@ -63,7 +64,7 @@ mod mysql {
 /// twice. (On MySQL a claim that sorted instead of walking an index locked
 /// every due row, and the second worker got nothing.)
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn claims_skip_each_other(store: std::sync::Arc<dyn callbook::Store>) {
+fn claims_skip_each_other(store: std::sync::Arc<dyn callbook::store::Store>) {
     use callbook::*;
     let clock = std::sync::Arc::new(ManualClock::new(conformance::t0()));
     let book = Callbook::new(store.clone()).with_clock(clock.clone());
@@ -76,7 +77,7 @@ fn claims_skip_each_other(store: std::sync::Arc<dyn callbook::Store>) {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let now = clock.now();
     let first = std::thread::spawn(move || {
-        callbook::write(&*store, move |tx| {
+        callbook::store::write(&*store, move |tx| {
             let jobs = tx.claim_jobs(now, 16, "a", now + chrono::Duration::minutes(5))?;
             claimed_tx.send(jobs.iter().map(|j| j.id).collect::<Vec<_>>()).expect("sends");
             release_rx.recv().expect("released"); // the transaction stays open until then
@@ -102,7 +103,7 @@ mod group_commit {
     #[test]
     fn concurrent_bookings_share_commits_and_keep_every_rule() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(SqliteStore::open(dir.path().join("group.db")).expect("opens")); // FULL
+        let store = Arc::new(callbook::store::SqliteStore::open(dir.path().join("group.db")).expect("opens")); // FULL
         let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
         book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
         let before = store.writer_stats();
@@ -163,7 +164,7 @@ fn readers_never_wait_for_the_writer() {
     use callbook::*;
     use std::sync::{Arc, Barrier};
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(dir.path().join("readers.db")).expect("opens"));
+    let store = Arc::new(callbook::store::SqliteStore::open(dir.path().join("readers.db")).expect("opens"));
     let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
     book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
     let inside = Arc::new(Barrier::new(2));
@@ -171,7 +172,7 @@ fn readers_never_wait_for_the_writer() {
     std::thread::scope(|s| {
         let (inside_w, release_w, store_w) = (inside.clone(), release.clone(), store.clone());
         let writer = s.spawn(move || {
-            callbook::write(&*store_w, move |tx| {
+            callbook::store::write(&*store_w, move |tx| {
                 tx.upsert_company(
                     &Company {
                         id: CompanyId(9),
@@ -190,10 +191,10 @@ fn readers_never_wait_for_the_writer() {
         inside.wait();
         let stats = book.stats().expect("reads while the writer holds its transaction");
         assert_eq!(stats.customers_known, 0);
-        let company = callbook::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads");
+        let company = callbook::store::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads");
         assert!(company.is_none(), "the open write is not visible yet");
         release.wait();
         writer.join().expect("joins").expect("writes");
     });
-    assert!(callbook::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads").is_some());
+    assert!(callbook::store::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads").is_some());
 }

@@ -6,6 +6,10 @@
 #[macro_use]
 mod conformance;
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
+use callbook::rules::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::Duration;
 use conformance::{fixture_event_types, request, t0, FIXTURE};
@@ -40,7 +44,7 @@ fn env() -> (Env, Worker) {
 
 fn worker_for(book: &Callbook, fake: &FakeCalcom, id: &str, timeout_ms: u64) -> Worker {
     let api = Arc::new(HttpCalcom::new(std::time::Duration::from_millis(timeout_ms)));
-    let config = WorkerConfig { id: id.into(), base_url: fake.url().into(), ..WorkerConfig::default() };
+    let config = WorkerConfig { id: id.into(), calcom_url: fake.url().into(), ..WorkerConfig::default() };
     Worker::new(book.clone(), api, config)
 }
 
@@ -136,7 +140,7 @@ fn appointments_from_calcom_are_never_pushed_back() {
         idempotency_key: "from-calcom".into(),
         now: t0(),
     };
-    let id = callbook::write(&**e.book.store(), move |tx| {
+    let id = callbook::store::write(&**e.book.store(), move |tx| {
         let id = tx.insert_appointment(&mirror)?;
         tx.insert_job(
             &NewJob {
@@ -306,7 +310,7 @@ fn a_job_whose_worker_died_is_claimed_again_after_the_lease_and_synced_once() {
     let dying = Worker::new(
         e.book.clone(),
         Arc::new(DiesAfterCreate(HttpCalcom::new(std::time::Duration::from_secs(2)), AtomicUsize::new(0))),
-        WorkerConfig { id: "dying".into(), base_url: e.fake.url().into(), ..WorkerConfig::default() },
+        WorkerConfig { id: "dying".into(), calcom_url: e.fake.url().into(), ..WorkerConfig::default() },
     );
     let report = dying.run_once().expect("runs");
     assert_eq!(report.lost, 1);
@@ -427,7 +431,7 @@ fn the_client_reads_and_cancels_bookings() {
     assert_eq!(classify(&client.get_booking(&no_key, &uid).expect_err("401")).code, "calcom_auth");
     // A cancel job for a synced appointment goes to Cal.com too.
     let (company, id) = (a.company_id, a.id);
-    callbook::write(&**e.book.store(), move |tx| {
+    callbook::store::write(&**e.book.store(), move |tx| {
         tx.insert_job(
             &NewJob { appointment_id: id, company_id: company, kind: JobKind::Cancel, max_attempts: 4, run_at: t0() },
             t0(),
@@ -472,7 +476,7 @@ fn a_stopped_worker_finishes_the_job_in_hand_and_hands_back_the_rest() {
     // stop comes while the first one is being answered.
     let api = Arc::new(HttpCalcom::new(std::time::Duration::from_millis(2000)));
     let config =
-        WorkerConfig { id: "stopping".into(), base_url: e.fake.url().into(), threads: 1, ..Default::default() };
+        WorkerConfig { id: "stopping".into(), calcom_url: e.fake.url().into(), threads: 1, ..Default::default() };
     let worker = Worker::new(e.book.clone(), api, config).on_event(move |_| flag.store(true, Ordering::SeqCst));
     let report = worker.run(&stop, std::time::Duration::from_millis(1));
     assert_eq!((report.synced, report.released), (1, 4), "{report:?}");

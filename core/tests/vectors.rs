@@ -1,6 +1,9 @@
 //! The shared vectors in `tests/vectors/` (the Node and WASM tests load the
 //! same files) give the same answers through the Rust API.
 
+use callbook::calcom::*;
+use callbook::retell::*;
+use callbook::rules::*;
 use callbook::*;
 use serde_json::Value;
 

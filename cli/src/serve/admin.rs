@@ -33,7 +33,7 @@ pub struct Admin {
 }
 
 fn session_of(token: &Secret) -> String {
-    callbook::sign_calcom(b"callbook admin session", token.expose())
+    callbook::calcom::sign_calcom(b"callbook admin session", token.expose())
 }
 
 impl Admin {

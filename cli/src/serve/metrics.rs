@@ -3,7 +3,8 @@
 //! webhooks, and, read from the store at each scrape, appointments by sync
 //! status, jobs by state, the manual-review gauge and breaker states.
 
-use callbook::{BreakerState, Callbook, SyncEvent, SyncOutcome};
+use callbook::rules::BreakerState;
+use callbook::{Callbook, SyncEvent, SyncOutcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

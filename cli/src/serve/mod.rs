@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use callbook::{Agent, Callbook, HttpCalcom, RunReport, Secret, WebhookOutcome, Worker, WorkerConfig};
+use callbook::{Agent, Callbook, RunReport, Secret, WebhookOutcome, Worker, WorkerConfig};
 use metrics::Metrics;
 use serde::Serialize;
 use std::io::Write;
@@ -37,11 +37,10 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Options {
     pub listen: String,
-    pub calcom_url: String,
     pub http_threads: usize,
-    /// 0: no worker in this process.
-    pub worker_threads: usize,
-    pub timeout: Duration,
+    /// `None`: no worker in this process.
+    pub worker: Option<WorkerConfig>,
+    pub availability: callbook::AvailabilityConfig,
     pub retell_api_key: Option<Secret>,
     pub calcom_webhook_secret: Option<Secret>,
     pub admin_token: Option<String>,
@@ -81,17 +80,11 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
         .map_err(|e| failure("listen", format!("cannot listen on {}: {e}", options.listen)))?;
     let addr = listener.local_addr().map_or(options.listen.clone(), |a| a.to_string());
     // libphonenumber loads its metadata on first use: not on a caller's time.
-    let _ = callbook::normalize_phone("+49 30 1234567", None);
+    let _ = callbook::rules::normalize_phone("+49 30 1234567", None);
     let metrics = Metrics::new();
-    let worker = (options.worker_threads > 0).then(|| {
-        let api = Arc::new(HttpCalcom::new(options.timeout));
-        let config = WorkerConfig {
-            threads: options.worker_threads,
-            base_url: options.calcom_url.clone(),
-            ..WorkerConfig::default()
-        };
+    let worker = options.worker.map(|config| {
         let m = metrics.clone();
-        Arc::new(Worker::new(book.clone(), api, config).on_event(move |e| m.sync_event(e)))
+        Arc::new(Worker::http(book.clone(), config).on_event(move |e| m.sync_event(e)))
     });
     for (name, missing) in [
         ("RETELL_API_KEY", options.retell_api_key.is_none()),
@@ -102,11 +95,7 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
             log(format_args!("{name} is not set: its endpoint answers 503"));
         }
     }
-    let availability = Arc::new(callbook::Availability::new(
-        book.clone(),
-        Arc::new(HttpCalcom::new(options.timeout.min(Duration::from_secs(5)))),
-        callbook::AvailabilityConfig { base_url: options.calcom_url.clone(), ..Default::default() },
-    ));
+    let availability = Arc::new(callbook::Availability::http(book.clone(), options.availability));
     let app = Arc::new(App {
         agent: options.retell_api_key.map(|key| Agent::new(book.clone(), key).with_availability(availability)),
         book,
@@ -119,15 +108,14 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
     // The one line on stdout before the report: tools and tests read the port from it.
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    log(format_args!(
-        "listening on {addr}, {} HTTP threads, worker threads {}",
-        options.http_threads, options.worker_threads
-    ));
+    let worker_threads = worker.as_ref().map_or(0, |w| w.config().threads);
+    log(format_args!("listening on {addr}, {} HTTP threads, worker threads {worker_threads}", options.http_threads));
 
     let stop = Arc::new(AtomicBool::new(false));
     let worker_thread = worker.map(|w| {
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || w.run(&stop, Duration::from_millis(200)))
+        let idle = Duration::from_millis(w.config().idle_ms);
+        std::thread::spawn(move || w.run(&stop, idle))
     });
     let router = axum::Router::new().fallback(handle).with_state(Arc::clone(&app));
     let served = runtime.block_on(async {

@@ -9,6 +9,8 @@ mod mysql;
 mod postgres;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod server;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -18,7 +20,7 @@ pub use memory::MemoryStore;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use server::ServerStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, Synchronous, WriterStats};
+pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, WriterStats};
 
 use crate::appointment::{Appointment, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
@@ -41,6 +43,31 @@ pub trait Store: Send + Sync {
     fn write(&self, work: WriteFn) -> Result<()>;
     /// Runs `work` on a consistent read snapshot; it must not write.
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    /// The schema version the database is at (0: none kept, in memory).
+    fn schema_version(&self) -> Result<i64> {
+        Ok(0)
+    }
+}
+
+/// SQLite's `synchronous` setting for the write connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit reaches the disk before the caller is answered (default).
+    #[default]
+    Full,
+    /// Faster; may lose the last commits on power loss (never corrupts).
+    Normal,
+}
+
+/// How to open a database (`Callbook::open_with`); from the Node and C
+/// options `{"synchronous": "full" | "normal"}` and the CLI's `--synchronous`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenOptions {
+    /// SQLite's durability: `full` (default: a confirmed booking survives a
+    /// power cut) or `normal`. Database servers keep their own settings.
+    pub synchronous: Synchronous,
 }
 
 /// Is `target` a database server URL rather than a SQLite file path?
@@ -48,17 +75,28 @@ pub fn is_server_url(target: &str) -> bool {
     ["postgres://", "postgresql://", "mysql://", "mariadb://"].iter().any(|p| target.starts_with(p))
 }
 
-/// Opens the store `target` names: a `postgres://` or `mysql://` URL (with
-/// the features `postgres`, `mysql`), else a SQLite file with `sqlite`.
-#[cfg(feature = "sqlite")]
-pub fn open_store(target: &str, sqlite: SqliteOptions) -> Result<Arc<dyn Store>> {
-    if is_server_url(target) {
+/// Opens (creating and migrating) the store `target` names: a
+/// `postgres://` or `mysql://` URL (features `postgres`, `mysql`), else a
+/// SQLite file (feature `sqlite`). The one place paths and URLs part.
+pub fn open(target: &std::path::Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    if let Some(url) = target.to_str().filter(|t| is_server_url(t)) {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
-        return Ok(Arc::new(ServerStore::open_url(target)?));
+        return Ok(Arc::new(ServerStore::open_url(url)?));
         #[cfg(not(any(feature = "postgres", feature = "mysql")))]
-        return Err(Error::Storage("this build has no database server support (features postgres, mysql)".into()));
+        return Err(Error::Storage(format!(
+            "this build cannot open {url}: no database server support (features postgres, mysql)"
+        )));
     }
-    Ok(Arc::new(SqliteStore::open_with(target, sqlite)?))
+    #[cfg(feature = "sqlite")]
+    return Ok(Arc::new(SqliteStore::open_with(
+        target,
+        SqliteOptions { synchronous: options.synchronous, ..Default::default() },
+    )?));
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = options;
+        Err(Error::Storage("this build has no SQLite support (feature sqlite)".into()))
+    }
 }
 
 /// Runs `f` in one write transaction and hands back its result.

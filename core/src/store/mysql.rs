@@ -1,8 +1,9 @@
-//! The MySQL/MariaDB driver behind [`super::server`]: values cross as
-//! [`Val`]; sessions run READ COMMITTED (InnoDB's default REPEATABLE READ
+//! The MySQL/MariaDB driver behind [`super::server`]: runs the SQL of
+//! [`super::sql`]; sessions run READ COMMITTED (InnoDB's default REPEATABLE READ
 //! takes gap locks that deadlock concurrent bookings) and count matched rows.
 
-use super::server::{Conn, Connector, Dialect, ServerStore, Val};
+use super::server::{Connector, ServerStore};
+use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Value};
@@ -15,7 +16,7 @@ fn storage(e: mysql::Error) -> Error {
     }
 }
 
-fn value(v: &Val) -> Value {
+fn value(v: &Val<'_>) -> Value {
     match v {
         Val::Null => Value::NULL,
         Val::Int(i) => Value::Int(*i),
@@ -24,7 +25,7 @@ fn value(v: &Val) -> Value {
     }
 }
 
-fn params(values: &[Val]) -> Params {
+fn params(values: &[Val<'_>]) -> Params {
     if values.is_empty() {
         Params::Empty
     } else {
@@ -32,14 +33,36 @@ fn params(values: &[Val]) -> Params {
     }
 }
 
-fn from_value(v: Value) -> Result<Val> {
-    Ok(match v {
-        Value::NULL => Val::Null,
-        Value::Int(i) => Val::Int(i),
-        Value::UInt(u) => Val::Int(i64::try_from(u).map_err(|_| Error::Storage("number out of range".into()))?),
-        Value::Bytes(b) => Val::Text(String::from_utf8(b).map_err(|_| Error::Storage("text is not UTF-8".into()))?),
-        other => Val::Text(other.as_sql(true)),
-    })
+/// A result row: MySQL sends numbers as numbers or text depending on the protocol.
+struct MyRow<'r>(&'r mysql::Row);
+
+impl SqlRow for MyRow<'_> {
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.0.as_ref(i) {
+            None | Some(Value::NULL) => Ok(None),
+            Some(Value::Int(n)) => Ok(Some(*n)),
+            Some(Value::UInt(n)) => {
+                i64::try_from(*n).map(Some).map_err(|_| Error::Storage("number out of range".into()))
+            }
+            Some(Value::Bytes(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| Error::Storage("not a number".into())),
+            Some(_) => Err(Error::Storage("not a number".into())),
+        }
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.0.as_ref(i) {
+            None | Some(Value::NULL) => Ok(None),
+            Some(Value::Bytes(b)) => {
+                String::from_utf8(b.clone()).map(Some).map_err(|_| Error::Storage("text is not UTF-8".into()))
+            }
+            Some(Value::Int(n)) => Ok(Some(n.to_string())),
+            Some(Value::UInt(n)) => Ok(Some(n.to_string())),
+            Some(other) => Ok(Some(other.as_sql(true))),
+        }
+    }
 }
 
 struct MyConn(mysql::Conn);
@@ -48,15 +71,15 @@ impl Conn for MyConn {
     fn dialect(&self) -> Dialect {
         Dialect::Mysql
     }
-    fn query(&mut self, sql: &str, values: &[Val]) -> Result<Vec<Vec<Val>>> {
+    fn each(&mut self, sql: &str, values: &[Val<'_>], row: &mut dyn FnMut(&dyn SqlRow) -> Result<()>) -> Result<()> {
         let rows: Vec<mysql::Row> = self.0.exec(sql, params(values)).map_err(storage)?;
-        rows.into_iter().map(|row| row.unwrap().into_iter().map(from_value).collect()).collect()
+        rows.iter().try_for_each(|r| row(&MyRow(r)))
     }
-    fn execute(&mut self, sql: &str, values: &[Val]) -> Result<u64> {
+    fn execute(&mut self, sql: &str, values: &[Val<'_>]) -> Result<u64> {
         self.0.exec_drop(sql, params(values)).map_err(storage)?;
         Ok(self.0.affected_rows())
     }
-    fn insert(&mut self, sql: &str, values: &[Val]) -> Result<i64> {
+    fn insert(&mut self, sql: &str, values: &[Val<'_>]) -> Result<i64> {
         self.0.exec_drop(sql, params(values)).map_err(storage)?;
         i64::try_from(self.0.last_insert_id()).map_err(|_| Error::Storage("id out of range".into()))
     }
@@ -68,7 +91,7 @@ impl Conn for MyConn {
 struct MyConnector(Opts);
 
 impl Connector for MyConnector {
-    fn connect(&self) -> Result<Box<dyn Conn>> {
+    fn connect(&self) -> Result<Box<dyn Conn + Send>> {
         let mut conn = mysql::Conn::new(self.0.clone()).map_err(storage)?;
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").map_err(storage)?;
         Ok(Box::new(MyConn(conn)))

@@ -1,7 +1,8 @@
-//! The PostgreSQL driver behind [`super::server`]: `?` placeholders become
-//! `$n`, values cross as [`Val`].
+//! The PostgreSQL driver behind [`super::server`]: runs the SQL of
+//! [`super::sql`], its `?` placeholders numbered `$n`.
 
-use super::server::{Conn, Connector, Dialect, ServerStore, Val};
+use super::server::{Connector, ServerStore};
+use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls};
@@ -14,7 +15,7 @@ fn storage(e: postgres::Error) -> Error {
     }
 }
 
-impl ToSql for Val {
+impl ToSql for Val<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -26,7 +27,7 @@ impl ToSql for Val {
             Val::Int(i) if *ty == Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
             Val::Int(i) if *ty == Type::TEXT || *ty == Type::VARCHAR => i.to_string().to_sql(ty, out),
             Val::Int(i) => i.to_sql(ty, out),
-            Val::Text(s) => s.to_sql(ty, out),
+            Val::Text(s) => s.as_ref().to_sql(ty, out),
             Val::Bool(b) if *ty == Type::BOOL => b.to_sql(ty, out),
             Val::Bool(b) => i64::from(*b).to_sql(ty, out),
         }
@@ -56,8 +57,38 @@ fn numbered(sql: &str) -> String {
 struct PgConn(Client);
 
 impl PgConn {
-    fn params(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    fn params<'a>(params: &'a [Val<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
         params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+/// A result row: integers, booleans and text as the schema declares them.
+struct PgRow<'r>(&'r postgres::Row);
+
+impl SqlRow for PgRow<'_> {
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        let ty = self
+            .0
+            .columns()
+            .get(i)
+            .map(|c| c.type_().clone())
+            .ok_or_else(|| Error::Storage("no such column".into()))?;
+        let value = if ty == Type::INT8 {
+            self.0.try_get::<_, Option<i64>>(i)
+        } else if ty == Type::INT4 {
+            self.0.try_get::<_, Option<i32>>(i).map(|v| v.map(i64::from))
+        } else if ty == Type::BOOL {
+            self.0.try_get::<_, Option<bool>>(i).map(|v| v.map(i64::from))
+        } else {
+            return match self.opt_text(i)? {
+                Some(t) => t.trim().parse().map(Some).map_err(|_| Error::Storage(format!("not a number: {t:?}"))),
+                None => Ok(None),
+            };
+        };
+        value.map_err(storage)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.0.try_get::<_, Option<String>>(i).map_err(storage)
     }
 }
 
@@ -65,32 +96,16 @@ impl Conn for PgConn {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
-    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
-        let rows = self.0.query(&numbered(sql), &Self::params(params)).map_err(storage)?;
-        rows.iter()
-            .map(|row| {
-                (0..row.len())
-                    .map(|i| {
-                        let ty = row.columns()[i].type_().clone();
-                        let value = if ty == Type::INT8 {
-                            row.try_get::<_, Option<i64>>(i).map(|v| v.map_or(Val::Null, Val::Int))
-                        } else if ty == Type::INT4 {
-                            row.try_get::<_, Option<i32>>(i).map(|v| v.map_or(Val::Null, |v| Val::Int(v.into())))
-                        } else if ty == Type::BOOL {
-                            row.try_get::<_, Option<bool>>(i).map(|v| v.map_or(Val::Null, Val::Bool))
-                        } else {
-                            row.try_get::<_, Option<String>>(i).map(|v| v.map_or(Val::Null, Val::Text))
-                        };
-                        value.map_err(storage)
-                    })
-                    .collect()
-            })
-            .collect()
+    fn each(&mut self, sql: &str, params: &[Val<'_>], row: &mut dyn FnMut(&dyn SqlRow) -> Result<()>) -> Result<()> {
+        for r in self.0.query(&numbered(sql), &Self::params(params)).map_err(storage)? {
+            row(&PgRow(&r))?;
+        }
+        Ok(())
     }
-    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+    fn execute(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
         self.0.execute(&numbered(sql), &Self::params(params)).map_err(storage)
     }
-    fn insert(&mut self, sql: &str, params: &[Val]) -> Result<i64> {
+    fn insert(&mut self, sql: &str, params: &[Val<'_>]) -> Result<i64> {
         let row =
             self.0.query_one(&numbered(&format!("{sql} RETURNING id")), &Self::params(params)).map_err(storage)?;
         row.try_get(0).map_err(storage)
@@ -103,7 +118,7 @@ impl Conn for PgConn {
 struct PgConnector(postgres::Config);
 
 impl Connector for PgConnector {
-    fn connect(&self) -> Result<Box<dyn Conn>> {
+    fn connect(&self) -> Result<Box<dyn Conn + Send>> {
         Ok(Box::new(PgConn(self.0.connect(NoTls).map_err(storage)?)))
     }
 }

@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+use callbook::calcom::fake::*;
+use callbook::calcom::*;
+use callbook::retell::*;
+use callbook::rules::*;
+use callbook::store::*;
 use callbook::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use std::sync::Arc;
@@ -127,7 +132,7 @@ pub fn import_rejects_bad_data_and_writes_nothing(make: MakeStore) {
     );
     assert_eq!(ImportData::from_json(r#"{"companiez":[]}"#).expect_err("unknown key").code(), "invalid_import");
     // The first import failed as a whole: company 1 was not written.
-    let read = callbook::read(&**book.store(), |tx| tx.company(CompanyId(1))).expect("reads");
+    let read = callbook::store::read(&**book.store(), |tx| tx.company(CompanyId(1))).expect("reads");
     assert!(read.is_none());
 }
 
@@ -136,7 +141,7 @@ pub fn import_rejects_bad_data_and_writes_nothing(make: MakeStore) {
 pub fn call_context_errors_write_nothing(make: MakeStore) {
     let e = env(make);
     // A call row written by another system with a branch of another company.
-    callbook::write(&**e.book.store(), |tx| {
+    callbook::store::write(&**e.book.store(), |tx| {
         tx.insert_call(
             &NewCall {
                 id: Some(CallDbId(99)),
@@ -467,12 +472,13 @@ pub fn one_unfinished_job_per_appointment_and_kind(make: MakeStore) {
         run_at: t0(),
     };
     let first = dup.clone();
-    let err = callbook::write(&**e.book.store(), move |tx| tx.insert_job(&first, t0())).expect_err("unique");
+    let err = callbook::store::write(&**e.book.store(), move |tx| tx.insert_job(&first, t0())).expect_err("unique");
     assert_eq!(err.code(), "storage");
     // Once finished, a new one may be queued (a manual retry).
     let job = e.book.claim_jobs("w", 1).expect("claims").remove(0);
     e.book.finish_job(&job, JobEvent::Fail { retryable: false, retry_at: t0() }, Some("400")).expect("discards");
-    callbook::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0())).expect("allowed after the first finished");
+    callbook::store::write(&**e.book.store(), move |tx| tx.insert_job(&dup, t0()))
+        .expect("allowed after the first finished");
 }
 
 pub fn stats_count_everything(make: MakeStore) {
@@ -634,7 +640,7 @@ pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
     let now = e.book.now();
     for (booking, uid) in [(&a, "uid-a"), (&b, "uid-b")] {
         let (id, uid) = (booking.appointment_id, uid.to_string());
-        callbook::write(&**e.book.store(), move |tx| {
+        callbook::store::write(&**e.book.store(), move |tx| {
             tx.record_sync_success(CompanyId(1), id, 100 + id.0, &uid, None, now)
         })
         .expect("synced");
@@ -694,12 +700,12 @@ pub fn remembered_slots_and_local_capacity(make: MakeStore) {
     let now = e.book.now();
     let first = Offered { starts: vec![at(9), at(10), at(11)], length_minutes: None };
     let second = Offered { starts: vec![at(10), at(11)], length_minutes: Some(30) };
-    callbook::write(&**e.book.store(), move |tx| {
+    callbook::store::write(&**e.book.store(), move |tx| {
         tx.remember_slots(CallDbId(10), ServiceId(1), day, &first, now)?;
         tx.remember_slots(CallDbId(10), ServiceId(1), day, &second, now)
     })
     .expect("remembers");
-    let read = callbook::read(&**e.book.store(), |tx| {
+    let read = callbook::store::read(&**e.book.store(), |tx| {
         Ok((
             tx.remembered_slots(CallDbId(10), ServiceId(1), day)?,
             tx.remembered_slots(CallDbId(11), ServiceId(1), day)?,
@@ -716,14 +722,16 @@ pub fn remembered_slots_and_local_capacity(make: MakeStore) {
     let mut other = request("call_c2", "Kim", "2030-01-08T10:00:00Z");
     other.service_id = Some(2);
     e.book.book(&other).expect("books");
-    let found =
-        callbook::read(&**e.book.store(), |tx| tx.appointments_between(CompanyId(1), ServiceId(1), at(10), at(11)))
-            .expect("reads");
+    let found = callbook::store::read(&**e.book.store(), |tx| {
+        tx.appointments_between(CompanyId(1), ServiceId(1), at(10), at(11))
+    })
+    .expect("reads");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].starts_at, at(10));
-    let none =
-        callbook::read(&**e.book.store(), |tx| tx.appointments_between(CompanyId(1), ServiceId(1), at(9), at(10)))
-            .expect("reads");
+    let none = callbook::store::read(&**e.book.store(), |tx| {
+        tx.appointments_between(CompanyId(1), ServiceId(1), at(9), at(10))
+    })
+    .expect("reads");
     assert!(none.is_empty());
 }
 
@@ -763,7 +771,7 @@ macro_rules! conformance_suite {
 /// A fresh database on a server for one test, dropped when the store is.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod server {
-    use callbook::{ServerStore, Store, Tx, WriteFn};
+    use callbook::store::{ServerStore, Store, Tx, WriteFn};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     pub fn postgres_admin() -> String {
