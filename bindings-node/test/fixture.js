@@ -31,8 +31,11 @@ function tempDb() {
   return path.join(dir, "test.db");
 }
 
+/** The tests book in 2099 (always in the future): past the default 365-day horizon. */
+const HORIZON_DAYS = 40000;
+
 function open(options) {
-  const book = new Callbook(tempDb(), options);
+  const book = new Callbook(tempDb(), { horizonDays: HORIZON_DAYS, ...options });
   book.import(DIRECTORY);
   return book;
 }
@@ -43,4 +46,4 @@ function startAt(slot, days = 30) {
   return t.toISOString().replace(".000Z", "Z");
 }
 
-module.exports = { DIRECTORY, eventTypes, open, tempDb, startAt };
+module.exports = { DIRECTORY, HORIZON_DAYS, eventTypes, open, tempDb, startAt };

@@ -4,7 +4,7 @@ const test = require("node:test");
 const assert = require("node:assert/strict");
 const { execFileSync } = require("node:child_process");
 const { Callbook } = require("..");
-const { DIRECTORY, startAt } = require("./fixture");
+const { DIRECTORY, HORIZON_DAYS, startAt } = require("./fixture");
 
 const SERVERS = [
   { kind: "postgres", drop: " WITH (FORCE)", url: (db) => `postgres://postgres@127.0.0.1:5432/${db}`, sql: (s) => execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-qc", s]) },
@@ -16,7 +16,7 @@ for (const server of SERVERS) {
     const db = `cb_node_${server.kind}_${process.pid}`;
     server.sql(`CREATE DATABASE ${db}`);
     try {
-      const book = new Callbook(server.url(db));
+      const book = new Callbook(server.url(db), { horizonDays: HORIZON_DAYS });
       book.import(DIRECTORY);
       book.registerCall({ retellCallId: "call_srv", companyId: 1, branchId: 1, fromNumber: "0151 2345678" });
       const first = book.book({ retellCallId: "call_srv", customerName: "Max", start: startAt(0) });

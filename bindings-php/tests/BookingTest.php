@@ -28,7 +28,7 @@ final class BookingTest extends TestCase
     public function testAnonymousCallerGetsANewCustomerWithNullEmailAndAPlaceholderPhone(): void
     {
         $path = Fixture::path();
-        $book = new Callbook($path);
+        $book = new Callbook($path, ['horizon_days' => 40000]);
         $book->import(Fixture::DIRECTORY + ['calls' => [['id' => 7] + Fixture::call('call_anon', 'anonymous')]]);
         $before = time();
         $b = $book->book(['retell_call_id' => 'call_anon', 'customer_name' => 'Jane Doe', 'customer_email' => '  ',

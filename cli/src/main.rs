@@ -24,6 +24,9 @@ struct Cli {
     /// power cut) or `normal` (faster; may lose the last commits on power loss).
     #[arg(long, global = true, env = "CALLBOOK_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
     synchronous: String,
+    /// How far ahead a start may be, in days (default 365).
+    #[arg(long, global = true, env = "CALLBOOK_HORIZON_DAYS")]
+    horizon_days: Option<i64>,
     /// Print one JSON object (errors too, as {"error":{"code","message"}}).
     #[arg(long, global = true)]
     json: bool,
@@ -226,10 +229,11 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(Value, String), Failure> {
+    let g = Global { db: cli.db, synchronous: cli.synchronous, horizon_days: cli.horizon_days };
     match cli.command {
         Command::Init => {
-            let version = open(&cli.db, &cli.synchronous)?.schema_version()?;
-            let path = redacted(&cli.db.display().to_string());
+            let version = open(&g)?.schema_version()?;
+            let path = redacted(&g.db.display().to_string());
             Ok((
                 json!({"database": path, "schema_version": version}),
                 format!("database {path} ready (schema {version})"),
@@ -243,7 +247,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 detail: None,
             })?;
             let data = ImportData::from_json(&text)?;
-            let summary = open(&cli.db, &cli.synchronous)?.import(&data)?;
+            let summary = open(&g)?.import(&data)?;
             let text = format!(
                 "imported {} companies, {} branches, {} services, {} calls",
                 summary.companies, summary.branches, summary.services, summary.calls
@@ -260,7 +264,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 date,
                 time,
             };
-            let b = open(&cli.db, &cli.synchronous)?.book(&request)?;
+            let b = open(&g)?.book(&request)?;
             let text = format!(
                 "appointment {} {} for customer {}{} at {} (Cal.com sync {})",
                 b.appointment_id,
@@ -276,7 +280,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             let mut config = callbook::AvailabilityConfig::default();
             config.calcom_url = calcom_url.unwrap_or(config.calcom_url);
             config.timeout_ms = timeout.map_or(config.timeout_ms, |s| s * 1000);
-            let availability = callbook::Availability::http(open(&cli.db, &cli.synchronous)?, config);
+            let availability = callbook::Availability::http(open(&g)?, config);
             let request = callbook::AvailabilityRequest {
                 retell_call_id: call,
                 service_id: Some(service),
@@ -293,7 +297,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(slots), text))
         }
         Command::Stats => {
-            let s = open(&cli.db, &cli.synchronous)?.stats()?;
+            let s = open(&g)?.stats()?;
             let line = |m: &std::collections::BTreeMap<String, u64>| {
                 m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             };
@@ -313,7 +317,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(s), text))
         }
         Command::Sync { once, calcom_url, threads, timeout } => {
-            let book = open(&cli.db, &cli.synchronous)?;
+            let book = open(&g)?;
             let worker = Worker::http(book, worker_config(calcom_url, threads, timeout));
             let report = if once {
                 worker.run_once()?
@@ -329,9 +333,9 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             );
             Ok((json!(report), text))
         }
-        Command::Review { action } => review(&open(&cli.db, &cli.synchronous)?, action),
+        Command::Review { action } => review(&open(&g)?, action),
         Command::CustomerEmail { customer, email } => {
-            let queued = open(&cli.db, &cli.synchronous)?.set_customer_email(CustomerId(customer), &email)?;
+            let queued = open(&g)?.set_customer_email(CustomerId(customer), &email)?;
             Ok((
                 json!({"customer_id": customer, "attendee_updates_queued": queued}),
                 format!("email set; {queued} Cal.com bookings will get the customer as attendee"),
@@ -359,7 +363,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 calcom_webhook_secret: secret(calcom_webhook_secret),
                 admin_token,
             };
-            let report = serve::run(open(&cli.db, &cli.synchronous)?, options)?;
+            let report = serve::run(open(&g)?, options)?;
             let text = format!(
                 "stopped after {} requests; worker: {} jobs, {} synced, {} handed back",
                 report.requests, report.worker.jobs, report.worker.synced, report.worker.released
@@ -382,10 +386,18 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The database named by `--db`, with `--synchronous`.
-fn open(db: &std::path::Path, synchronous: &str) -> Result<Callbook, Failure> {
-    let synchronous = if synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
-    Ok(Callbook::open_with(db, &callbook::OpenOptions { synchronous })?)
+/// The global flags that say which database and how to open it.
+struct Global {
+    db: PathBuf,
+    synchronous: String,
+    horizon_days: Option<i64>,
+}
+
+/// The database named by `--db`, with `--synchronous` and `--horizon-days`.
+fn open(g: &Global) -> Result<Callbook, Failure> {
+    let synchronous =
+        if g.synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
+    Ok(Callbook::open_with(&g.db, &callbook::OpenOptions { synchronous, horizon_days: g.horizon_days })?)
 }
 
 /// The worker's settings: core's defaults, with what the flags name.

@@ -12,6 +12,8 @@ fn callbook(db: &Path, args: &[&str]) -> (Value, i32) {
         .arg("--json")
         .args(args)
         .env_remove("CALLBOOK_DB")
+        // The tests book in 2099 so their dates stay in the future: past the default 365-day horizon.
+        .env("CALLBOOK_HORIZON_DAYS", HORIZON_DAYS)
         .output()
         .expect("runs");
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
@@ -19,6 +21,8 @@ fn callbook(db: &Path, args: &[&str]) -> (Value, i32) {
     assert_eq!(lines.len(), 1, "one JSON object on stdout, got {stdout:?}");
     (serde_json::from_str(lines[0]).expect("stdout is JSON"), out.status.code().expect("exit code"))
 }
+
+const HORIZON_DAYS: &str = "40000";
 
 const DIRECTORY: &str = r#"{
   "companies": [{"id": 1, "name": "Salon", "calcom_api_key": "cal_live_supersecret"}],
@@ -230,6 +234,20 @@ fn a_refused_start_carries_its_alternatives_as_data() {
         v["error"]["alternatives"],
         serde_json::json!(["2099-01-08T08:00:00Z", "2099-01-08T08:30:00Z", "2099-01-08T09:00:00Z"])
     );
+}
+
+#[test]
+fn a_start_beyond_the_horizon_is_refused() {
+    let (_dir, db) = setup();
+    let out = Command::new(env!("CARGO_BIN_EXE_callbook"))
+        .args(["--db", db.to_str().expect("utf-8"), "--json", "book", "--call", "call_abc", "--name", "A"])
+        .args(["--start", "2099-01-08T13:00:00Z"])
+        .env_remove("CALLBOOK_HORIZON_DAYS")
+        .output()
+        .expect("runs");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!((v["error"]["code"].as_str(), out.status.code()), (Some("invalid_start"), Some(2)), "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("365 days")), "{v}");
 }
 
 #[test]

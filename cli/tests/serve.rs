@@ -25,6 +25,8 @@ const DIRECTORY: &str = r#"{
 
 fn cli(db: &Path, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_callbook"))
+        // The tests book in 2099 so their dates stay in the future: past the default 365-day horizon.
+        .env("CALLBOOK_HORIZON_DAYS", "40000")
         .arg("--db")
         .arg(db)
         .arg("--json")
@@ -55,6 +57,8 @@ fn serve(calcom_url: &str, worker_threads: usize) -> Serve {
     std::fs::write(&file, DIRECTORY).expect("writes");
     cli(&db, &["import", file.to_str().expect("utf-8")]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbook"))
+        // The tests book in 2099 so their dates stay in the future: past the default 365-day horizon.
+        .env("CALLBOOK_HORIZON_DAYS", "40000")
         .arg("--db")
         .arg(&db)
         .args(["--json", "serve", "--listen", "127.0.0.1:0", "--calcom-url", calcom_url, "--timeout", "5"])

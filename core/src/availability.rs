@@ -124,6 +124,10 @@ impl Availability {
         if day < today {
             return Err(Error::StartInPast(day.to_string()));
         }
+        let config = self.book.config();
+        if day > today + Duration::days(config.horizon_days) {
+            return Err(config.beyond_horizon("date", "invalid_date"));
+        }
         let event_type = ctx.service.calcom_event_type_id.ok_or(Error::ServiceNotInCalcom(ctx.service.id.0))?;
         let base = request.calcom_url.as_deref().unwrap_or(&self.config.calcom_url);
         let endpoint = Endpoint::of(&ctx.company, base)

@@ -7,7 +7,7 @@ use crate::caller::{classify_caller, phone_region, region_of, Caller};
 use crate::config::Config;
 use crate::customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
 use crate::email::{normalize_email, EmailInput};
-use crate::error::Problem;
+use crate::error::{too_long, Problem, MAX_CALL_ID, MAX_EMAIL, MAX_NAME};
 use crate::ids::{AppointmentId, CallDbId, CallId, CompanyId, CustomerId, ServiceId};
 use crate::queue::{JobKind, NewJob};
 use crate::start::{parse_timezone, resolve_start, start_problems, StartSpec};
@@ -41,8 +41,6 @@ pub struct BookingRequest {
     pub time: Option<String>,
 }
 
-const MAX_NAME_CHARS: usize = 200;
-
 impl BookingRequest {
     /// The start as given: `start`, else `date` + `time`.
     pub fn start_spec(&self) -> Option<StartSpec> {
@@ -64,11 +62,18 @@ pub fn validate_booking_request(request: &BookingRequest) -> Vec<Problem> {
     if request.retell_call_id.trim().is_empty() {
         problems.push(Problem::new("retellCallId", "call_id_required", "the call id is missing"));
     }
+    problems.extend(too_long("retellCallId", &request.retell_call_id, MAX_CALL_ID));
     let name = request.customer_name.trim();
     if name.is_empty() {
         problems.push(Problem::new("customerName", "customer_name_required", "the customer's name is missing"));
-    } else if name.chars().count() > MAX_NAME_CHARS {
+    } else if name.chars().count() > MAX_NAME {
         problems.push(Problem::new("customerName", "customer_name_too_long", "the name is longer than 200 characters"));
+    }
+    if let Some(email) = &request.customer_email {
+        problems.extend(too_long("customerEmail", email, MAX_EMAIL));
+    }
+    for (field, text) in [("start", &request.start), ("date", &request.date), ("time", &request.time)] {
+        problems.extend(text.as_deref().and_then(|t| too_long(field, t, 64)));
     }
     if request.service_id.is_some_and(|id| id <= 0) {
         problems.push(Problem::new("serviceId", "invalid_service_id", "the service id must be a positive number"));
@@ -153,6 +158,9 @@ pub(crate) fn book_in(
     let starts_at = resolve_start(&spec, tz, now)?;
     if starts_at <= now {
         return Err(Error::StartInPast(format_utc(&starts_at)));
+    }
+    if starts_at > now + Duration::days(config.horizon_days) {
+        return Err(config.beyond_horizon("start", "invalid_start"));
     }
 
     let key = idempotency_key(company_id, call.id, service.id, starts_at);

@@ -42,7 +42,14 @@ impl Callbook {
 
     /// [`Callbook::open`] with options (`synchronous`).
     pub fn open_with(target: impl AsRef<std::path::Path>, options: &OpenOptions) -> Result<Self> {
-        Ok(Self::new(crate::store::open(target.as_ref(), options)?))
+        let book = Self::new(crate::store::open(target.as_ref(), options)?);
+        Ok(match options.horizon_days {
+            Some(days) => {
+                let config = Config { horizon_days: days.max(1), ..book.config().clone() };
+                book.with_config(config)
+            }
+            None => book,
+        })
     }
 
     /// The schema version the database is at.

@@ -89,6 +89,9 @@ pub enum Error {
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A bug: a write panicked (it was rolled back; the others went on).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A fault injected into the in-memory store by a test.
     #[cfg(feature = "fault-injection")]
     #[error("injected fault: {0}")]
@@ -140,6 +143,7 @@ impl Error {
             Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
             Error::CalcomUnavailable(_) => "calcom_unavailable",
             Error::Storage(_) => "storage",
+            Error::Internal(_) => "internal",
             #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => "injected_fault",
         }
@@ -148,7 +152,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
-            Error::Storage(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::Internal(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
             #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => ErrorKind::Internal,
             _ => ErrorKind::Rejected,
@@ -182,6 +186,27 @@ impl Error {
     pub(crate) fn invalid(field: &str, code: &str, message: impl Into<String>) -> Self {
         Error::Invalid(vec![Problem::new(field, code, message)])
     }
+
+    /// `text` in `field` may hold at most `max` characters, else `invalid_argument`.
+    pub(crate) fn check_length(field: &str, text: &str, max: usize) -> Result<(), Self> {
+        match too_long(field, text, max) {
+            Some(problem) => Err(Error::Invalid(vec![problem])),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long outside text may be: a Retell call id, a person's name, an
+/// email (RFC 5321), an operator's note. Longer is refused, not stored.
+pub(crate) const MAX_CALL_ID: usize = 128;
+pub(crate) const MAX_NAME: usize = 200;
+pub(crate) const MAX_EMAIL: usize = 254;
+pub(crate) const MAX_NOTE: usize = 2000;
+
+/// The problem of a text longer than `max` characters.
+pub(crate) fn too_long(field: &str, text: &str, max: usize) -> Option<Problem> {
+    (text.chars().count() > max)
+        .then(|| Problem::new(field, "invalid_argument", format!("{field} is longer than {max} characters")))
 }
 
 #[cfg(feature = "sqlite")]

@@ -5,6 +5,7 @@
 use crate::call::{Call, NewCall};
 use crate::caller::{normalize_phone, region_of};
 use crate::company::{Branch, Company, Service};
+use crate::error::{MAX_CALL_ID, MAX_NAME};
 use crate::ids::CallId;
 use crate::start::parse_timezone;
 use crate::store::Tx;
@@ -47,6 +48,13 @@ fn invalid(what: String) -> Error {
 /// branch numbers to E.164 so calls find their branch.
 fn checked(data: &ImportData) -> Result<ImportData> {
     let mut data = data.clone();
+    let names = data.companies.iter().map(|c| &c.name).chain(data.branches.iter().map(|b| &b.name));
+    if let Some(long) = names.chain(data.services.iter().map(|s| &s.name)).find(|n| n.chars().count() > MAX_NAME) {
+        return Err(invalid(format!(
+            "a name is longer than {MAX_NAME} characters: {}…",
+            long.chars().take(20).collect::<String>()
+        )));
+    }
     for company in &data.companies {
         if company.name.trim().is_empty() {
             return Err(invalid(format!("company {} has no name", company.id)));
@@ -115,6 +123,12 @@ pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) 
     let retell_call_id = CallId(new.retell_call_id.0.trim().to_string());
     if retell_call_id.0.is_empty() {
         return Err(Error::invalid("retellCallId", "call_id_required", "the call id is missing"));
+    }
+    Error::check_length("retellCallId", &retell_call_id.0, MAX_CALL_ID)?;
+    for (field, number) in
+        [("fromNumber", &new.from_number), ("toNumber", &new.to_number), ("direction", &new.direction)]
+    {
+        Error::check_length(field, number.as_deref().unwrap_or_default(), 64)?;
     }
     if let Some(known) = tx.call(&retell_call_id)? {
         return Ok(known);

@@ -2,7 +2,8 @@
 //! microseconds, then syncs it to Cal.com in the background.
 //!
 //! ```
-//! use callbook::{BookingRequest, Callbook, ImportData, MemoryStore};
+//! use callbook::store::MemoryStore;
+//! use callbook::{BookingRequest, Callbook, ImportData};
 //! use std::sync::Arc;
 //!
 //! let book = Callbook::new(Arc::new(MemoryStore::new()));

@@ -8,6 +8,7 @@
 
 use crate::booking::BookingRequest;
 use crate::call::NewCall;
+use crate::error::MAX_CALL_ID;
 use crate::ids::CallId;
 use crate::{Error, Result};
 use hmac::{Hmac, Mac};
@@ -45,16 +46,21 @@ pub fn verify_retell_signature(body: &[u8], header: &str, api_key: &str, now_ms:
         }
     }
     let (Some(ts), Some(digest)) = (ts, digest) else { return false };
-    let Ok(ts_ms) = ts.parse::<i64>() else { return false };
-    if api_key.is_empty() || (now_ms - ts_ms).abs() > MAX_SKEW_MS {
+    // Digits only: `parse` would also take a sign.
+    let ts_ms = match ts.parse::<i64>() {
+        Ok(t) if ts.bytes().all(|b| b.is_ascii_digit()) => t,
+        _ => return false,
+    };
+    if api_key.is_empty() || now_ms.abs_diff(ts_ms) > MAX_SKEW_MS.unsigned_abs() {
         return false;
     }
     let Some(bytes) = decode_hex(digest) else { return false };
     mac(body, api_key, ts).verify_slice(&bytes).is_ok()
 }
 
+/// Exactly 64 hex digits (`from_str_radix` alone would take a `+` in place of one).
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 || !s.is_ascii() {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
@@ -141,6 +147,7 @@ pub fn parse_function_call(body: &[u8], function: Option<&str>) -> Result<Functi
     if call_id.0.trim().is_empty() {
         return Err(bad("call_id", "call_id_required", "the call id is empty"));
     }
+    Error::check_length("call_id", &call_id.0, MAX_CALL_ID)?;
     Ok(FunctionCall { function, call, call_id, args })
 }
 
@@ -202,6 +209,34 @@ mod tests {
         );
         let wrong_type = serde_json::from_str::<Map<String, Value>>(r#"{"service_id":true}"#).unwrap_or_default();
         assert!(booking_request_from_args(&CallId("c".into()), &wrong_type).is_err());
+    }
+
+    #[test]
+    fn signs_in_place_of_digits_are_refused() {
+        // A valid digest with a byte below 0x10: its pair "0x" written "+x"
+        // decodes to the same byte with a signed-integer parser.
+        let (body, header) = (0..)
+            .map(|i| format!("{{\"n\":{i}}}"))
+            .map(|b| {
+                let h = sign_retell(b.as_bytes(), "key", 1_900_000_000_000);
+                (b, h)
+            })
+            .find(|(_, h)| h.split_once(",d=").is_some_and(|(_, d)| d.as_bytes().chunks(2).any(|p| p[0] == b'0')))
+            .expect("some digest has a byte below 0x10");
+        let (prefix, digest) = header.split_once(",d=").expect("digest");
+        let at = digest.as_bytes().chunks(2).position(|p| p[0] == b'0').expect("found") * 2;
+        let plus = format!("{prefix},d={}+{}", &digest[..at], &digest[at + 1..]);
+        assert!(verify_retell_signature(body.as_bytes(), &header, "key", 1_900_000_000_000));
+        assert!(!verify_retell_signature(body.as_bytes(), &plus, "key", 1_900_000_000_000), "{plus}");
+        assert!(decode_hex(&format!("+{}", "0".repeat(63))).is_none());
+        assert!(!verify_retell_signature(
+            body.as_bytes(),
+            &format!("v=+1900000000000,d={digest}"),
+            "key",
+            1_900_000_000_000
+        ));
+        // Far-off timestamps are refused, not an overflow.
+        assert!(!verify_retell_signature(body.as_bytes(), &format!("v={},d={digest}", i64::MAX), "key", i64::MIN));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::appointment::Appointment;
 use crate::callbook::Callbook;
+use crate::error::{MAX_EMAIL, MAX_NAME, MAX_NOTE};
 use crate::ids::{AppointmentId, CustomerId};
 use crate::queue::{JobKind, NewJob};
 use crate::store;
@@ -51,10 +52,12 @@ impl Callbook {
     /// Takes an appointment off the list, recording who, when and why.
     pub fn review_resolve(&self, id: AppointmentId, by: &str, note: &str) -> Result<Appointment> {
         let now = self.now();
-        let (by, note) = (by.to_string(), note.trim().to_string());
+        let (by, note) = (by.trim().to_string(), note.trim().to_string());
         if note.is_empty() {
             return Err(Error::invalid("note", "note_required", "say why the review is resolved"));
         }
+        Error::check_length("note", &note, MAX_NOTE)?;
+        Error::check_length("by", &by, MAX_NAME)?;
         store::write(&**self.store(), move |tx| {
             let company = tx.appointment_company(id)?.ok_or(Error::AppointmentNotFound(id.0))?;
             let a = tx.appointment(company, id)?.ok_or(Error::AppointmentNotFound(id.0))?;
@@ -70,6 +73,7 @@ impl Callbook {
     /// learned it). Every future appointment Cal.com already has gets a
     /// `calcom.update_attendee` job. Returns how many were queued.
     pub fn set_customer_email(&self, id: CustomerId, email: &str) -> Result<usize> {
+        Error::check_length("email", email, MAX_EMAIL)?;
         let email = crate::email::normalize_email(Some(email));
         let Some(address) = email.valid().map(str::to_string) else {
             return Err(Error::invalid("email", "invalid_email", "the email is not an address"));

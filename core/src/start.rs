@@ -3,7 +3,9 @@
 //! English ("morgen", "next friday").
 
 use crate::error::{Error, Problem};
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
 use chrono_tz::Tz;
 
 /// How the caller named the start.
@@ -55,19 +57,38 @@ enum Iso {
     Local(NaiveDateTime),
 }
 
+/// Years a start may fall in: no booking is made before 1970, and beyond
+/// 9999 the calendar arithmetic itself overflows.
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+/// The largest UTC offset any zone has (Kiribati, UTC+14).
+const MAX_OFFSET_SECS: i32 = 14 * 3600;
+
+/// A time people can mean: no leap second (`23:59:60`).
+fn plain(t: NaiveTime) -> bool {
+    t.nanosecond() < 1_000_000_000
+}
+
+fn plausible(dt: NaiveDateTime) -> bool {
+    YEARS.contains(&dt.year()) && plain(dt.time())
+}
+
 fn parse_iso(s: &str) -> Option<Iso> {
     let s = s.trim();
+    let absolute = |dt: DateTime<chrono::FixedOffset>| {
+        (plausible(dt.naive_local()) && dt.offset().local_minus_utc().abs() <= MAX_OFFSET_SECS)
+            .then(|| Iso::Absolute(dt.with_timezone(&Utc)))
+    };
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(Iso::Absolute(dt.with_timezone(&Utc)));
+        return absolute(dt);
     }
     for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z"] {
         if let Ok(dt) = DateTime::parse_from_str(s, fmt) {
-            return Some(Iso::Absolute(dt.with_timezone(&Utc)));
+            return absolute(dt);
         }
     }
     for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(Iso::Local(dt));
+            return plausible(dt).then_some(Iso::Local(dt));
         }
     }
     None
@@ -82,7 +103,7 @@ pub fn parse_time(s: &str) -> Option<NaiveTime> {
     }
     for fmt in ["%H:%M", "%H:%M:%S", "%H.%M"] {
         if let Ok(t) = NaiveTime::parse_from_str(s, fmt) {
-            return Some(t);
+            return plain(t).then_some(t);
         }
     }
     None
@@ -129,7 +150,10 @@ pub fn parse_date(s: &str, today: NaiveDate) -> Option<NaiveDate> {
         let ahead = if ahead == 0 { 7 } else { ahead };
         return today.checked_add_signed(Duration::days(i64::from(ahead)));
     }
-    NaiveDate::parse_from_str(word, "%Y-%m-%d").or_else(|_| NaiveDate::parse_from_str(word, "%d.%m.%Y")).ok()
+    NaiveDate::parse_from_str(word, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(word, "%d.%m.%Y"))
+        .ok()
+        .filter(|d| YEARS.contains(&d.year()))
 }
 
 /// The instant a start names, in UTC. `now` decides what "today" is in `tz`.
@@ -183,6 +207,29 @@ mod tests {
         assert_eq!(at("Friday").to_rfc3339(), "2030-01-04T13:30:00+00:00");
         assert_eq!(at("mittwoch").to_rfc3339(), "2030-01-09T13:30:00+00:00");
         assert_eq!(at("08.01.2030").to_rfc3339(), "2030-01-08T13:30:00+00:00");
+    }
+
+    #[test]
+    fn absurd_starts_are_refused_before_anything_runs() {
+        let tz = parse_timezone("Europe/Berlin").expect("tz");
+        let iso = |s: &str| resolve_start(&StartSpec::Iso(s.into()), tz, now()).map_err(|e| e.code().to_string());
+        let dated = |d: &str, t: &str| {
+            resolve_start(&StartSpec::DateTime { date: d.into(), time: t.into() }, tz, now())
+                .map_err(|e| e.code().to_string())
+        };
+        for bad in [
+            "+262142-12-31T23:59:00+00:00",
+            "0001-01-01T10:00:00Z",
+            "1969-12-31T10:00:00Z",
+            "2030-01-08T23:59:60Z",
+            "2030-01-08T10:00:00+15:00",
+            "2030-01-08T10:00:00-14:30",
+        ] {
+            assert_eq!(iso(bad), Err("invalid_start".to_string()), "{bad}");
+        }
+        assert_eq!(dated("+262142-12-31", "10:00"), Err("invalid_date".to_string()));
+        assert_eq!(dated("2030-01-08", "23:59:60"), Err("invalid_time".to_string()));
+        assert!(iso("2030-01-08T10:00:00+14:00").is_ok() && iso("9999-12-30T10:00:00Z").is_ok());
     }
 
     #[test]

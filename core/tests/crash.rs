@@ -20,9 +20,10 @@ fn child(db: &str) -> ! {
         for t in 0..THREADS {
             let book = &book;
             s.spawn(move || {
-                let base = chrono::Utc::now() + chrono::Duration::days(365);
+                let base = chrono::Utc::now() + chrono::Duration::days(1);
                 for i in 0.. {
-                    let start = format_utc(&(base + chrono::Duration::minutes(30 * (t as i64 * 1_000_000 + i))));
+                    // Each thread its own starts, all within the 365-day horizon.
+                    let start = format_utc(&(base + chrono::Duration::minutes(t as i64 * 40_000 + i)));
                     let call = ["call_anon", "call_known_a"][t % 2];
                     let b = book.book(&conformance::request(call, "Crash", &start)).expect("books");
                     let mut out = std::io::stdout().lock();

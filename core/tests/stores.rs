@@ -156,6 +156,75 @@ mod group_commit {
     }
 }
 
+/// A write that panics inside a group commit (issue 16: an absurd start
+/// once panicked in the booking path) is rolled back alone and answers
+/// `internal`; every other write of its group commits and answers, at once.
+#[test]
+fn a_panicking_write_is_rolled_back_alone_and_its_group_answers() {
+    use callbook::store::{SqliteStore, Store, Tx};
+    use callbook::{Company, CompanyId};
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("panic.db")).expect("opens"));
+    let company = |id: i64| Company {
+        id: CompanyId(id),
+        name: format!("Company {id}"),
+        calcom_api_key: None,
+        calcom_api_base: None,
+        calcom_email_fallback: None,
+    };
+    let now = chrono::Utc::now();
+    // A first write holds the writer until the eight others have queued, so they share one group.
+    let (release, held) = mpsc::channel::<()>();
+    let holder = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            store.write(Box::new(move |tx: &mut dyn Tx| {
+                let _ = held.recv_timeout(Duration::from_secs(5));
+                tx.upsert_company(&company(100), now)
+            }))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50)); // the holder has the writer
+    let (done, answers) = mpsc::channel();
+    let started = Instant::now();
+    for i in 1..=8 {
+        let (store, done) = (Arc::clone(&store), done.clone());
+        std::thread::spawn(move || {
+            let result = store.write(Box::new(move |tx: &mut dyn Tx| {
+                tx.upsert_company(&company(i), now)?;
+                if i == 3 {
+                    panic!("injected: a bug in one booking");
+                }
+                Ok(())
+            }));
+            let _ = done.send((i, result.map_err(|e| e.code().to_string())));
+        });
+    }
+    std::thread::sleep(Duration::from_millis(100)); // all eight queued behind the holder
+    release.send(()).expect("releases");
+    assert!(holder.join().expect("joins").is_ok());
+    let mut results: Vec<(i64, Result<(), String>)> =
+        (0..8).map(|_| answers.recv_timeout(Duration::from_secs(2)).expect("every write is answered")).collect();
+    results.sort_by_key(|(i, _)| *i);
+    assert!(started.elapsed() < Duration::from_secs(1) + Duration::from_millis(150), "{:?}", started.elapsed());
+    for (i, result) in &results {
+        match i {
+            3 => assert_eq!(result, &Err("internal".to_string())),
+            _ => assert_eq!(result, &Ok(()), "write {i}"),
+        }
+    }
+    let kept = callbook::store::read(&*store, |tx| {
+        (1..=8).map(|i| tx.company(CompanyId(i))).collect::<callbook::Result<Vec<_>>>()
+    })
+    .expect("reads");
+    let ids: Vec<i64> = kept.iter().flatten().map(|c| c.id.0).collect();
+    assert_eq!(ids, [1, 2, 4, 5, 6, 7, 8], "the panicking write left nothing");
+}
+
 /// Reads use their own connections (WAL): a read finishes while a write
 /// transaction is open. If reads waited for the writer this test would hang.
 #[test]

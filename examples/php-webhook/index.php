@@ -31,7 +31,7 @@ if ((int) ($_SERVER['CONTENT_LENGTH'] ?? 0) > MAX_BODY) {
     return;
 }
 $controller = new RetellFunctionController(
-    new Callbook(getenv('CALLBOOK_DB') ?: 'callbook.db'),
+    new Callbook(getenv('CALLBOOK_DB') ?: 'callbook.db', array_filter(['horizon_days' => (int) getenv('CALLBOOK_HORIZON_DAYS')])),
     getenv('RETELL_API_KEY') ?: '',
     static fn (): int => (int) floor(microtime(true) * 1000),
 );

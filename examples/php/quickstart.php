@@ -19,7 +19,7 @@ $booking = $book->book(['retell_call_id' => 'call_1', 'customer_name' => 'Jane D
 echo json_encode($booking), "\n"; // {"appointment_id":1,...,"anonymous":true,"customer_phone":"anonymous_...","status":"confirmed","calcom_sync_status":"pending"}
 
 try {
-    $book->book(['retell_call_id' => 'call_404', 'customer_name' => 'Max', 'service_id' => 1, 'start' => '2099-01-08T13:00:00Z']);
+    $book->book(['retell_call_id' => 'call_404', 'customer_name' => 'Max', 'service_id' => 1, 'start' => gmdate('Y-m-d\\T13:00:00\\Z', strtotime('+7 days'))]);
 } catch (CallbookException $e) {
     echo "$e->errorCode: {$e->getMessage()}\n"; // call_not_found: no call with Retell id "call_404" is registered
 }

@@ -63,7 +63,9 @@ impl Store for MemoryStore {
     fn write(&self, work: WriteFn) -> Result<()> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut tx = MemoryTx { state: guard.clone(), fault_in: Some(&self.fault_in) };
-        work(&mut tx)?;
+        // A panicking write changes nothing (it worked on a copy) and answers `internal`.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)))
+            .unwrap_or_else(|_| Err(Error::Internal("the write panicked; nothing of it was kept".into())))?;
         *guard = tx.state;
         Ok(())
     }

@@ -61,13 +61,17 @@ pub enum Synchronous {
 }
 
 /// How to open a database (`Callbook::open_with`); from the Node and C
-/// options `{"synchronous": "full" | "normal"}` and the CLI's `--synchronous`.
+/// options (`{"synchronous": "normal", "horizonDays": 30}`) and the CLI's
+/// `--synchronous`, `--horizon-days`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpenOptions {
     /// SQLite's durability: `full` (default: a confirmed booking survives a
     /// power cut) or `normal`. Database servers keep their own settings.
     pub synchronous: Synchronous,
+    /// How far ahead a start may be, in days (default 365, `Config::horizon_days`).
+    #[serde(alias = "horizon_days")]
+    pub horizon_days: Option<i64>,
 }
 
 /// Is `target` a database server URL rather than a SQLite file path?

@@ -115,7 +115,9 @@ impl ServerStore {
     fn run(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>, read_only: bool) -> Result<()> {
         let mut conn = self.take()?;
         conn.batch(if read_only { "START TRANSACTION READ ONLY" } else { "START TRANSACTION" })?;
-        let outcome = work(&mut SqlTx::new(&mut *conn));
+        // A panicking write is rolled back like a failed one and answers `internal`.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut SqlTx::new(&mut *conn))))
+            .unwrap_or_else(|_| Err(Error::Internal("the write panicked; nothing of it was kept".into())));
         let ended = match &outcome {
             Ok(()) => conn.batch("COMMIT"),
             Err(_) => conn.batch("ROLLBACK"),

@@ -7,6 +7,7 @@ use super::{Store, Synchronous, Tx, WriteFn};
 use crate::{Error, Result};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::time::Duration;
@@ -115,6 +116,9 @@ impl Slot {
     }
     fn fill(&self, result: Result<()>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+    fn fill_if_empty(&self, result: Result<()>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(result);
     }
 }
 
@@ -288,7 +292,12 @@ impl Store for SqliteStore {
             let batch: Vec<Queued> = queue.drain(..n).collect();
             drop(queue);
             let mut writer = writer;
-            commit_group(&mut writer, batch);
+            // Every write's panic is caught inside; should the commit itself
+            // panic, no write of the group may be left waiting for an answer.
+            let slots: Vec<Arc<Slot>> = batch.iter().map(|q| Arc::clone(&q.slot)).collect();
+            if std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut writer, batch))).is_err() {
+                slots.iter().for_each(|s| s.fill_if_empty(Err(Error::Internal("the commit panicked".into()))));
+            }
             drop(writer);
             queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
             self.group.released.notify_all();
@@ -334,7 +343,7 @@ fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
     };
     let mut results = Vec::with_capacity(batch.len());
     if batch.len() == 1 {
-        results.extend(batch.into_iter().map(|q| ((q.work)(&mut SqlTx::new(&mut SqliteConn(&tx))), q.slot)));
+        results.extend(batch.into_iter().map(|q| (run_caught(&tx, q.work), q.slot)));
     } else {
         for q in batch {
             let result = in_savepoint(&tx, q.work);
@@ -360,9 +369,16 @@ fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
     }
 }
 
+/// Runs one write; a panic in it becomes `internal` (its caller's answer)
+/// instead of unwinding through the group it shares the transaction with.
+fn run_caught(conn: &Connection, work: WriteFn) -> Result<()> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut SqlTx::new(&mut SqliteConn(conn)))))
+        .unwrap_or_else(|_| Err(Error::Internal("the write panicked; nothing of it was kept".into())))
+}
+
 fn in_savepoint(conn: &Connection, work: WriteFn) -> Result<()> {
     conn.prepare_cached("SAVEPOINT booking")?.execute([])?;
-    let result = work(&mut SqlTx::new(&mut SqliteConn(conn)));
+    let result = run_caught(conn, work);
     if result.is_err() {
         conn.prepare_cached("ROLLBACK TO booking")?.execute([])?;
     }

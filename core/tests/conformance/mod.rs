@@ -693,6 +693,41 @@ pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
     assert_eq!(err.code(), "malformed_webhook");
 }
 
+pub fn outside_text_has_bounds_and_nothing_is_written(make: MakeStore) {
+    let e = env(make);
+    let before = totals(&e.book);
+    let huge = "x".repeat(60_000);
+    let code_and_field = |err: Error| {
+        let p = err.problems().remove(0);
+        (p.code, p.field)
+    };
+    let mut r = request(&huge, "Jane", "2030-01-08T10:00:00Z");
+    assert_eq!(
+        code_and_field(e.book.book(&r).expect_err("call id")),
+        ("invalid_argument".into(), "retellCallId".into())
+    );
+    r = request("call_anon", "Jane", "2030-01-08T10:00:00Z");
+    r.customer_email = Some(format!("{huge}@example.com"));
+    assert_eq!(
+        code_and_field(e.book.book(&r).expect_err("email")),
+        ("invalid_argument".into(), "customerEmail".into())
+    );
+    let call = NewCall { retell_call_id: huge.as_str().into(), branch_id: Some(BranchId(1)), ..Default::default() };
+    assert_eq!(code_and_field(e.book.register_call(&call).expect_err("call")).0, "invalid_argument");
+    assert_eq!(totals(&e.book), before, "nothing written");
+    // An operator's note: at most 2,000 characters.
+    let flagged = {
+        let mut r = request("call_anon", "Jane", "2030-01-08T10:00:00Z");
+        r.customer_email = Some("max@example.com".into());
+        e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+        let _ = e.book.set_customer_email(CustomerId(1), "max@example.com");
+        e.book.book(&r).expect("books, flagged email_conflict")
+    };
+    let err = e.book.review_resolve(flagged.appointment_id, "op", &huge).expect_err("note");
+    assert_eq!(code_and_field(err), ("invalid_argument".into(), "note".into()));
+    assert!(e.book.appointment(flagged.appointment_id).expect("exists").requires_manual_review);
+}
+
 pub fn remembered_slots_and_local_capacity(make: MakeStore) {
     let e = env(make);
     let day = chrono::NaiveDate::from_ymd_opt(2030, 1, 8).expect("date");
@@ -756,6 +791,7 @@ macro_rules! conformance_suite {
             malformed_function_calls_answer_4xx_and_write_nothing,
             calcom_webhooks_cancel_and_reschedule_once,
             remembered_slots_and_local_capacity,
+            outside_text_has_bounds_and_nothing_is_written,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

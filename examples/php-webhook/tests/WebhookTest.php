@@ -25,11 +25,12 @@ final class WebhookTest extends TestCase
     public static function setUpBeforeClass(): void
     {
         self::$db = Fixture::path();
-        (new Callbook(self::$db))->import(Fixture::DIRECTORY);
+        (new Callbook(self::$db, ['horizon_days' => 40000]))->import(Fixture::DIRECTORY);
         $probe = stream_socket_server('tcp://127.0.0.1:0');
         $address = stream_socket_get_name($probe, false);
         fclose($probe);
-        $env = ['CALLBOOK_DB' => self::$db, 'RETELL_API_KEY' => self::KEY] + getenv();
+        // The test books in 2099 (always in the future): past the default 365-day horizon.
+        $env = ['CALLBOOK_DB' => self::$db, 'RETELL_API_KEY' => self::KEY, 'CALLBOOK_HORIZON_DAYS' => '40000'] + getenv();
         self::$server = proc_open(
             [PHP_BINARY, '-d', 'ffi.enable=1', '-S', $address, 'index.php'],
             [0 => ['file', '/dev/null', 'r'], 1 => ['file', '/dev/null', 'w'], 2 => ['file', '/dev/null', 'w']],
@@ -104,7 +105,7 @@ final class WebhookTest extends TestCase
         $argsOnly = json_encode(['call_id' => 'call_a', 'customer_name' => 'José', 'start' => '2099-01-10T10:00:00Z']);
         $this->assertTrue(self::post($argsOnly, self::sign($argsOnly))[1]['ok']);
 
-        $stats = (new Callbook(self::$db))->stats();
+        $stats = (new Callbook(self::$db, ['horizon_days' => 40000]))->stats();
         $this->assertSame(1, $stats['customers_known']);
         $this->assertSame(2, $stats['customers_anonymous'], 'an anonymous caller is never matched, even in the same call');
 
