@@ -18,7 +18,7 @@ const RETELL_KEY: &str = "key_retell_serve";
 const WEBHOOK_SECRET: &str = "whsec_serve";
 
 const DIRECTORY: &str = r#"{
-  "companies": [{"id": 1, "name": "Salon", "calcom_api_key": "cal_live_supersecret"}],
+  "companies": [{"id": 1, "name": "Salon", "calcom_api_key": "cal_live_supersecret", "calcom_webhook_secret": "whsec_salon"}],
   "branches": [{"id": 1, "company_id": 1, "name": "Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+4930123456"}],
   "services": [{"id": 1, "company_id": 1, "name": "Cut", "calcom_event_type_id": 123, "duration_minutes": 30}]
 }"#;
@@ -201,24 +201,49 @@ fn calcom_webhooks_over_http_cancel_what_cal_com_cancelled() {
     let uid = cli(&s.db, &["review", "show", &id.to_string()]);
     // `review show` answers for any appointment: read the uid Cal.com gave it.
     let uid = uid["appointment"]["calcom_v2_booking_uid"].as_str().expect("synced with a uid").to_string();
-    let event = json!({"triggerEvent": "BOOKING_CANCELLED", "createdAt": "2099-01-01T00:00:00Z",
+    let created = chrono::Utc::now().to_rfc3339();
+    let event = json!({"triggerEvent": "BOOKING_CANCELLED", "createdAt": created,
         "payload": {"uid": uid, "cancellationReason": "changed plans"}})
     .to_string();
-    let url = format!("{}/calcom/webhook", s.url);
+    // The company's own URL takes the company's own secret, and nothing else.
+    let url = format!("{}/calcom/webhook/1", s.url);
     let (status, reply) = post(&url, &[("X-Cal-Signature-256", "no-secret-provided")], event.as_bytes());
     assert_eq!((status, reply["code"].as_str()), (401, Some("bad_signature")));
-    let signature = sign_calcom(event.as_bytes(), WEBHOOK_SECRET);
+    let global_signature = sign_calcom(event.as_bytes(), WEBHOOK_SECRET);
+    let (status, reply) = post(&url, &[("X-Cal-Signature-256", &global_signature)], event.as_bytes());
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (401, Some("bad_signature")),
+        "the process secret is not the company's"
+    );
+    let (status, reply) =
+        post(&format!("{}/calcom/webhook/99", s.url), &[("X-Cal-Signature-256", &global_signature)], event.as_bytes());
+    assert_eq!((status, reply["code"].as_str()), (404, Some("company_not_found")));
+    let signature = sign_calcom(event.as_bytes(), "whsec_salon");
     let (status, reply) = post(&url, &[("X-Cal-Signature-256", &signature)], event.as_bytes());
     assert_eq!((status, reply["result"].as_str()), (200, Some("cancelled")), "{reply}");
     let (_, reply) = post(&url, &[("X-Cal-Signature-256", &signature)], event.as_bytes());
     assert_eq!(reply["result"], "already_applied");
+    // The single-tenant URL with the process's secret: the one company.
+    let single = format!("{}/calcom/webhook", s.url);
+    let (status, reply) = post(&single, &[("X-Cal-Signature-256", &global_signature)], event.as_bytes());
+    assert_eq!((status, reply["result"].as_str()), (200, Some("already_applied")), "{reply}");
     let a = cli(&s.db, &["review", "show", &id.to_string()]);
     assert_eq!(
         (a["appointment"]["status"].as_str(), a["appointment"]["sync_origin"].as_str()),
         (Some("cancelled"), Some("calcom"))
     );
-    let (status, reply) = post(&url, &[("X-Cal-Signature-256", &sign_calcom(b"[]", WEBHOOK_SECRET))], b"[]");
+    let (status, reply) = post(&url, &[("X-Cal-Signature-256", &sign_calcom(b"[]", "whsec_salon"))], b"[]");
     assert_eq!((status, reply["code"].as_str()), (400, Some("malformed_webhook")));
+    // A second tenant: the URL without a company no longer knows whose delivery it is.
+    let second = s.db.with_file_name("second.json");
+    std::fs::write(&second, r#"{"companies": [{"id": 2, "name": "Other"}]}"#).expect("writes");
+    cli(&s.db, &["import", second.to_str().expect("utf-8")]);
+    let (status, reply) = post(&single, &[("X-Cal-Signature-256", &global_signature)], event.as_bytes());
+    assert_eq!((status, reply["code"].as_str()), (400, Some("tenant_required")));
+    let (status, reply) =
+        post(&format!("{}/calcom/webhook/2", s.url), &[("X-Cal-Signature-256", &global_signature)], event.as_bytes());
+    assert_eq!((status, reply["code"].as_str()), (503, Some("webhook_not_configured")));
     assert_eq!(fake.stats().requests, 1, "nothing was pushed back to Cal.com");
 }
 

@@ -263,18 +263,15 @@ impl Agent {
             let error = Error::CalcomUnavailable("availability is not configured".into());
             return AgentReply::refused(503, &error, error.to_string());
         };
-        let checked = (|| {
-            if let Some(new) = &call.call {
-                self.book.register_call(new)?;
-            }
-            let request = AvailabilityRequest {
-                retell_call_id: Some(call.call_id.0.clone()),
-                service_id,
-                date,
-                calcom_url: None,
-            };
-            availability.check(&request)
-        })();
+        // The call is registered only with the answer: a refusal writes nothing.
+        let request = AvailabilityRequest {
+            retell_call_id: Some(call.call_id.0.clone()),
+            service_id,
+            date,
+            calcom_url: None,
+            call: call.call.clone(),
+        };
+        let checked = availability.check(&request);
         let branch = self.branch_for(call);
         let language = Language::of(branch.as_ref());
         match checked {

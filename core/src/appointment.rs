@@ -64,6 +64,11 @@ pub struct Appointment {
     pub calcom_v2_booking_uid: Option<String>,
     /// The seat, when the Cal.com event type is seated (a booking shared by several callers).
     pub calcom_v2_seat_uid: Option<String>,
+    /// The `createdAt` of the last Cal.com webhook applied (older deliveries are stale).
+    pub calcom_webhook_at: Option<DateTime<Utc>>,
+    /// How often it was moved, and where it was before the last move.
+    pub rescheduled_count: i64,
+    pub previous_starts_at: Option<DateTime<Utc>>,
     pub sync_error_code: Option<String>,
     pub sync_error_message: Option<String>,
     pub sync_attempt_count: i64,
@@ -79,6 +84,36 @@ pub struct Appointment {
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+str_enum!(
+    /// What a change did to an appointment.
+    ChangeKind { Cancel => "cancel", Reschedule => "reschedule" }
+);
+
+/// Who changed an appointment: the caller on a call, an operator, or Cal.com
+/// (its webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ChangedBy {
+    Call { call_id: CallDbId },
+    Operator { name: String },
+    Calcom,
+}
+
+/// One cancel or move of an appointment (`appointment_changes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointmentChange {
+    pub appointment_id: AppointmentId,
+    pub company_id: CompanyId,
+    pub kind: ChangeKind,
+    pub from_starts_at: DateTime<Utc>,
+    /// The new start of a reschedule.
+    pub to_starts_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub by: ChangedBy,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// Cuts an error message to at most 255 chars, on a char boundary.

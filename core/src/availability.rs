@@ -5,6 +5,7 @@
 //! heard without a second request. The booking itself never depends on
 //! Cal.com being up: without a remembered answer it goes ahead as before.
 
+use crate::import::CallRow;
 use crate::calcom::{ApiFailure, CalcomApi, Endpoint, SlotAnswer, SlotQuery, DEFAULT_BASE_URL};
 use crate::callbook::Callbook;
 use crate::ids::{CallDbId, CallId, ServiceId};
@@ -34,6 +35,11 @@ pub struct AvailabilityRequest {
     /// checker's (one checker, and its cache, serves any base).
     #[serde(default, alias = "calcom_url")]
     pub calcom_url: Option<String>,
+    /// The call as Retell describes it, when it may not be registered yet:
+    /// it is registered in the write that remembers the answer, so a
+    /// refused request (a bad date, an unknown service) writes nothing.
+    #[serde(skip)]
+    pub call: Option<crate::call::NewCall>,
 }
 
 /// Free starts on one day.
@@ -93,6 +99,8 @@ impl std::fmt::Debug for Availability {
 /// Everything a check needs from the store, read once.
 struct Context {
     call: Option<CallDbId>,
+    /// A call to register with the answer (see [`AvailabilityRequest::call`]).
+    pending: Option<crate::call::NewCall>,
     company: crate::company::Company,
     service: crate::company::Service,
     time_zone: String,
@@ -164,11 +172,16 @@ impl Availability {
         let offered: Vec<DateTime<Utc>> =
             answer.starts.into_iter().filter(|s| *s >= from && *s < to && *s > now).collect();
         let (company, service) = (ctx.company.id, ctx.service.clone());
-        let call = ctx.call;
+        let remembered = ctx.call.is_some() || ctx.pending.is_some();
+        let (call, pending) = (ctx.call, ctx.pending);
         let slots = store::write(&**self.book.store(), move |tx| {
             let duration = occupied(service.duration_minutes, length_minutes);
             let local = local_appointments(tx, company, service.id, day, tz, duration)?;
             let free = free_starts(&offered, &local, service.capacity, duration);
+            let call = match &pending {
+                Some(new) => Some(crate::import::register_call(tx, new, now)?.id),
+                None => call,
+            };
             if let Some(call) = call {
                 tx.remember_slots(call, service.id, day, &Offered { starts: free.clone(), length_minutes }, now)?;
             }
@@ -180,16 +193,27 @@ impl Availability {
             time_zone: ctx.time_zone,
             slots,
             cached,
-            remembered: call.is_some(),
+            remembered,
         })
     }
 
     fn context(&self, request: &AvailabilityRequest) -> Result<Context> {
         let request = request.clone();
         store::read(&**self.book.store(), |tx| {
-            let call = match request.retell_call_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-                Some(id) => Some(tx.call(&CallId(id.to_string()))?.ok_or_else(|| Error::CallNotFound(id.to_string()))?),
-                None => None,
+            // A call Retell describes is checked and resolved here, and only
+            // registered once the whole request has passed.
+            let (call, pending) = match &request.call {
+                Some(new) => match crate::import::resolve_call(tx, new)? {
+                    CallRow::Known(call) => (Some(call), None),
+                    CallRow::New(row) => (Some(unsaved(&row)), Some(new.clone())),
+                },
+                None => match request.retell_call_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+                    Some(id) => {
+                        let call = tx.call(&CallId(id.to_string()))?;
+                        (Some(call.ok_or_else(|| Error::CallNotFound(id.to_string()))?), None)
+                    }
+                    None => (None, None),
+                },
             };
             // With a call, its company decides; without one, the named service's.
             let company_id = match (&call, request.service_id) {
@@ -210,12 +234,26 @@ impl Availability {
             };
             let company = tx.company(company_id)?.ok_or(Error::CompanyNotFound(company_id.0))?;
             Ok(Context {
-                call: call.map(|c| c.id),
+                call: call.filter(|_| pending.is_none()).map(|c| c.id),
+                pending,
                 company,
                 service,
                 time_zone: branch.map_or_else(crate::company::default_timezone, |b| b.timezone),
             })
         })
+    }
+}
+
+/// A resolved call not inserted yet, to read its company and branch from.
+fn unsaved(row: &crate::call::NewCall) -> crate::call::Call {
+    crate::call::Call {
+        id: CallDbId(0),
+        retell_call_id: row.retell_call_id.clone(),
+        company_id: row.company_id,
+        branch_id: row.branch_id,
+        from_number: row.from_number.clone(),
+        to_number: row.to_number.clone(),
+        direction: row.direction.clone(),
     }
 }
 

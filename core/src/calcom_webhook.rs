@@ -2,35 +2,60 @@
 //! the local appointment with `sync_origin = calcom`, so the worker never
 //! pushes it back. Events for bookings callbook does not know are ignored.
 //!
-//! Signature: `X-Cal-Signature-256` is the hex HMAC-SHA256 of the raw body
-//! with the webhook secret. It has no timestamp, so a delivery can be
-//! replayed: applying an event is idempotent (a second cancellation, or a
-//! reschedule already applied, answers `already_applied` and writes nothing).
+//! Tenants: Cal.com configures a webhook per user, team or event type, each
+//! with its own secret, so each company has its own secret and URL, and a
+//! delivery only ever reaches the appointments of the company it was
+//! verified for. A delivery that names no company is accepted only when the
+//! install has exactly one.
+//!
+//! Order: `X-Cal-Signature-256` is the hex HMAC-SHA256 of the raw body and
+//! has no timestamp, so a delivery can be replayed or arrive late. Each
+//! appointment keeps the `createdAt` of the last delivery applied to it; one
+//! created at or before that is `stale` and writes nothing. A delivery that
+//! is already true (Cal.com retries) is `already_applied`, and a cancelled
+//! appointment is never moved back to life.
 
-use crate::appointment::AppointmentStatus;
+use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy};
 use crate::calcom::webhook::malformed;
 use crate::calcom::{parse_calcom_webhook, verify_calcom_signature, CalcomWebhook};
 use crate::callbook::Callbook;
-use crate::ids::AppointmentId;
-use crate::store::{self, CalcomChange};
+use crate::ids::{AppointmentId, CompanyId};
+use crate::store::{self, CalcomChange, Tx};
 use crate::{Error, Result};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-/// What a webhook did.
+/// How far ahead of this clock a delivery's `createdAt` may be (clock skew):
+/// a later one would make every true delivery after it look stale.
+const MAX_CREATED_AHEAD: Duration = Duration::hours(1);
+/// How far from now a rescheduled booking may be (Cal.com's own booking
+/// windows are shorter); further is a malformed delivery, not a booking.
+const MAX_RESCHEDULE_YEARS: i64 = 10;
+
+/// What a webhook did. `appointment_ids` holds one appointment, or each seat
+/// of a seated booking changed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum WebhookOutcome {
     Cancelled {
-        appointment_id: AppointmentId,
+        appointment_ids: Vec<AppointmentId>,
     },
     Rescheduled {
-        appointment_id: AppointmentId,
+        appointment_ids: Vec<AppointmentId>,
     },
-    /// Delivered before (Cal.com retries, or a replay): nothing written.
+    /// Already true (Cal.com retries a delivery, or our own change echoed): nothing written.
     AlreadyApplied {
-        appointment_id: AppointmentId,
+        appointment_ids: Vec<AppointmentId>,
     },
-    /// No appointment has this booking uid: not ours, ignored.
+    /// Created at or before the last delivery applied (a replay, or out of order): nothing written.
+    Stale {
+        appointment_ids: Vec<AppointmentId>,
+    },
+    /// A reschedule of a cancelled appointment: it stays cancelled.
+    AlreadyCancelled {
+        appointment_ids: Vec<AppointmentId>,
+    },
+    /// No appointment of this company has this booking uid: ignored.
     UnknownBooking {
         uid: String,
     },
@@ -40,63 +65,185 @@ pub enum WebhookOutcome {
     },
 }
 
+impl WebhookOutcome {
+    /// The stable snake_case name of the outcome (the `result` field).
+    pub fn result(&self) -> &'static str {
+        match self {
+            WebhookOutcome::Cancelled { .. } => "cancelled",
+            WebhookOutcome::Rescheduled { .. } => "rescheduled",
+            WebhookOutcome::AlreadyApplied { .. } => "already_applied",
+            WebhookOutcome::Stale { .. } => "stale",
+            WebhookOutcome::AlreadyCancelled { .. } => "already_cancelled",
+            WebhookOutcome::UnknownBooking { .. } => "unknown_booking",
+            WebhookOutcome::Ignored { .. } => "ignored",
+        }
+    }
+}
+
 impl Callbook {
-    /// Verifies and applies one Cal.com webhook delivery.
-    pub fn calcom_webhook(&self, body: &[u8], signature: &str, secret: &str) -> Result<WebhookOutcome> {
+    /// Verifies one delivery with `company`'s webhook secret and applies it
+    /// to that company's appointments only.
+    pub fn calcom_webhook(&self, company: CompanyId, body: &[u8], signature: &str) -> Result<WebhookOutcome> {
+        let found = store::read(&**self.store(), |tx| tx.company(company))?;
+        let found = found.ok_or(Error::CompanyNotFound(company.0))?;
+        let secret = found.calcom_webhook_secret.ok_or(Error::WebhookNotConfigured(company.0))?;
+        if !verify_calcom_signature(body, signature, secret.expose()) {
+            return Err(Error::BadSignature);
+        }
+        self.apply_calcom_webhook(company, &parse_calcom_webhook(body)?)
+    }
+
+    /// A delivery to a single-tenant install's one URL, verified with the
+    /// process's secret: applied to the only company, refused
+    /// (`tenant_required`) when there are several.
+    pub fn calcom_webhook_single_tenant(&self, body: &[u8], signature: &str, secret: &str) -> Result<WebhookOutcome> {
         if !verify_calcom_signature(body, signature, secret) {
             return Err(Error::BadSignature);
         }
-        self.apply_calcom_webhook(&parse_calcom_webhook(body)?)
+        let event = parse_calcom_webhook(body)?;
+        let companies = store::read(&**self.store(), |tx| tx.companies())?;
+        match companies.as_slice() {
+            [only] => self.apply_calcom_webhook(only.id, &event),
+            _ => Err(Error::TenantRequired),
+        }
     }
 
-    /// Applies a cancellation or a reschedule made in Cal.com, in one transaction.
-    pub fn apply_calcom_webhook(&self, event: &CalcomWebhook) -> Result<WebhookOutcome> {
-        let event = event.clone();
+    /// Applies a cancellation or a reschedule made in Cal.com to `company`'s
+    /// appointments, in one transaction.
+    pub fn apply_calcom_webhook(&self, company: CompanyId, event: &CalcomWebhook) -> Result<WebhookOutcome> {
         let now = self.now();
-        let require_uid = |e: &CalcomWebhook| e.uid.clone().ok_or_else(|| malformed("payload.uid is missing"));
-        match event.trigger.as_str() {
-            "BOOKING_CANCELLED" => {
-                let uid = require_uid(&event)?;
-                store::write(&**self.store(), move |tx| {
-                    let Some(a) = tx.appointment_by_booking_uid(&uid)? else {
-                        return Ok(WebhookOutcome::UnknownBooking { uid });
-                    };
-                    if a.status == AppointmentStatus::Cancelled {
-                        return Ok(WebhookOutcome::AlreadyApplied { appointment_id: a.id });
-                    }
-                    tx.apply_calcom_change(a.company_id, a.id, &CalcomChange::Cancelled, now)?;
-                    Ok(WebhookOutcome::Cancelled { appointment_id: a.id })
-                })
-            }
+        if event.created_at > now + MAX_CREATED_AHEAD {
+            return Err(malformed("createdAt is more than an hour ahead of this clock"));
+        }
+        let change = match event.trigger.as_str() {
+            "BOOKING_CANCELLED" => CalcomChange::Cancelled,
             "BOOKING_RESCHEDULED" => {
-                let uid = require_uid(&event)?;
                 let (Some(starts_at), Some(ends_at)) = (event.start, event.end) else {
                     return Err(malformed("payload.startTime and payload.endTime are required"));
                 };
-                store::write(&**self.store(), move |tx| {
-                    let replaced = match &event.reschedule_uid {
-                        Some(old) => tx.appointment_by_booking_uid(old)?,
-                        None => None,
-                    };
-                    let found = match replaced {
-                        Some(a) => Some(a),
-                        None => tx.appointment_by_booking_uid(&uid)?,
-                    };
-                    let Some(a) = found else {
-                        return Ok(WebhookOutcome::UnknownBooking { uid: event.reschedule_uid.unwrap_or(uid) });
-                    };
-                    if a.calcom_v2_booking_uid.as_deref() == Some(uid.as_str())
-                        && a.starts_at == starts_at
-                        && a.ends_at == ends_at
-                    {
-                        return Ok(WebhookOutcome::AlreadyApplied { appointment_id: a.id });
-                    }
-                    let change = CalcomChange::Rescheduled { booking_id: event.booking_id, uid, starts_at, ends_at };
-                    tx.apply_calcom_change(a.company_id, a.id, &change, now)?;
-                    Ok(WebhookOutcome::Rescheduled { appointment_id: a.id })
-                })
+                let window = Duration::days(366 * MAX_RESCHEDULE_YEARS);
+                if starts_at < now - window || starts_at > now + window {
+                    return Err(malformed(format!("payload.startTime is more than {MAX_RESCHEDULE_YEARS} years away")));
+                }
+                let uid = event.uid.clone().ok_or_else(|| malformed("payload.uid is missing"))?;
+                CalcomChange::Rescheduled { booking_id: event.booking_id, uid, starts_at, ends_at }
             }
-            _ => Ok(WebhookOutcome::Ignored { trigger: event.trigger }),
+            _ => return Ok(WebhookOutcome::Ignored { trigger: event.trigger.clone() }),
+        };
+        let event = event.clone();
+        store::write(&**self.store(), move |tx| apply(tx, company, &event, &change, now))
+    }
+}
+
+/// The appointments a delivery is about: those holding the booking (the
+/// replaced one for a reschedule), narrowed to its seat when it names one.
+fn targets(tx: &mut dyn Tx, company: CompanyId, event: &CalcomWebhook) -> Result<Vec<Appointment>> {
+    let uid = event.uid.as_deref().ok_or_else(|| malformed("payload.uid is missing"))?;
+    let mut found = Vec::new();
+    if let Some(old) = &event.reschedule_uid {
+        found = tx.appointments_by_booking_uid(company, old)?;
+    }
+    if found.is_empty() {
+        found = tx.appointments_by_booking_uid(company, uid)?;
+    }
+    if let Some(seat) = &event.seat_uid {
+        found.retain(|a| a.calcom_v2_seat_uid.as_deref() == Some(seat.as_str()));
+    }
+    Ok(found)
+}
+
+fn apply(
+    tx: &mut dyn Tx,
+    company: CompanyId,
+    event: &CalcomWebhook,
+    change: &CalcomChange,
+    now: DateTime<Utc>,
+) -> Result<WebhookOutcome> {
+    let found = targets(tx, company, event)?;
+    if found.is_empty() {
+        let uid = event.reschedule_uid.clone().or_else(|| event.uid.clone()).unwrap_or_default();
+        return Ok(WebhookOutcome::UnknownBooking { uid });
+    }
+    let (mut applied, mut already, mut stale, mut cancelled) = (vec![], vec![], vec![], vec![]);
+    for a in &found {
+        let verdict = decide(a, event, change);
+        let list = match verdict {
+            Verdict::Apply => &mut applied,
+            Verdict::AlreadyApplied => &mut already,
+            Verdict::Stale => &mut stale,
+            Verdict::AlreadyCancelled => &mut cancelled,
+        };
+        list.push(a.id);
+        if verdict != Verdict::Apply {
+            continue;
         }
+        if let CalcomChange::Rescheduled { uid, .. } = change {
+            let holders = tx.appointments_by_booking_uid(company, uid)?;
+            let taken = holders.iter().any(|h| h.id != a.id && h.calcom_v2_seat_uid == a.calcom_v2_seat_uid);
+            if taken {
+                return Err(Error::invalid(
+                    "payload.uid",
+                    "booking_uid_taken",
+                    "another appointment of the company holds the new booking uid",
+                ));
+            }
+        }
+        tx.apply_calcom_change(company, a.id, change, event.created_at, now)?;
+        let (kind, to_starts_at) = match change {
+            CalcomChange::Cancelled => (ChangeKind::Cancel, None),
+            CalcomChange::Rescheduled { starts_at, .. } => (ChangeKind::Reschedule, Some(*starts_at)),
+        };
+        tx.insert_change(&AppointmentChange {
+            appointment_id: a.id,
+            company_id: company,
+            kind,
+            from_starts_at: a.starts_at,
+            to_starts_at,
+            by: ChangedBy::Calcom,
+            reason: event.reason.clone(),
+            at: now,
+        })?;
+    }
+    Ok(if !applied.is_empty() {
+        match change {
+            CalcomChange::Cancelled => WebhookOutcome::Cancelled { appointment_ids: applied },
+            CalcomChange::Rescheduled { .. } => WebhookOutcome::Rescheduled { appointment_ids: applied },
+        }
+    } else if !already.is_empty() {
+        WebhookOutcome::AlreadyApplied { appointment_ids: already }
+    } else if !stale.is_empty() {
+        WebhookOutcome::Stale { appointment_ids: stale }
+    } else {
+        WebhookOutcome::AlreadyCancelled { appointment_ids: cancelled }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Apply,
+    AlreadyApplied,
+    Stale,
+    AlreadyCancelled,
+}
+
+/// What one delivery does to one appointment: a pure decision.
+fn decide(a: &Appointment, event: &CalcomWebhook, change: &CalcomChange) -> Verdict {
+    let cancelled = a.status == AppointmentStatus::Cancelled;
+    let already = match change {
+        CalcomChange::Cancelled => cancelled,
+        CalcomChange::Rescheduled { uid, starts_at, ends_at, .. } => {
+            a.calcom_v2_booking_uid.as_deref() == Some(uid.as_str())
+                && a.starts_at == *starts_at
+                && a.ends_at == *ends_at
+        }
+    };
+    if already {
+        Verdict::AlreadyApplied
+    } else if cancelled {
+        Verdict::AlreadyCancelled
+    } else if a.calcom_webhook_at.is_some_and(|last| event.created_at <= last) {
+        Verdict::Stale
+    } else {
+        Verdict::Apply
     }
 }

@@ -50,9 +50,55 @@ pub struct Company {
     /// `None` uses the worker's fallback (`noreply@example.com`).
     #[serde(default)]
     pub calcom_email_fallback: Option<String>,
+    /// The secret of this company's Cal.com webhook (`POST
+    /// /calcom/webhook/{company_id}`): Cal.com configures one per user, team
+    /// or event type, so each tenant has its own.
+    #[serde(default)]
+    pub calcom_webhook_secret: Option<Secret>,
+    /// Limits on what callers change by phone (a service may override each).
+    #[serde(default)]
+    pub policy: ChangePolicy,
+}
+
+/// Limits on cancelling and moving an appointment by phone; `None` is no
+/// limit. Operators may go past them (`--force`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePolicy {
+    #[serde(default)]
+    pub min_cancel_notice_hours: Option<i64>,
+    #[serde(default)]
+    pub min_reschedule_notice_hours: Option<i64>,
+    #[serde(default)]
+    pub max_reschedules: Option<i64>,
+}
+
+impl ChangePolicy {
+    /// This policy, each limit it leaves open taken from `fallback` (a
+    /// service's policy over its company's).
+    pub fn over(self, fallback: ChangePolicy) -> ChangePolicy {
+        ChangePolicy {
+            min_cancel_notice_hours: self.min_cancel_notice_hours.or(fallback.min_cancel_notice_hours),
+            min_reschedule_notice_hours: self.min_reschedule_notice_hours.or(fallback.min_reschedule_notice_hours),
+            max_reschedules: self.max_reschedules.or(fallback.max_reschedules),
+        }
+    }
 }
 
 impl Company {
+    /// A company with a name and nothing configured yet.
+    pub fn new(id: CompanyId, name: impl Into<String>) -> Company {
+        Company {
+            id,
+            name: name.into(),
+            calcom_api_key: None,
+            calcom_api_base: None,
+            calcom_email_fallback: None,
+            calcom_webhook_secret: None,
+            policy: ChangePolicy::default(),
+        }
+    }
+
     /// The fallback attendee email for one appointment, from the template.
     pub fn fallback_email(&self, appointment: crate::ids::AppointmentId) -> Option<String> {
         let template = self.calcom_email_fallback.as_deref()?.trim();
@@ -91,4 +137,7 @@ pub struct Service {
     /// Appointments that may share one start; `None` leaves it to Cal.com.
     #[serde(default)]
     pub capacity: Option<i64>,
+    /// Overrides the company's limits, each on its own.
+    #[serde(default)]
+    pub policy: ChangePolicy,
 }

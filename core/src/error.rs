@@ -86,6 +86,12 @@ pub enum Error {
     /// A webhook's signature is missing, wrong or stale.
     #[error("invalid or stale signature")]
     BadSignature,
+    /// The company has no Cal.com webhook secret, so no delivery for it can be verified.
+    #[error("company {0} has no Cal.com webhook secret")]
+    WebhookNotConfigured(i64),
+    /// A delivery that names no company while several exist (`POST /calcom/webhook/{company_id}`).
+    #[error("this install has several companies: deliver to the company's own webhook URL")]
+    TenantRequired,
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
@@ -139,6 +145,8 @@ impl Error {
             Error::EmailAlreadySet(_) => "email_already_set",
             Error::EmailTaken => "email_taken",
             Error::BadSignature => "bad_signature",
+            Error::WebhookNotConfigured(_) => "webhook_not_configured",
+            Error::TenantRequired => "tenant_required",
             Error::SlotUnavailable { .. } => "slot_unavailable",
             Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
             Error::CalcomUnavailable(_) => "calcom_unavailable",

@@ -116,10 +116,35 @@ pub(crate) fn import_in(tx: &mut dyn Tx, data: &ImportData, now: DateTime<Utc>) 
     })
 }
 
+/// What registering a call would do, found without writing anything.
+pub(crate) enum CallRow {
+    Known(Call),
+    /// Checked and resolved (branch and company found), not yet inserted.
+    New(NewCall),
+}
+
 /// Registers a call unless it is known (then the known one is returned):
 /// from Retell's call-started event, or from the call object inside a
 /// function call. The branch is found by the dialled number unless named.
 pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) -> Result<Call> {
+    let row = match resolve_call(tx, new)? {
+        CallRow::Known(call) => return Ok(call),
+        CallRow::New(row) => row,
+    };
+    let id = tx.insert_call(&row, now)?;
+    Ok(Call {
+        id,
+        retell_call_id: row.retell_call_id,
+        company_id: row.company_id,
+        branch_id: row.branch_id,
+        from_number: row.from_number,
+        to_number: row.to_number,
+        direction: row.direction,
+    })
+}
+
+/// Checks a call and finds its branch and company, writing nothing.
+pub(crate) fn resolve_call(tx: &mut dyn Tx, new: &NewCall) -> Result<CallRow> {
     let retell_call_id = CallId(new.retell_call_id.0.trim().to_string());
     if retell_call_id.0.is_empty() {
         return Err(Error::invalid("retellCallId", "call_id_required", "the call id is missing"));
@@ -131,7 +156,7 @@ pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) 
         Error::check_length(field, number.as_deref().unwrap_or_default(), 64)?;
     }
     if let Some(known) = tx.call(&retell_call_id)? {
-        return Ok(known);
+        return Ok(CallRow::Known(known));
     }
     let branch = match (new.branch_id, new.to_number.as_deref()) {
         (Some(id), _) => Some(tx.branch(id)?.ok_or(Error::BranchNotFound(id.0))?),
@@ -160,14 +185,5 @@ pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) 
         to_number: new.to_number.clone(),
         direction: new.direction.clone(),
     };
-    let id = tx.insert_call(&row, now)?;
-    Ok(Call {
-        id,
-        retell_call_id: row.retell_call_id,
-        company_id: row.company_id,
-        branch_id: row.branch_id,
-        from_number: row.from_number,
-        to_number: row.to_number,
-        direction: row.direction,
-    })
+    Ok(CallRow::New(row))
 }

@@ -58,14 +58,16 @@ mod utc;
 // The façade: open a database, book, check availability, sync, answer the
 // agent and Cal.com's webhooks, review; the requests and the answers.
 pub use agent::{Agent, AgentReply};
-pub use appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+pub use appointment::{
+    Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
+};
 pub use availability::{Availability, AvailabilityConfig, AvailabilityRequest, Slots};
 pub use booking::{Booking, BookingRequest};
 pub use calcom_webhook::WebhookOutcome;
 pub use call::{Call, NewCall};
 pub use callbook::Callbook;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use company::{Branch, Company, Secret, Service};
+pub use company::{Branch, ChangePolicy, Company, Secret, Service};
 pub use config::Config;
 pub use customer::{Customer, CustomerSource};
 pub use error::{Error, ErrorKind, Problem};

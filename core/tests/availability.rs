@@ -145,6 +145,43 @@ fn refusals_of_the_check() {
     assert_eq!(e.fake.stats().requests, 0);
 }
 
+#[test]
+fn a_refused_check_by_the_agent_writes_nothing() {
+    let e = env();
+    let config = AvailabilityConfig { calcom_url: e.fake.url().into(), ..Default::default() };
+    let api = Arc::new(HttpCalcom::new(std::time::Duration::from_secs(2)));
+    let availability = Arc::new(Availability::new(e.book.clone(), api, config));
+    let agent = Agent::new(e.book.clone(), Secret::new(conformance::RETELL_KEY)).with_availability(availability);
+    let body = |args: &str| {
+        format!(
+            r#"{{"name":"check_availability","call":{{"call_id":"call_fresh","from_number":"+49 151 999 0000",
+            "to_number":"+49301234567"}},"args":{args}}}"#
+        )
+    };
+    let registered = || callbook::store::read(&**e.book.store(), |tx| tx.call(&CallId::from("call_fresh"))).expect("reads");
+    for (args, code) in [
+        (r#"{"date":"someday","service_id":1}"#, "invalid_date"),
+        (r#"{"date":"2029-12-31","service_id":1}"#, "start_in_past"),
+        (r#"{"date":"2030-01-08","service_id":2}"#, "service_not_in_company"),
+        (r#"{"date":"2030-01-08","service_id":99}"#, "service_not_found"),
+        (r#"{"date":"9999-01-08","service_id":1}"#, "invalid_date"),
+    ] {
+        let reply = conformance::retell(&agent, &body(args));
+        // Input errors answer 400, domain refusals 200 with ok:false (a sentence for the agent).
+        assert_eq!((reply.body["ok"].as_bool(), reply.body["code"].as_str()), (Some(false), Some(code)), "{args}");
+        assert!(registered().is_none(), "{args}: the call was written on a refusal");
+    }
+    let reply = conformance::retell(&agent, &body(r#"{"date":"2030-01-08","service_id":1}"#));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let call = registered().expect("registered with the answer");
+    assert_eq!(call.branch_id, Some(BranchId(1)));
+    let remembered = callbook::store::read(&**e.book.store(), |tx| {
+        tx.remembered_slots(call.id, ServiceId(1), chrono::NaiveDate::from_ymd_opt(2030, 1, 8).unwrap_or_default())
+    })
+    .expect("reads");
+    assert_eq!(remembered.map(|o| o.starts.len()), Some(16));
+}
+
 fn capacity_holds_under_concurrent_bookers(e: Env) {
     for i in 0..8 {
         let call = NewCall {

@@ -169,13 +169,7 @@ fn a_panicking_write_is_rolled_back_alone_and_its_group_answers() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open(dir.path().join("panic.db")).expect("opens"));
-    let company = |id: i64| Company {
-        id: CompanyId(id),
-        name: format!("Company {id}"),
-        calcom_api_key: None,
-        calcom_api_base: None,
-        calcom_email_fallback: None,
-    };
+    let company = |id: i64| Company::new(CompanyId(id), format!("Company {id}"));
     let now = chrono::Utc::now();
     // A first write holds the writer until the eight others have queued, so they share one group.
     let (release, held) = mpsc::channel::<()>();
@@ -242,16 +236,7 @@ fn readers_never_wait_for_the_writer() {
         let (inside_w, release_w, store_w) = (inside.clone(), release.clone(), store.clone());
         let writer = s.spawn(move || {
             callbook::store::write(&*store_w, move |tx| {
-                tx.upsert_company(
-                    &Company {
-                        id: CompanyId(9),
-                        name: "Late".into(),
-                        calcom_api_key: None,
-                        calcom_api_base: None,
-                        calcom_email_fallback: None,
-                    },
-                    t0(),
-                )?;
+                tx.upsert_company(&Company::new(CompanyId(9), "Late"), t0())?;
                 inside_w.wait(); // the write transaction is open...
                 release_w.wait(); // ...until the reader has finished
                 Ok(())

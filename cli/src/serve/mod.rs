@@ -3,7 +3,10 @@
 //!
 //! - `POST /retell/function` (and `/retell/function/{name}` for agents in
 //!   "args only" mode): Retell custom function calls, answered by core's [`Agent`].
-//! - `POST /calcom/webhook`: Cal.com's changes, applied by core.
+//! - `POST /calcom/webhook/{company_id}`: Cal.com's changes to that
+//!   company's bookings, verified with its own secret and applied by core;
+//!   `POST /calcom/webhook` for a single-tenant install (secret from
+//!   `CALCOM_WEBHOOK_SECRET`).
 //! - `GET /metrics` (Prometheus text), `GET /healthz`.
 //! - `/admin`: the manual-review page.
 //!
@@ -86,13 +89,17 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
         let m = metrics.clone();
         Arc::new(Worker::http(book.clone(), config).on_event(move |e| m.sync_event(e)))
     });
-    for (name, missing) in [
-        ("RETELL_API_KEY", options.retell_api_key.is_none()),
-        ("CALCOM_WEBHOOK_SECRET", options.calcom_webhook_secret.is_none()),
-        ("CALLBOOK_ADMIN_TOKEN", options.admin_token.is_none()),
+    for (name, endpoint, missing) in [
+        ("RETELL_API_KEY", "/retell/function", options.retell_api_key.is_none()),
+        (
+            "CALCOM_WEBHOOK_SECRET",
+            "/calcom/webhook (each company's own URL has its own secret)",
+            options.calcom_webhook_secret.is_none(),
+        ),
+        ("CALLBOOK_ADMIN_TOKEN", "/admin", options.admin_token.is_none()),
     ] {
         if missing {
-            log(format_args!("{name} is not set: its endpoint answers 503"));
+            log(format_args!("{name} is not set: {endpoint} answers 503"));
         }
     }
     let availability = Arc::new(callbook::Availability::http(book.clone(), options.availability));
@@ -204,7 +211,7 @@ async fn handle(
 fn route_name(path: &str) -> &'static str {
     match path {
         p if p == "/retell/function" || p.starts_with("/retell/function/") => "retell_function",
-        "/calcom/webhook" => "calcom_webhook",
+        p if p == "/calcom/webhook" || p.starts_with("/calcom/webhook/") => "calcom_webhook",
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         p if p == "/admin" || p.starts_with("/admin/") => "admin",
@@ -215,7 +222,7 @@ fn route_name(path: &str) -> &'static str {
 fn dispatch(app: &App, request: &HeaderMap, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
     match (method, route_name(path)) {
         ("POST", "retell_function") => retell(app, request, path, body),
-        ("POST", "calcom_webhook") => calcom_webhook(app, request, body),
+        ("POST", "calcom_webhook") => calcom_webhook(app, request, path, body),
         ("GET", "metrics") => {
             let errors = app.worker.as_ref().map_or(0, |w| w.storage_errors());
             let text = app.metrics.render(&app.book, errors);
@@ -275,27 +282,28 @@ fn retell(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
     Reply::json(reply.status, &reply.body)
 }
 
-fn calcom_webhook(app: &App, request: &HeaderMap, body: &[u8]) -> Reply {
-    let Some(secret) = &app.webhook_secret else {
-        return Reply::error(503, "not_configured", "CALCOM_WEBHOOK_SECRET is not set");
-    };
+fn calcom_webhook(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
     let signature = header(request, "X-Cal-Signature-256").unwrap_or_default();
-    match app.book.calcom_webhook(body, signature, secret.expose()) {
+    let outcome = match path.strip_prefix("/calcom/webhook/") {
+        Some(company) => match company.parse::<i64>() {
+            Ok(id) if id > 0 => app.book.calcom_webhook(callbook::CompanyId(id), body, signature),
+            _ => return Reply::error(404, "not_found", "no such company"),
+        },
+        None => match &app.webhook_secret {
+            Some(secret) => app.book.calcom_webhook_single_tenant(body, signature, secret.expose()),
+            None => return Reply::error(503, "not_configured", "CALCOM_WEBHOOK_SECRET is not set"),
+        },
+    };
+    match outcome {
         Ok(outcome) => {
-            let result = match &outcome {
-                WebhookOutcome::Cancelled { .. } => "cancelled",
-                WebhookOutcome::Rescheduled { .. } => "rescheduled",
-                WebhookOutcome::AlreadyApplied { .. } => "already_applied",
+            match &outcome {
                 WebhookOutcome::UnknownBooking { uid } => {
                     log(format_args!("Cal.com webhook for unknown booking uid {uid:?}: ignored"));
-                    "unknown_booking"
                 }
-                WebhookOutcome::Ignored { trigger } => {
-                    log(format_args!("Cal.com webhook {trigger:?}: not acted on"));
-                    "ignored"
-                }
-            };
-            app.metrics.webhook(result);
+                WebhookOutcome::Ignored { trigger } => log(format_args!("Cal.com webhook {trigger:?}: not acted on")),
+                _ => {}
+            }
+            app.metrics.webhook(outcome.result());
             let mut body = serde_json::to_value(&outcome).unwrap_or_default();
             body["ok"] = true.into();
             Reply::json(200, &body)
@@ -303,6 +311,8 @@ fn calcom_webhook(app: &App, request: &HeaderMap, body: &[u8]) -> Reply {
         Err(e) => {
             let status = match e.code() {
                 "bad_signature" => 401,
+                "company_not_found" => 404,
+                "webhook_not_configured" => 503,
                 _ if e.kind() == callbook::ErrorKind::Internal => 500,
                 _ => 400,
             };

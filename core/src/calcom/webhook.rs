@@ -33,11 +33,21 @@ pub fn sign_calcom(body: &[u8], secret: &str) -> String {
 pub struct CalcomWebhook {
     /// `triggerEvent`: BOOKING_CANCELLED, BOOKING_RESCHEDULED, ...
     pub trigger: String,
+    /// `createdAt`: when Cal.com sent it. Deliveries are applied in this
+    /// order; an older or equal one than the last applied is stale.
+    pub created_at: DateTime<Utc>,
     /// `payload.uid`: the booking (after a reschedule: the new booking).
     pub uid: Option<String>,
     /// `payload.rescheduleUid`: the booking a reschedule replaced.
     pub reschedule_uid: Option<String>,
+    /// `payload.attendeeSeatId`: the one seat a seated booking's event is
+    /// about (Cal.com spreads its `CalendarEvent` into the payload, and
+    /// `cancelAttendeeSeat` sets it); absent when the whole booking changed.
+    pub seat_uid: Option<String>,
     pub booking_id: Option<i64>,
+    /// `payload.cancellationReason` (or `rescheduleReason`), cut to 2,000
+    /// characters (an operator's note is bounded the same).
+    pub reason: Option<String>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
 }
@@ -54,25 +64,43 @@ pub fn parse_calcom_webhook(body: &[u8]) -> Result<CalcomWebhook> {
         .and_then(Value::as_str)
         .ok_or_else(|| malformed("triggerEvent is missing"))?
         .to_string();
+    let created_at = value
+        .get("createdAt")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("createdAt is missing"))
+        .and_then(|t| iso_time(t, "createdAt"))?;
     let payload = value.get("payload").filter(|p| p.is_object());
     let text = |key: &str| payload.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_string);
-    let time = |key: &str| -> Result<Option<DateTime<Utc>>> {
-        match text(key) {
-            None => Ok(None),
-            Some(t) => DateTime::parse_from_rfc3339(&t)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| malformed(format!("payload.{key} is not an ISO 8601 time"))),
+    let time = |key: &str| text(key).map(|t| iso_time(&t, &format!("payload.{key}"))).transpose();
+    let (start, end) = (time("startTime")?, time("endTime")?);
+    if let (Some(start), Some(end)) = (start, end) {
+        if end <= start {
+            return Err(malformed("payload.endTime is not after payload.startTime"));
         }
-    };
+    }
     Ok(CalcomWebhook {
+        created_at,
         uid: text("uid"),
         // Older and newer Cal.com versions name the replaced booking differently.
         reschedule_uid: text("rescheduleUid").or_else(|| text("fromReschedule")).or_else(|| text("rescheduledFromUid")),
+        seat_uid: text("attendeeSeatId"),
         booking_id: payload.and_then(|p| p.get("bookingId")).and_then(Value::as_i64),
-        start: time("startTime")?,
-        end: time("endTime")?,
+        reason: text("cancellationReason")
+            .or_else(|| text("rescheduleReason"))
+            .map(|r| r.chars().take(crate::error::MAX_NOTE).collect()),
+        start,
+        end,
         trigger,
     })
+}
+
+/// An RFC 3339 time in the years 1970-9999 (chrono takes year 0001 too).
+fn iso_time(text: &str, field: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+        .ok_or_else(|| malformed(format!("{field} is not an ISO 8601 time between 1970 and 9999")))
 }
 
 #[cfg(test)]
@@ -94,15 +122,31 @@ mod tests {
     #[test]
     fn parsing() {
         let e = parse_calcom_webhook(
-            br#"{"triggerEvent":"BOOKING_RESCHEDULED","payload":{"uid":"new","rescheduleUid":"old","bookingId":7,
+            br#"{"triggerEvent":"BOOKING_RESCHEDULED","createdAt":"2030-01-01T00:00:00Z","payload":{"uid":"new","rescheduleUid":"old","bookingId":7,"attendeeSeatId":"seat",
             "startTime":"2030-01-08T10:00:00.000Z","endTime":"2030-01-08T10:30:00+00:00"}}"#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.uid.as_deref(), Some("new"));
         assert_eq!(e.reschedule_uid.as_deref(), Some("old"));
         assert_eq!(e.booking_id, Some(7));
+        assert_eq!(e.seat_uid.as_deref(), Some("seat"));
         assert_eq!(e.start.map(|t| crate::utc::format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
-        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"triggerEvent":"X","payload":{"startTime":"soon"}}"#] {
+        let at = r#""createdAt":"2030-01-01T00:00:00Z""#;
+        let times = |start: &str, end: &str| {
+            format!(r#"{{"triggerEvent":"X",{at},"payload":{{"startTime":"{start}","endTime":"{end}"}}}}"#)
+        };
+        for bad in [
+            "nope".to_string(),
+            "[]".into(),
+            "{}".into(),
+            format!(r#"{{"triggerEvent":"X",{at},"payload":{{"startTime":"soon"}}}}"#),
+            r#"{"triggerEvent":"X","payload":{}}"#.into(),
+            r#"{"triggerEvent":"X","createdAt":"yesterday"}"#.into(),
+            times("2030-01-08T10:30:00Z", "2030-01-08T10:00:00Z"),
+            times("2030-01-08T10:00:00Z", "2030-01-08T10:00:00Z"),
+            times("0001-01-01T00:00:00Z", "0001-01-01T00:30:00Z"),
+        ] {
+            let bad = bad.as_bytes();
             assert_eq!(parse_calcom_webhook(bad).map_err(|e| e.code().to_string()), Err("malformed_webhook".into()));
         }
     }

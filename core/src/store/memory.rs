@@ -3,7 +3,7 @@
 //! show that a failed transaction leaves nothing behind.
 
 use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, Tx, WriteFn};
-use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
 use crate::company::{Branch, Company, Service};
@@ -29,6 +29,7 @@ struct State {
     jobs: BTreeMap<JobId, Job>,
     breakers: BTreeMap<String, Breaker>,
     remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Offered>,
+    changes: Vec<AppointmentChange>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -104,6 +105,21 @@ impl MemoryTx<'_> {
 }
 
 impl MemoryTx<'_> {
+    /// A Cal.com booking (or one seat of it) belongs to one appointment of a
+    /// company, as the SQL stores' unique index has it.
+    fn check_booking_unique(&self, company: CompanyId, id: AppointmentId, uid: &str, seat: Option<&str>) -> Result<()> {
+        let taken = self.state.appointments.values().any(|a| {
+            a.id != id
+                && a.company_id == company
+                && a.calcom_v2_booking_uid.as_deref() == Some(uid)
+                && a.calcom_v2_seat_uid.as_deref().unwrap_or("") == seat.unwrap_or("")
+        });
+        if taken {
+            return Err(unique_violation("appointments.company_id, calcom_v2_booking_uid, calcom_v2_seat_uid"));
+        }
+        Ok(())
+    }
+
     fn appointment_mut(&mut self, company: CompanyId, id: AppointmentId) -> Option<&mut Appointment> {
         self.state.appointments.get_mut(&id).filter(|a| a.company_id == company)
     }
@@ -112,6 +128,9 @@ impl MemoryTx<'_> {
 impl Tx for MemoryTx<'_> {
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
         Ok(self.state.companies.get(&id).cloned())
+    }
+    fn companies(&mut self) -> Result<Vec<Company>> {
+        Ok(self.state.companies.values().cloned().collect())
     }
     fn branch(&mut self, id: BranchId) -> Result<Option<Branch>> {
         Ok(self.state.branches.get(&id).cloned())
@@ -263,6 +282,9 @@ impl Tx for MemoryTx<'_> {
                 calcom_v2_booking_id: None,
                 calcom_v2_booking_uid: None,
                 calcom_v2_seat_uid: None,
+                calcom_webhook_at: None,
+                rescheduled_count: 0,
+                previous_starts_at: None,
                 sync_error_code: None,
                 sync_error_message: None,
                 sync_attempt_count: 0,
@@ -353,19 +375,26 @@ impl Tx for MemoryTx<'_> {
         Ok(self.state.appointments.get(&id).map(|a| a.company_id))
     }
 
-    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>> {
-        Ok(self.state.appointments.values().find(|a| a.calcom_v2_booking_uid.as_deref() == Some(uid)).cloned())
+    fn appointments_by_booking_uid(&mut self, company: CompanyId, uid: &str) -> Result<Vec<Appointment>> {
+        let holds = |a: &&Appointment| a.company_id == company && a.calcom_v2_booking_uid.as_deref() == Some(uid);
+        Ok(self.state.appointments.values().filter(holds).cloned().collect())
     }
     fn apply_calcom_change(
         &mut self,
         company: CompanyId,
         id: AppointmentId,
         change: &CalcomChange,
+        delivered_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.writing()?;
+        if let CalcomChange::Rescheduled { uid, .. } = change {
+            let seat = self.state.appointments.get(&id).and_then(|a| a.calcom_v2_seat_uid.clone());
+            self.check_booking_unique(company, id, uid, seat.as_deref())?;
+        }
         let Some(a) = self.appointment_mut(company, id) else { return Ok(()) };
         a.sync_origin = SyncOrigin::Calcom;
+        a.calcom_webhook_at = Some(delivered_at);
         a.updated_at = now;
         match change {
             CalcomChange::Cancelled => {
@@ -378,6 +407,7 @@ impl Tx for MemoryTx<'_> {
                 }
             }
             CalcomChange::Rescheduled { booking_id, uid, starts_at, ends_at } => {
+                a.previous_starts_at = Some(a.starts_at);
                 a.starts_at = *starts_at;
                 a.ends_at = *ends_at;
                 a.calcom_v2_booking_uid = Some(uid.clone());
@@ -385,6 +415,15 @@ impl Tx for MemoryTx<'_> {
             }
         }
         Ok(())
+    }
+    fn insert_change(&mut self, change: &AppointmentChange) -> Result<()> {
+        self.writing()?;
+        self.state.changes.push(change.clone());
+        Ok(())
+    }
+    fn changes_of(&mut self, company: CompanyId, id: AppointmentId) -> Result<Vec<AppointmentChange>> {
+        let of = |c: &&AppointmentChange| c.company_id == company && c.appointment_id == id;
+        Ok(self.state.changes.iter().filter(of).cloned().collect())
     }
 
     fn insert_job(&mut self, new: &NewJob, now: DateTime<Utc>) -> Result<JobId> {
@@ -499,6 +538,7 @@ impl Tx for MemoryTx<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.writing()?;
+        self.check_booking_unique(company, id, uid, seat_uid)?;
         if let Some(a) = self.appointment_mut(company, id) {
             a.calcom_sync_status = SyncStatus::Synced;
             a.calcom_v2_booking_id = Some(booking_id);

@@ -22,7 +22,7 @@ pub use server::ServerStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, WriterStats};
 
-use crate::appointment::{Appointment, SyncOrigin, SyncStatus};
+use crate::appointment::{Appointment, AppointmentChange, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
 use crate::company::{Branch, Company, Service};
@@ -196,6 +196,8 @@ pub trait Tx {
         Ok(())
     }
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>>;
+    /// Every company, by id.
+    fn companies(&mut self) -> Result<Vec<Company>>;
     fn branch(&mut self, id: BranchId) -> Result<Option<Branch>>;
     /// The branch whose `phone_number` is this E.164 number.
     fn branch_by_phone(&mut self, phone: &str) -> Result<Option<Branch>>;
@@ -259,18 +261,25 @@ pub trait Tx {
     /// that name an appointment by id alone).
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>>;
 
-    /// The appointment Cal.com knows by this booking uid (a Cal.com uid is
-    /// unique across tenants; the webhook that names it names no company).
-    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>>;
+    /// The company's appointments holding this Cal.com booking uid (several
+    /// when the event type is seated: one per seat).
+    fn appointments_by_booking_uid(&mut self, company: CompanyId, uid: &str) -> Result<Vec<Appointment>>;
     /// Applies a change made in Cal.com: `sync_origin` becomes `calcom` so
-    /// nothing is pushed back; a cancellation also cancels unfinished jobs.
+    /// nothing is pushed back, `calcom_webhook_at` becomes `delivered_at`
+    /// (the delivery's `createdAt`); a cancellation also cancels unfinished
+    /// jobs, a reschedule keeps the old start in `previous_starts_at`.
     fn apply_calcom_change(
         &mut self,
         company: CompanyId,
         id: AppointmentId,
         change: &CalcomChange,
+        delivered_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()>;
+    /// Records a cancel or a move (`appointment_changes`).
+    fn insert_change(&mut self, change: &AppointmentChange) -> Result<()>;
+    /// An appointment's changes, oldest first.
+    fn changes_of(&mut self, company: CompanyId, id: AppointmentId) -> Result<Vec<AppointmentChange>>;
 
     fn insert_job(&mut self, job: &NewJob, now: DateTime<Utc>) -> Result<JobId>;
     fn job(&mut self, id: JobId) -> Result<Option<Job>>;

@@ -123,7 +123,11 @@ impl Connector for PgConnector {
     }
 }
 
-const SCHEMA: super::server::Schema = &[include_str!("schema_postgres.sql"), include_str!("schema_postgres_v2.sql")];
+const SCHEMA: super::server::Schema = &[
+    include_str!("schema_postgres.sql"),
+    include_str!("schema_postgres_v2.sql"),
+    include_str!("schema_postgres_v3.sql"),
+];
 
 impl ServerStore {
     /// Opens (creating the tables once) the PostgreSQL database at `url`

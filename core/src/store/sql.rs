@@ -10,11 +10,13 @@
 
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{CalcomChange, Counts, NewAppointment, Offered, SyncFailure, Tx};
-use crate::appointment::{Appointment, AppointmentStatus, SyncOrigin, SyncStatus};
+use crate::appointment::{
+    Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
+};
 use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
 use crate::caller::AnonymityReason;
-use crate::company::{Branch, Company, Secret, Service};
+use crate::company::{Branch, ChangePolicy, Company, Secret, Service};
 use crate::customer::{Customer, CustomerSource, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
@@ -192,13 +194,25 @@ macro_rules! appointment_cols {
          calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
          sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
          review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note, \
-         calcom_v2_seat_uid"
+         calcom_v2_seat_uid, calcom_webhook_at, rescheduled_count, previous_starts_at"
     };
 }
 macro_rules! job_cols {
     () => {
         "id, appointment_id, company_id, kind, state, attempt, max_attempts, run_at, locked_until, \
          locked_by, lease_token, last_error, created_at, updated_at"
+    };
+}
+macro_rules! company_cols {
+    () => {
+        "id, name, calcom_api_key, calcom_api_base, calcom_email_fallback, calcom_webhook_secret, \
+         min_cancel_notice_hours, min_reschedule_notice_hours, max_reschedules"
+    };
+}
+macro_rules! change_cols {
+    () => {
+        "appointment_id, company_id, kind, changed_by, from_starts_at, to_starts_at, call_id, operator, reason, \
+         created_at"
     };
 }
 macro_rules! branch_cols {
@@ -208,7 +222,8 @@ macro_rules! branch_cols {
 }
 macro_rules! service_cols {
     () => {
-        "id, company_id, name, calcom_event_type_id, duration_minutes, capacity"
+        "id, company_id, name, calcom_event_type_id, duration_minutes, capacity, min_cancel_notice_hours, \
+         min_reschedule_notice_hours, max_reschedules"
     };
 }
 
@@ -265,6 +280,29 @@ fn appointment_row(r: &dyn SqlRow) -> Result<Appointment> {
         review_resolved_by: r.opt_text(25)?,
         review_note: r.opt_text(26)?,
         calcom_v2_seat_uid: r.opt_text(27)?,
+        calcom_webhook_at: r.opt_time(28)?,
+        rescheduled_count: r.int(29)?,
+        previous_starts_at: r.opt_time(30)?,
+    })
+}
+
+/// Columns in `change_cols!` order.
+fn change_row(r: &dyn SqlRow) -> Result<AppointmentChange> {
+    let by = r.text(3)?;
+    Ok(AppointmentChange {
+        appointment_id: AppointmentId(r.int(0)?),
+        company_id: CompanyId(r.int(1)?),
+        kind: parsed(r, 2, "change kind", ChangeKind::parse)?,
+        from_starts_at: r.time(4)?,
+        to_starts_at: r.opt_time(5)?,
+        by: match by.as_str() {
+            "call" => ChangedBy::Call { call_id: CallDbId(r.int(6)?) },
+            "operator" => ChangedBy::Operator { name: r.text(7)? },
+            "calcom" => ChangedBy::Calcom,
+            _ => return Err(bad("changed_by", &by)),
+        },
+        reason: r.opt_text(8)?,
+        at: r.time(9)?,
     })
 }
 
@@ -307,9 +345,20 @@ fn service_row(r: &dyn SqlRow) -> Result<Service> {
         calcom_event_type_id: r.opt_int(3)?,
         duration_minutes: r.int(4)?,
         capacity: r.opt_int(5)?,
+        policy: policy_at(r, 6)?,
     })
 }
 
+/// The three policy columns from `i` on.
+fn policy_at(r: &dyn SqlRow, i: usize) -> Result<ChangePolicy> {
+    Ok(ChangePolicy {
+        min_cancel_notice_hours: r.opt_int(i)?,
+        min_reschedule_notice_hours: r.opt_int(i + 1)?,
+        max_reschedules: r.opt_int(i + 2)?,
+    })
+}
+
+/// Columns in `company_cols!` order.
 fn company_row(r: &dyn SqlRow) -> Result<Company> {
     Ok(Company {
         id: CompanyId(r.int(0)?),
@@ -317,6 +366,8 @@ fn company_row(r: &dyn SqlRow) -> Result<Company> {
         calcom_api_key: r.opt_text(2)?.map(Secret::new),
         calcom_api_base: r.opt_text(3)?,
         calcom_email_fallback: r.opt_text(4)?,
+        calcom_webhook_secret: r.opt_text(5)?.map(Secret::new),
+        policy: policy_at(r, 6)?,
     })
 }
 
@@ -401,8 +452,10 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        let sql = "SELECT id, name, calcom_api_key, calcom_api_base, calcom_email_fallback FROM companies WHERE id = ?";
-        self.one(sql, &[id.0.into()], company_row)
+        self.one(concat!("SELECT ", company_cols!(), " FROM companies WHERE id = ?"), &[id.0.into()], company_row)
+    }
+    fn companies(&mut self) -> Result<Vec<Company>> {
+        self.all(concat!("SELECT ", company_cols!(), " FROM companies ORDER BY id"), &[], company_row)
     }
     fn branch(&mut self, id: BranchId) -> Result<Option<Branch>> {
         self.one(concat!("SELECT ", branch_cols!(), " FROM branches WHERE id = ?"), &[id.0.into()], branch_row)
@@ -423,14 +476,30 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         self.all(sql, &[company.0.into()], branch_row)
     }
     fn upsert_company(&mut self, c: &Company, now: DateTime<Utc>) -> Result<()> {
-        let cols =
-            ["id", "name", "calcom_api_key", "calcom_api_base", "calcom_email_fallback", "created_at", "updated_at"];
+        let cols = [
+            "id",
+            "name",
+            "calcom_api_key",
+            "calcom_api_base",
+            "calcom_email_fallback",
+            "calcom_webhook_secret",
+            "min_cancel_notice_hours",
+            "min_reschedule_notice_hours",
+            "max_reschedules",
+            "created_at",
+            "updated_at",
+        ];
+        let p = c.policy;
         let params = [
             c.id.0.into(),
             (&c.name).into(),
             c.calcom_api_key.as_ref().map(Secret::expose).into(),
             c.calcom_api_base.as_ref().into(),
             c.calcom_email_fallback.as_ref().into(),
+            c.calcom_webhook_secret.as_ref().map(Secret::expose).into(),
+            p.min_cancel_notice_hours.into(),
+            p.min_reschedule_notice_hours.into(),
+            p.max_reschedules.into(),
             at(now),
             at(now),
         ];
@@ -458,9 +527,13 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             "calcom_event_type_id",
             "duration_minutes",
             "capacity",
+            "min_cancel_notice_hours",
+            "min_reschedule_notice_hours",
+            "max_reschedules",
             "created_at",
             "updated_at",
         ];
+        let p = s.policy;
         let params = [
             s.id.0.into(),
             s.company_id.0.into(),
@@ -468,6 +541,9 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             s.calcom_event_type_id.into(),
             s.duration_minutes.into(),
             s.capacity.into(),
+            p.min_cancel_notice_hours.into(),
+            p.min_reschedule_notice_hours.into(),
+            p.max_reschedules.into(),
             at(now),
             at(now),
         ];
@@ -645,40 +721,44 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     fn appointment_company(&mut self, id: AppointmentId) -> Result<Option<CompanyId>> {
         self.one("SELECT company_id FROM appointments WHERE id = ?", &[id.0.into()], |r| Ok(CompanyId(r.int(0)?)))
     }
-    fn appointment_by_booking_uid(&mut self, uid: &str) -> Result<Option<Appointment>> {
+    fn appointments_by_booking_uid(&mut self, company: CompanyId, uid: &str) -> Result<Vec<Appointment>> {
         let sql = concat!(
             "SELECT ",
             appointment_cols!(),
-            " FROM appointments WHERE calcom_v2_booking_uid = ? ORDER BY id LIMIT 1"
+            " FROM appointments WHERE company_id = ? AND calcom_v2_booking_uid = ? ORDER BY id"
         );
-        self.one(sql, &[uid.into()], appointment_row)
+        self.all(sql, &[company.0.into(), uid.into()], appointment_row)
     }
     fn apply_calcom_change(
         &mut self,
         company: CompanyId,
         id: AppointmentId,
         change: &CalcomChange,
+        delivered_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         match change {
             CalcomChange::Cancelled => {
-                let sql = "UPDATE appointments SET status = 'cancelled', sync_origin = 'calcom', updated_at = ?
-                           WHERE company_id = ? AND id = ?";
-                self.run(sql, &[at(now), company.0.into(), id.0.into()])?;
+                let sql = "UPDATE appointments SET status = 'cancelled', sync_origin = 'calcom', calcom_webhook_at = ?,
+                           updated_at = ? WHERE company_id = ? AND id = ?";
+                self.run(sql, &[at(delivered_at), at(now), company.0.into(), id.0.into()])?;
                 let sql = "UPDATE sync_jobs SET state = 'cancelled', locked_until = NULL, locked_by = NULL,
                            updated_at = ? WHERE appointment_id = ? AND company_id = ?
                            AND state IN ('available', 'running', 'retryable')";
                 self.run(sql, &[at(now), id.0.into(), company.0.into()])
             }
             CalcomChange::Rescheduled { booking_id, uid, starts_at, ends_at } => {
-                let sql = "UPDATE appointments SET starts_at = ?, ends_at = ?, calcom_v2_booking_uid = ?,
-                           calcom_v2_booking_id = COALESCE(?, calcom_v2_booking_id), sync_origin = 'calcom',
-                           updated_at = ? WHERE company_id = ? AND id = ?";
+                // previous_starts_at first: MySQL assigns left to right with the new values.
+                let sql = "UPDATE appointments SET previous_starts_at = starts_at, starts_at = ?, ends_at = ?,
+                           calcom_v2_booking_uid = ?, calcom_v2_booking_id = COALESCE(?, calcom_v2_booking_id),
+                           sync_origin = 'calcom', calcom_webhook_at = ?, updated_at = ?
+                           WHERE company_id = ? AND id = ?";
                 let params = [
                     at(*starts_at),
                     at(*ends_at),
                     uid.into(),
                     (*booking_id).into(),
+                    at(delivered_at),
                     at(now),
                     company.0.into(),
                     id.0.into(),
@@ -686,6 +766,36 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                 self.run(sql, &params)
             }
         }
+    }
+    fn insert_change(&mut self, c: &AppointmentChange) -> Result<()> {
+        let (changed_by, call_id, operator) = match &c.by {
+            ChangedBy::Call { call_id } => ("call", Some(call_id.0), None),
+            ChangedBy::Operator { name } => ("operator", None, Some(name.as_str())),
+            ChangedBy::Calcom => ("calcom", None, None),
+        };
+        let sql =
+            concat!("INSERT INTO appointment_changes (", change_cols!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let params = [
+            c.appointment_id.0.into(),
+            c.company_id.0.into(),
+            c.kind.as_str().into(),
+            changed_by.into(),
+            at(c.from_starts_at),
+            c.to_starts_at.map(at).unwrap_or(Val::Null),
+            call_id.into(),
+            operator.into(),
+            c.reason.as_deref().into(),
+            at(c.at),
+        ];
+        self.run(sql, &params)
+    }
+    fn changes_of(&mut self, company: CompanyId, id: AppointmentId) -> Result<Vec<AppointmentChange>> {
+        let sql = concat!(
+            "SELECT ",
+            change_cols!(),
+            " FROM appointment_changes WHERE company_id = ? AND appointment_id = ? ORDER BY id"
+        );
+        self.all(sql, &[company.0.into(), id.0.into()], change_row)
     }
 
     fn insert_job(&mut self, j: &NewJob, now: DateTime<Utc>) -> Result<JobId> {

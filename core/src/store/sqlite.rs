@@ -19,6 +19,7 @@ const SCHEMA: &[&str] = &[
     include_str!("schema_sqlite_v3.sql"),
     include_str!("schema_sqlite_v4.sql"),
     include_str!("schema_sqlite_v5.sql"),
+    include_str!("schema_sqlite_v6.sql"),
 ];
 const SCHEMA_VERSION: i64 = SCHEMA.len() as i64;
 

@@ -22,8 +22,8 @@ pub fn t0() -> DateTime<Utc> {
 
 pub const FIXTURE: &str = r#"{
   "companies": [
-    {"id": 1, "name": "Salon Berlin", "calcom_api_key": "cal_live_secret_one"},
-    {"id": 2, "name": "Praxis Hamburg"}
+    {"id": 1, "name": "Salon Berlin", "calcom_api_key": "cal_live_secret_one", "calcom_webhook_secret": "whsec_one"},
+    {"id": 2, "name": "Praxis Hamburg", "calcom_webhook_secret": "whsec_two"}
   ],
   "branches": [
     {"id": 1, "company_id": 1, "name": "Mitte", "timezone": "Europe/Berlin", "country": "DE", "phone_number": "+49 30 1234567"},
@@ -632,26 +632,45 @@ pub fn malformed_function_calls_answer_4xx_and_write_nothing(make: MakeStore) {
     assert_eq!(ok.status, 200, "the same body, signed, books: {}", ok.body);
 }
 
+/// Marks an appointment synced as Cal.com booking `uid` (seat `seat`).
+fn synced_as(e: &Env, id: AppointmentId, uid: &str, seat: Option<&str>) {
+    let (uid, seat, now) = (uid.to_string(), seat.map(str::to_string), e.book.now());
+    let company = e.book.appointment(id).expect("exists").company_id;
+    callbook::store::write(&**e.book.store(), move |tx| {
+        tx.record_sync_success(company, id, 100 + id.0, &uid, seat.as_deref(), now)
+    })
+    .expect("synced");
+}
+
+/// A Cal.com delivery to `company`'s URL, signed with `secret`.
+fn deliver_as(e: &Env, company: i64, secret: &str, body: &str) -> Result<WebhookOutcome> {
+    e.book.calcom_webhook(CompanyId(company), body.as_bytes(), &sign_calcom(body.as_bytes(), secret))
+}
+
+/// A Cal.com body, created `minutes` after t0.
+fn hook(trigger: &str, minutes: i64, payload: serde_json::Value) -> String {
+    let created = format_utc(&(t0() + Duration::minutes(minutes)));
+    serde_json::json!({"triggerEvent": trigger, "createdAt": created, "payload": payload}).to_string()
+}
+
 pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
     let e = env(make);
-    let secret = "whsec_test";
     let a = e.book.book(&request("call_anon", "Jane", "2030-01-08T10:00:00Z")).expect("books");
     let b = e.book.book(&request("call_known_a", "Max", "2030-01-09T10:00:00Z")).expect("books");
-    let now = e.book.now();
-    for (booking, uid) in [(&a, "uid-a"), (&b, "uid-b")] {
-        let (id, uid) = (booking.appointment_id, uid.to_string());
-        callbook::store::write(&**e.book.store(), move |tx| {
-            tx.record_sync_success(CompanyId(1), id, 100 + id.0, &uid, None, now)
-        })
-        .expect("synced");
-    }
+    synced_as(&e, a.appointment_id, "uid-a", None);
+    synced_as(&e, b.appointment_id, "uid-b", None);
     // A retried attendee update is unfinished when the cancellation arrives.
     e.book
         .set_customer_email(e.book.appointment(b.appointment_id).expect("a").customer_id, "max@example.com")
         .expect("sets");
-    let deliver = |body: &str| e.book.calcom_webhook(body.as_bytes(), &sign_calcom(body.as_bytes(), secret), secret);
-    let cancel = r#"{"triggerEvent":"BOOKING_CANCELLED","createdAt":"2030-01-01T08:00:00Z","payload":{"uid":"uid-b","bookingId":102,"cancellationReason":"ill"}}"#;
-    assert_eq!(deliver(cancel).expect("applies"), WebhookOutcome::Cancelled { appointment_id: b.appointment_id });
+    let deliver = |body: &str| deliver_as(&e, 1, "whsec_one", body);
+    let cancel = hook(
+        "BOOKING_CANCELLED",
+        1,
+        serde_json::json!({"uid": "uid-b", "bookingId": 102, "cancellationReason": "ill"}),
+    );
+    let ids = |a: &Booking| vec![a.appointment_id];
+    assert_eq!(deliver(&cancel).expect("applies"), WebhookOutcome::Cancelled { appointment_ids: ids(&b) });
     let cancelled = e.book.appointment(b.appointment_id).expect("a");
     assert_eq!((cancelled.status, cancelled.sync_origin), (AppointmentStatus::Cancelled, SyncOrigin::Calcom));
     assert!(
@@ -663,34 +682,174 @@ pub fn calcom_webhooks_cancel_and_reschedule_once(make: MakeStore) {
         0
     );
     // Cal.com retries deliveries: the second one writes nothing.
-    assert_eq!(deliver(cancel).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_id: b.appointment_id });
+    assert_eq!(deliver(&cancel).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_ids: ids(&b) });
     assert_eq!(e.book.appointment(b.appointment_id).expect("a").updated_at, cancelled.updated_at);
 
-    let moved = r#"{"triggerEvent":"BOOKING_RESCHEDULED","payload":{"uid":"uid-a2","rescheduleUid":"uid-a","bookingId":555,
-        "startTime":"2030-01-10T09:00:00.000Z","endTime":"2030-01-10T09:30:00.000Z"}}"#;
-    assert_eq!(deliver(moved).expect("applies"), WebhookOutcome::Rescheduled { appointment_id: a.appointment_id });
+    let moved = hook(
+        "BOOKING_RESCHEDULED",
+        2,
+        serde_json::json!({"uid": "uid-a2", "rescheduleUid": "uid-a", "bookingId": 555,
+            "startTime": "2030-01-10T09:00:00.000Z", "endTime": "2030-01-10T09:30:00.000Z"}),
+    );
+    assert_eq!(deliver(&moved).expect("applies"), WebhookOutcome::Rescheduled { appointment_ids: ids(&a) });
     let r = e.book.appointment(a.appointment_id).expect("a");
     assert_eq!(format_utc(&r.starts_at), "2030-01-10T09:00:00Z");
     assert_eq!(format_utc(&r.ends_at), "2030-01-10T09:30:00Z");
+    assert_eq!(r.previous_starts_at.map(|t| format_utc(&t)).as_deref(), Some("2030-01-08T10:00:00Z"));
     assert_eq!((r.calcom_v2_booking_uid.as_deref(), r.calcom_v2_booking_id), (Some("uid-a2"), Some(555)));
     assert_eq!((r.status, r.sync_origin), (AppointmentStatus::Confirmed, SyncOrigin::Calcom));
-    assert_eq!(deliver(moved).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_id: a.appointment_id });
+    assert_eq!(deliver(&moved).expect("applies"), WebhookOutcome::AlreadyApplied { appointment_ids: ids(&a) });
+    // Each change is recorded, by Cal.com, with its reason.
+    let changes =
+        callbook::store::read(&**e.book.store(), |tx| tx.changes_of(CompanyId(1), b.appointment_id)).expect("reads");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].kind, &changes[0].by, changes[0].reason.as_deref()),
+        (ChangeKind::Cancel, &ChangedBy::Calcom, Some("ill"))
+    );
 
     // Not ours, or not acted on: ignored, nothing written.
     let before = totals(&e.book);
-    let unknown = r#"{"triggerEvent":"BOOKING_CANCELLED","payload":{"uid":"someone-else"}}"#;
-    assert_eq!(deliver(unknown).expect("ok"), WebhookOutcome::UnknownBooking { uid: "someone-else".into() });
-    let created = r#"{"triggerEvent":"BOOKING_CREATED","payload":{"uid":"uid-x"}}"#;
-    assert_eq!(deliver(created).expect("ok"), WebhookOutcome::Ignored { trigger: "BOOKING_CREATED".into() });
+    let unknown = hook("BOOKING_CANCELLED", 3, serde_json::json!({"uid": "someone-else"}));
+    assert_eq!(deliver(&unknown).expect("ok"), WebhookOutcome::UnknownBooking { uid: "someone-else".into() });
+    let created = hook("BOOKING_CREATED", 3, serde_json::json!({"uid": "uid-x"}));
+    assert_eq!(deliver(&created).expect("ok"), WebhookOutcome::Ignored { trigger: "BOOKING_CREATED".into() });
     assert_eq!(totals(&e.book), before);
     // Bad signatures and malformed bodies are errors with codes.
-    let err = e.book.calcom_webhook(cancel.as_bytes(), "no-secret-provided", secret).expect_err("refused");
+    let err = e.book.calcom_webhook(CompanyId(1), cancel.as_bytes(), "no-secret-provided").expect_err("refused");
     assert_eq!(err.code(), "bad_signature");
-    let err =
-        e.book.calcom_webhook(cancel.as_bytes(), &sign_calcom(cancel.as_bytes(), secret), "").expect_err("refused");
-    assert_eq!(err.code(), "bad_signature");
-    let err = deliver(r#"{"triggerEvent":"BOOKING_CANCELLED","payload":{}}"#).expect_err("no uid");
+    let err = deliver(&hook("BOOKING_CANCELLED", 3, serde_json::json!({}))).expect_err("no uid");
     assert_eq!(err.code(), "malformed_webhook");
+}
+
+pub fn calcom_webhooks_stay_in_their_tenant(make: MakeStore) {
+    let e = env(make);
+    let a = e.book.book(&request("call_known_a", "Max", "2030-01-08T10:00:00Z")).expect("books");
+    let c = e
+        .book
+        .book(&BookingRequest { service_id: Some(2), ..request("call_c2", "Eva", "2030-01-08T10:00:00Z") })
+        .expect("books");
+    synced_as(&e, a.appointment_id, "uid-a", None);
+    synced_as(&e, c.appointment_id, "uid-c", None);
+    let before = (e.book.appointment(a.appointment_id).expect("a"), e.book.appointment(c.appointment_id).expect("c"));
+    // Company 2's webhook, rightly signed, names company 1's booking: not found in company 2.
+    let cancel_a = hook("BOOKING_CANCELLED", 1, serde_json::json!({"uid": "uid-a"}));
+    assert_eq!(
+        deliver_as(&e, 2, "whsec_two", &cancel_a).expect("answers"),
+        WebhookOutcome::UnknownBooking { uid: "uid-a".into() }
+    );
+    // Company 1's secret does not open company 2's URL, nor the other way round.
+    assert_eq!(deliver_as(&e, 2, "whsec_one", &cancel_a).expect_err("refused").code(), "bad_signature");
+    // A reschedule crossing tenants (company 1's old uid, company 2's new one)
+    // sent to company 2 moves no appointment of company 1 and copies no uid.
+    let crossing = hook(
+        "BOOKING_RESCHEDULED",
+        2,
+        serde_json::json!({"uid": "uid-c", "rescheduleUid": "uid-a",
+            "startTime": "2030-01-11T09:00:00Z", "endTime": "2030-01-11T09:50:00Z"}),
+    );
+    let _ = deliver_as(&e, 2, "whsec_two", &crossing).expect("answers");
+    assert_eq!(e.book.appointment(a.appointment_id).expect("a"), before.0, "company 1 untouched");
+    // The company's own uid, rightly sent to company 1: applied there only.
+    let moved = hook(
+        "BOOKING_RESCHEDULED",
+        3,
+        serde_json::json!({"uid": "uid-a2", "rescheduleUid": "uid-a",
+            "startTime": "2030-01-11T09:00:00Z", "endTime": "2030-01-11T09:45:00Z"}),
+    );
+    let outcome = deliver_as(&e, 1, "whsec_one", &moved).expect("applies");
+    assert_eq!(outcome, WebhookOutcome::Rescheduled { appointment_ids: vec![a.appointment_id] });
+    // No secret, no company: refused with codes.
+    assert_eq!(deliver_as(&e, 9, "whsec_one", &moved).expect_err("no company").code(), "company_not_found");
+    // A single-tenant URL is refused while there are two tenants.
+    let err = e
+        .book
+        .calcom_webhook_single_tenant(cancel_a.as_bytes(), &sign_calcom(cancel_a.as_bytes(), "any"), "any")
+        .expect_err("two companies");
+    assert_eq!(err.code(), "tenant_required");
+    assert_eq!(e.book.appointment(c.appointment_id).expect("c").status, AppointmentStatus::Confirmed);
+}
+
+pub fn calcom_webhooks_apply_in_order_and_never_resurrect(make: MakeStore) {
+    let e = env(make);
+    let a = e.book.book(&request("call_known_a", "Max", "2030-01-08T10:00:00Z")).expect("books");
+    synced_as(&e, a.appointment_id, "uid-1", None);
+    let deliver = |body: &str| deliver_as(&e, 1, "whsec_one", body);
+    let move_to = |minutes: i64, from: &str, to: &str, start: &str, end: &str| {
+        hook(
+            "BOOKING_RESCHEDULED",
+            minutes,
+            serde_json::json!({"uid": to, "rescheduleUid": from, "startTime": start, "endTime": end}),
+        )
+    };
+    let start_of = || format_utc(&e.book.appointment(a.appointment_id).expect("a").starts_at);
+    let first = move_to(10, "uid-1", "uid-2", "2030-01-09T10:00:00Z", "2030-01-09T10:45:00Z");
+    let second = move_to(20, "uid-2", "uid-3", "2030-01-10T10:00:00Z", "2030-01-10T10:45:00Z");
+    assert!(matches!(deliver(&first).expect("applies"), WebhookOutcome::Rescheduled { .. }));
+    assert!(matches!(deliver(&second).expect("applies"), WebhookOutcome::Rescheduled { .. }));
+    // Replaying the first (its uids are gone) or an older move of the same
+    // booking (same uid, created before the last applied) writes nothing.
+    let _ = deliver(&first).expect("answers");
+    let older_same_uid = move_to(15, "uid-3", "uid-3", "2030-01-12T10:00:00Z", "2030-01-12T10:45:00Z");
+    assert_eq!(
+        deliver(&older_same_uid).expect("answers"),
+        WebhookOutcome::Stale { appointment_ids: vec![a.appointment_id] }
+    );
+    let equal = move_to(20, "uid-3", "uid-3", "2030-01-12T10:00:00Z", "2030-01-12T10:45:00Z");
+    assert_eq!(deliver(&equal).expect("answers"), WebhookOutcome::Stale { appointment_ids: vec![a.appointment_id] });
+    assert_eq!(start_of(), "2030-01-10T10:00:00Z", "the newest move holds");
+    // A cancellation created before the last move is stale too.
+    let old_cancel = hook("BOOKING_CANCELLED", 19, serde_json::json!({"uid": "uid-3"}));
+    assert_eq!(
+        deliver(&old_cancel).expect("answers"),
+        WebhookOutcome::Stale { appointment_ids: vec![a.appointment_id] }
+    );
+    assert_eq!(e.book.appointment(a.appointment_id).expect("a").status, AppointmentStatus::Confirmed);
+    // Cancelled stays cancelled: a later reschedule does not bring it back.
+    let cancel = hook("BOOKING_CANCELLED", 30, serde_json::json!({"uid": "uid-3"}));
+    assert!(matches!(deliver(&cancel).expect("applies"), WebhookOutcome::Cancelled { .. }));
+    let revive = move_to(40, "uid-3", "uid-4", "2030-01-13T10:00:00Z", "2030-01-13T10:45:00Z");
+    assert_eq!(
+        deliver(&revive).expect("answers"),
+        WebhookOutcome::AlreadyCancelled { appointment_ids: vec![a.appointment_id] }
+    );
+    let after = e.book.appointment(a.appointment_id).expect("a");
+    assert_eq!(
+        (after.status, format_utc(&after.starts_at)),
+        (AppointmentStatus::Cancelled, "2030-01-10T10:00:00Z".into())
+    );
+    // Implausible times are refused (400) before anything is read.
+    let b = e.book.book(&request("call_known_c", "Max", "2030-01-08T11:00:00Z")).expect("books");
+    synced_as(&e, b.appointment_id, "uid-b", None);
+    for (start, end) in [
+        ("2030-01-09T10:45:00Z", "2030-01-09T10:00:00Z"),
+        ("2030-01-09T10:00:00Z", "2030-01-09T10:00:00Z"),
+        ("0001-01-01T10:00:00Z", "0001-01-01T10:30:00Z"),
+        ("9999-01-01T10:00:00Z", "9999-01-01T10:30:00Z"),
+    ] {
+        let err = deliver(&move_to(50, "uid-b", "uid-b2", start, end)).expect_err("implausible");
+        assert_eq!(err.code(), "malformed_webhook", "{start} .. {end}");
+    }
+    let ahead = hook("BOOKING_CANCELLED", 24 * 60, serde_json::json!({"uid": "uid-b"}));
+    assert_eq!(deliver(&ahead).expect_err("from the future").code(), "malformed_webhook");
+    assert_eq!(e.book.appointment(b.appointment_id).expect("b").status, AppointmentStatus::Confirmed);
+    // Seats: a seat's cancellation cancels that seat; the booking's, the rest.
+    let colour = |call: &str| BookingRequest { service_id: Some(3), ..request(call, "Seat", "2030-01-08T14:00:00Z") };
+    let s1 = e.book.book(&colour("call_known_a")).expect("books");
+    let s2 = e.book.book(&colour("call_anon")).expect("books");
+    synced_as(&e, s1.appointment_id, "uid-s", Some("seat-1"));
+    synced_as(&e, s2.appointment_id, "uid-s", Some("seat-2"));
+    let seat = hook("BOOKING_CANCELLED", 55, serde_json::json!({"uid": "uid-s", "attendeeSeatId": "seat-1"}));
+    assert_eq!(
+        deliver(&seat).expect("applies"),
+        WebhookOutcome::Cancelled { appointment_ids: vec![s1.appointment_id] }
+    );
+    assert_eq!(e.book.appointment(s2.appointment_id).expect("s2").status, AppointmentStatus::Confirmed);
+    let whole = hook("BOOKING_CANCELLED", 56, serde_json::json!({"uid": "uid-s"}));
+    assert_eq!(
+        deliver(&whole).expect("applies"),
+        WebhookOutcome::Cancelled { appointment_ids: vec![s2.appointment_id] }
+    );
 }
 
 pub fn outside_text_has_bounds_and_nothing_is_written(make: MakeStore) {
@@ -790,6 +949,8 @@ macro_rules! conformance_suite {
             retell_function_calls_book_in_one_transaction,
             malformed_function_calls_answer_4xx_and_write_nothing,
             calcom_webhooks_cancel_and_reschedule_once,
+            calcom_webhooks_stay_in_their_tenant,
+            calcom_webhooks_apply_in_order_and_never_resurrect,
             remembered_slots_and_local_capacity,
             outside_text_has_bounds_and_nothing_is_written,
         );
