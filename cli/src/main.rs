@@ -136,6 +136,19 @@ enum Command {
         /// Opens /admin.
         #[arg(long, env = "CALLBOOK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// When set, /metrics answers only `Authorization: Bearer <token>`.
+        #[arg(long, env = "CALLBOOK_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
+        /// Marks the /admin session cookie `Secure` (served over https, e.g. behind a proxy).
+        #[arg(long)]
+        cookie_secure: bool,
+        /// Seconds a client has to send its request headers; also the
+        /// longest a kept-alive connection may sit idle.
+        #[arg(long, default_value_t = 10)]
+        header_timeout: u64,
+        /// Open connections at most; more are closed at once.
+        #[arg(long, default_value_t = 512)]
+        max_connections: usize,
     },
     /// Book a realistic mix of callers on a temporary database and report.
     Demo {
@@ -350,6 +363,10 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             retell_api_key,
             calcom_webhook_secret,
             admin_token,
+            metrics_token,
+            cookie_secure,
+            header_timeout,
+            max_connections,
         } => {
             let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(callbook::Secret::new);
             let mut availability = callbook::AvailabilityConfig::default();
@@ -362,6 +379,12 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 retell_api_key: secret(retell_api_key),
                 calcom_webhook_secret: secret(calcom_webhook_secret),
                 admin_token,
+                metrics_token: secret(metrics_token),
+                cookie_secure,
+                limits: serve::Limits {
+                    header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
+                    max_connections,
+                },
             };
             let report = serve::run(open(&g)?, options)?;
             let text = format!(

@@ -51,6 +51,10 @@ impl Drop for Serve {
 }
 
 fn serve(calcom_url: &str, worker_threads: usize) -> Serve {
+    serve_with(calcom_url, worker_threads, &[], &[])
+}
+
+fn serve_with(calcom_url: &str, worker_threads: usize, args: &[&str], env: &[(&str, &str)]) -> Serve {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("serve.db");
     let file = dir.path().join("directory.json");
@@ -66,6 +70,8 @@ fn serve(calcom_url: &str, worker_threads: usize) -> Serve {
         .env("RETELL_API_KEY", RETELL_KEY)
         .env("CALCOM_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("CALLBOOK_ADMIN_TOKEN", "admin-token")
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -183,8 +189,9 @@ fn the_retell_endpoint_books_refuses_and_rejects_over_http() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
-    let breaker = format!("callbook_breaker_state{{endpoint=\"{}|", fake.url());
-    assert!(metrics.lines().any(|l| l.starts_with(&breaker) && l.ends_with("} 0")), "a closed breaker in\n{metrics}");
+    // Breakers by company id: nothing derived from the API key is exported.
+    assert!(metrics.lines().any(|l| l == "callbook_breaker_state{company=\"1\"} 0"), "a closed breaker in\n{metrics}");
+    assert!(!metrics.contains(fake.url()) && !metrics.contains("endpoint="), "{metrics}");
     assert!(metrics.contains("callbook_sync_jobs_total{outcome=\"retrying\",code=\"503\"} 1"), "{metrics}");
     let (status, _) = get(&format!("{}/nope", s.url));
     assert_eq!(status, 404);
@@ -313,4 +320,102 @@ fn check_availability_offers_times_and_the_booking_keeps_to_them() {
     let list = slots["slots"].as_array().expect("a list");
     assert_eq!(list.len(), 15);
     assert!(!list.contains(&json!("2099-01-08T09:00:00Z")));
+}
+
+/// Reads from a raw connection until the server closes it (or 10 s pass):
+/// `true` when it was closed.
+fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_idle_and_surplus_connections_are_closed_and_metrics_want_their_token() {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(123, 30)]).expect("fake");
+    let args = ["--header-timeout", "1", "--max-connections", "4"];
+    let s = serve_with(fake.url(), 0, &args, &[("CALLBOOK_METRICS_TOKEN", "metrics-token")]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Headers that never finish: closed after the header timeout, not kept.
+    let mut slow = TcpStream::connect(&addr).expect("connects");
+    slow.write_all(b"POST /retell/function HTTP/1.1\r\nHost: x\r\n").expect("writes");
+    let started = Instant::now();
+    assert!(closed_by_server(&mut slow), "a connection dribbling its headers is closed");
+    // An idle keep-alive connection after a full answer: closed too.
+    let mut idle = TcpStream::connect(&addr).expect("connects");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("writes");
+    assert!(closed_by_server(&mut idle), "an idle kept-alive connection is closed");
+    eprintln!("slow and idle connections closed after {:?} (header timeout 1 s)", started.elapsed());
+    // Four connections that send nothing take every slot: a fifth is closed at once.
+    let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).expect("connects")).collect();
+    std::thread::sleep(Duration::from_millis(200)); // accepted by now
+    let mut surplus = TcpStream::connect(&addr).expect("the kernel accepts");
+    let _ = surplus.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_by_server(&mut surplus), "past the cap a connection is closed");
+    drop(held);
+    // The slots come back: requests are answered again.
+    wait_for("a free slot", || ureq::get(&format!("{}/healthz", s.url)).call().is_ok());
+    // /metrics: only with the token, and it counts the refused connection.
+    let (status, _) = get(&format!("{}/metrics", s.url));
+    assert_eq!(status, 401);
+    let wrong = ureq::get(&format!("{}/metrics", s.url)).set("Authorization", "Bearer nope").call();
+    assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+    let metrics = ureq::get(&format!("{}/metrics", s.url))
+        .set("Authorization", "Bearer metrics-token")
+        .call()
+        .expect("answers")
+        .into_string()
+        .expect("text");
+    let refused = metrics.lines().find(|l| l.starts_with("callbook_connections_refused_total ")).expect("counted");
+    assert_ne!(refused, "callbook_connections_refused_total 0", "{metrics}");
+}
+
+#[test]
+fn absurd_starts_among_concurrent_bookings_answer_alone() {
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(123, 30)]).expect("fake");
+    let s = serve(fake.url(), 0);
+    let absurd =
+        ["+262142-12-31T23:59:00+00:00", "2099-01-01T23:59:60Z", "2099-01-01T10:00:00+23:00", "0001-01-01T10:00:00Z"];
+    let answers: Vec<(bool, u16, Value, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let valid = i % 2 == 0;
+                    let start = if valid {
+                        format!("2099-03-{:02}T10:00:00Z", 1 + i / 2)
+                    } else {
+                        absurd[i % absurd.len()].to_string()
+                    };
+                    let started = Instant::now();
+                    let (status, reply) =
+                        retell(s, &booking_body(&format!("call_many_{i}"), "+49 151 2345678", &start));
+                    (valid, status, reply, started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("answers")).collect()
+    });
+    assert_eq!(answers.len(), 24, "every request answered");
+    for (valid, status, reply, _) in &answers {
+        if *valid {
+            assert_eq!((*status, reply["ok"].as_bool()), (200, Some(true)), "{reply}");
+        } else {
+            assert_eq!((*status, reply["code"].as_str()), (400, Some("invalid_start")), "{reply}");
+        }
+    }
+    assert_eq!(cli(&s.db, &["stats"])["appointments"]["pending"], 12);
+    let mut times: Vec<Duration> = answers.iter().map(|a| a.3).collect();
+    times.sort();
+    eprintln!("24 concurrent bookings, 12 absurd: p50 {:?}, p99 {:?}", times[11], times[23]);
 }

@@ -5,10 +5,10 @@
 //! heard without a second request. The booking itself never depends on
 //! Cal.com being up: without a remembered answer it goes ahead as before.
 
-use crate::import::CallRow;
 use crate::calcom::{ApiFailure, CalcomApi, Endpoint, SlotAnswer, SlotQuery, DEFAULT_BASE_URL};
 use crate::callbook::Callbook;
 use crate::ids::{CallDbId, CallId, ServiceId};
+use crate::import::CallRow;
 use crate::slots::{day_bounds, free_starts, local_appointments, occupied};
 use crate::start::{parse_date, parse_timezone};
 use crate::store::{self, Offered};
@@ -187,14 +187,7 @@ impl Availability {
             }
             Ok(free)
         })?;
-        Ok(Slots {
-            service_id: ctx.service.id,
-            date: day,
-            time_zone: ctx.time_zone,
-            slots,
-            cached,
-            remembered,
-        })
+        Ok(Slots { service_id: ctx.service.id, date: day, time_zone: ctx.time_zone, slots, cached, remembered })
     }
 
     fn context(&self, request: &AvailabilityRequest) -> Result<Context> {

@@ -158,7 +158,8 @@ fn a_refused_check_by_the_agent_writes_nothing() {
             "to_number":"+49301234567"}},"args":{args}}}"#
         )
     };
-    let registered = || callbook::store::read(&**e.book.store(), |tx| tx.call(&CallId::from("call_fresh"))).expect("reads");
+    let registered =
+        || callbook::store::read(&**e.book.store(), |tx| tx.call(&CallId::from("call_fresh"))).expect("reads");
     for (args, code) in [
         (r#"{"date":"someday","service_id":1}"#, "invalid_date"),
         (r#"{"date":"2029-12-31","service_id":1}"#, "start_in_past"),

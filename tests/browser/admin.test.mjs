@@ -1,8 +1,9 @@
 // The manual-review page of `callbook serve` in Debian's headless Chromium
 // (playwright-core): two bookings fail against the fake Cal.com (a 400 is
 // not retried, so both land on the list), an operator signs in with the
-// token, retries one and resolves the other with a note; the database shows
-// the retried one synced and the other resolved by the admin with the note.
+// token and their name, retries one and resolves the other with a note; the
+// database shows the retried one synced and the other resolved by that
+// operator with the note; forged cross-site POSTs are refused.
 // Saves screenshots to target/screenshots/.
 import test from "node:test";
 import assert from "node:assert/strict";
@@ -30,8 +31,10 @@ const directory = {
   ],
 };
 
+// The test books in 2099 (always in the future): past the default 365-day horizon.
 function cli(db, ...args) {
-  return JSON.parse(execFileSync(bin, ["--db", db, "--json", ...args], { encoding: "utf8" }));
+  const env = { ...process.env, CALLBOOK_HORIZON_DAYS: "40000" };
+  return JSON.parse(execFileSync(bin, ["--db", db, "--json", ...args], { encoding: "utf8", env }));
 }
 
 async function waitFor(what, check) {
@@ -74,12 +77,15 @@ test("an operator retries one failed booking and resolves another on /admin", as
     // Without the token: the login form, and a wrong token is refused.
     const first = await page.goto(`${base}/admin`);
     assert.equal(first.status(), 401);
+    await page.fill("input[name=operator]", "Ada Lovelace");
     await page.fill("input[name=token]", "wrong");
     await page.click("button[type=submit]");
     assert.match(await page.textContent(".error"), /not right/);
+    await page.fill("input[name=operator]", "Ada Lovelace");
     await page.fill("input[name=token]", TOKEN);
     await page.click("button[type=submit]");
     assert.equal(await page.textContent("#count"), "2");
+    assert.equal(await page.textContent("#operator"), "Ada Lovelace");
     const row = (id) => `tr[data-appointment="${id}"]`;
     assert.match(await page.textContent(row(one.appointment_id)), /sync_failed[\s\S]*400[\s\S]*invalid event type/);
     assert.match(await page.textContent(row(one.appointment_id)), /Max Muster/);
@@ -98,15 +104,20 @@ test("an operator retries one failed booking and resolves another on /admin", as
     await page.screenshot({ path: path.join(root, "target/screenshots/admin-review-done.png"), fullPage: true });
 
     // Acting on an appointment no longer on the list is refused with its code.
-    const again = await page.request.post(`${base}/admin/appointments/${two.appointment_id}/retry`, { maxRedirects: 0 });
+    const again = await page.request.post(`${base}/admin/appointments/${two.appointment_id}/retry`, { maxRedirects: 0, headers: { Origin: base } });
     assert.equal(again.status(), 409);
     assert.match(await again.text(), /not_in_review/);
+    // The same POST from another site, riding on the session cookie, is refused.
+    for (const headers of [{ Origin: "https://evil.example" }, { Origin: base, "Sec-Fetch-Site": "cross-site" }, {}]) {
+      const forged = await page.request.post(`${base}/admin/appointments/${one.appointment_id}/retry`, { maxRedirects: 0, headers });
+      assert.equal(forged.status(), 403, JSON.stringify(headers));
+    }
 
     // The database: the retried one is synced by the worker inside serve, the other resolved.
     await waitFor("the retried booking synced", () => cli(db, "review", "show", String(one.appointment_id)).appointment.calcom_sync_status === "synced");
     const resolved = cli(db, "review", "show", String(two.appointment_id)).appointment;
     assert.equal(resolved.requires_manual_review, false);
-    assert.equal(resolved.review_resolved_by, "admin");
+    assert.equal(resolved.review_resolved_by, "Ada Lovelace", "signed by the operator who signed in");
     assert.equal(resolved.review_note, "called the customer back, booked by hand");
     assert.equal(resolved.calcom_sync_status, "failed");
     assert.equal(fake.bookings().length, 1);

@@ -32,8 +32,8 @@ struct SyncLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Endpoint {
-    endpoint: String,
+struct CompanyLabel {
+    company: String,
 }
 
 #[derive(Clone, Debug)]
@@ -47,7 +47,8 @@ pub struct Metrics {
     appointments: Family<One, Gauge>,
     jobs: Family<One, Gauge>,
     manual_review: Gauge,
-    breakers: Family<Endpoint, Gauge>,
+    breakers: Family<CompanyLabel, Gauge>,
+    connections_refused: Counter,
     storage_errors: Counter,
     storage_errors_seen: Arc<AtomicU64>,
 }
@@ -68,6 +69,7 @@ impl Metrics {
             jobs: Family::default(),
             manual_review: Gauge::default(),
             breakers: Family::default(),
+            connections_refused: Counter::default(),
             storage_errors: Counter::default(),
             storage_errors_seen: Arc::default(),
         };
@@ -85,8 +87,13 @@ impl Metrics {
         registry.register("manual_review", "Appointments waiting for a person", m.manual_review.clone());
         registry.register(
             "breaker_state",
-            "Cal.com circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
+            "Cal.com circuit breaker of each company's endpoint: 0 closed, 1 half-open, 2 open",
             m.breakers.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed on accept: the open-connection cap was reached",
+            m.connections_refused.clone(),
         );
         registry.register(
             "worker_storage_errors",
@@ -108,6 +115,10 @@ impl Metrics {
         self.http.get_or_create(&Route { route: route.into(), status: status.to_string() }).inc();
     }
 
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     pub fn webhook(&self, result: &str) {
         self.webhooks.get_or_create(&One { name: result.into() }).inc();
     }
@@ -127,7 +138,7 @@ impl Metrics {
     }
 
     /// The text for one scrape; the store-backed gauges are read now.
-    pub fn render(&self, book: &Callbook, worker_storage_errors: u64) -> String {
+    pub fn render(&self, book: &Callbook, calcom_base: &str, worker_storage_errors: u64) -> String {
         if let Ok(stats) = book.stats() {
             for (status, n) in &stats.appointments {
                 self.appointments.get_or_create(&One { name: status.clone() }).set(*n as i64);
@@ -136,14 +147,14 @@ impl Metrics {
                 self.jobs.get_or_create(&One { name: state.clone() }).set(*n as i64);
             }
             self.manual_review.set(stats.manual_review as i64);
-            for b in &stats.breakers {
-                let value = match b.state {
-                    BreakerState::Closed => 0,
-                    BreakerState::HalfOpen => 1,
-                    BreakerState::Open => 2,
-                };
-                self.breakers.get_or_create(&Endpoint { endpoint: b.key.clone() }).set(value);
-            }
+        }
+        for (company, state) in book.breaker_states(calcom_base).unwrap_or_default() {
+            let value = match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            self.breakers.get_or_create(&CompanyLabel { company: company.to_string() }).set(value);
         }
         let seen = self.storage_errors_seen.swap(worker_storage_errors, Ordering::Relaxed);
         self.storage_errors.inc_by(worker_storage_errors.saturating_sub(seen));

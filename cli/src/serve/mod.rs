@@ -16,6 +16,7 @@
 //! 64 KiB. Logs go to stderr and hold ids, never names, numbers or secrets.
 
 mod admin;
+mod listen;
 mod metrics;
 
 use crate::Failure;
@@ -25,6 +26,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use callbook::{Agent, Callbook, RunReport, Secret, WebhookOutcome, Worker, WorkerConfig};
+pub use listen::Limits;
 use metrics::Metrics;
 use serde::Serialize;
 use std::io::Write;
@@ -47,6 +49,11 @@ pub struct Options {
     pub retell_api_key: Option<Secret>,
     pub calcom_webhook_secret: Option<Secret>,
     pub admin_token: Option<String>,
+    /// When set, `/metrics` wants `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret>,
+    /// The admin session cookie is `Secure`.
+    pub cookie_secure: bool,
+    pub limits: Limits,
 }
 
 /// What `serve` did, printed when it stops.
@@ -61,6 +68,9 @@ struct App {
     book: Callbook,
     agent: Option<Agent>,
     webhook_secret: Option<Secret>,
+    metrics_token: Option<Secret>,
+    /// The Cal.com base of companies that name none (to find their breakers).
+    calcom_base: String,
     admin: Admin,
     metrics: Metrics,
     worker: Option<Arc<Worker>>,
@@ -102,12 +112,15 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
             log(format_args!("{name} is not set: {endpoint} answers 503"));
         }
     }
+    let calcom_base = options.availability.calcom_url.clone();
     let availability = Arc::new(callbook::Availability::http(book.clone(), options.availability));
     let app = Arc::new(App {
         agent: options.retell_api_key.map(|key| Agent::new(book.clone(), key).with_availability(availability)),
         book,
         webhook_secret: options.calcom_webhook_secret,
-        admin: Admin::new(options.admin_token),
+        metrics_token: options.metrics_token,
+        calcom_base,
+        admin: Admin::new(options.admin_token, options.cookie_secure, Arc::new(callbook::SystemClock)),
         metrics,
         worker: worker.clone(),
         requests: AtomicU64::new(0),
@@ -125,28 +138,25 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
         std::thread::spawn(move || w.run(&stop, idle))
     });
     let router = axum::Router::new().fallback(handle).with_state(Arc::clone(&app));
-    let served = runtime.block_on(async {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(_) => return std::future::pending().await,
-                };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                log(format_args!("stopping: no new requests; answering those in hand"));
-            })
-            .await
-    });
+    let stop_signal = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        log(format_args!("stopping: no new requests; answering those in hand"));
+    };
+    let refused = || app.metrics.connection_refused();
+    runtime.block_on(listen::serve(listener, router, options.limits, stop_signal, refused));
     // Requests in hand have been answered; now the jobs in hand finish.
     stop.store(true, Ordering::SeqCst);
     drop(runtime);
     log(format_args!("stopped taking requests; waiting for the jobs in hand"));
     let worker_report = worker_thread.and_then(|t| t.join().ok()).unwrap_or_default();
     log(format_args!("stopped: {} jobs run, {} handed back", worker_report.jobs, worker_report.released));
-    served.map_err(|e| failure("serve", e.to_string()))?;
     Ok(ServeReport { listen: addr, requests: app.requests.load(Ordering::Relaxed), worker: worker_report })
 }
 
@@ -176,6 +186,7 @@ impl Reply {
 /// waits for its commit).
 async fn handle(
     State(app): State<Arc<App>>,
+    peer: Option<axum::Extension<listen::Peer>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -190,9 +201,13 @@ async fn handle(
         Ok(Err(_)) => Reply::error(413, "body_too_large", "the body is larger than 64 KiB"),
         Ok(Ok(body)) => {
             let app = Arc::clone(&app);
-            tokio::task::spawn_blocking(move || dispatch(&app, &headers, method.as_str(), &path, &query, &body))
-                .await
-                .unwrap_or_else(|_| Reply::error(500, "internal", "internal error"))
+            let peer = peer.map(|p| p.0 .0.ip());
+            tokio::task::spawn_blocking(move || {
+                let request = Incoming { headers: &headers, method: method.as_str(), path: &path, query: &query, peer };
+                dispatch(&app, &request, &body)
+            })
+            .await
+            .unwrap_or_else(|_| Reply::error(500, "internal", "internal error"))
         }
     };
     app.metrics.request(route_name(uri.path()), reply.status);
@@ -219,13 +234,31 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
-fn dispatch(app: &App, request: &HeaderMap, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
+/// A request as `dispatch` reads it.
+struct Incoming<'a> {
+    headers: &'a HeaderMap,
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    peer: Option<std::net::IpAddr>,
+}
+
+fn dispatch(app: &App, incoming: &Incoming<'_>, body: &[u8]) -> Reply {
+    let (request, method, path) = (incoming.headers, incoming.method, incoming.path);
     match (method, route_name(path)) {
         ("POST", "retell_function") => retell(app, request, path, body),
         ("POST", "calcom_webhook") => calcom_webhook(app, request, path, body),
         ("GET", "metrics") => {
+            if let Some(token) = &app.metrics_token {
+                let given = header(request, "Authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+                if !token.matches(given.trim()) {
+                    let mut reply = Reply::error(401, "unauthorized", "/metrics wants Authorization: Bearer <token>");
+                    reply.headers.push(("WWW-Authenticate", "Bearer".into()));
+                    return reply;
+                }
+            }
             let errors = app.worker.as_ref().map_or(0, |w| w.storage_errors());
-            let text = app.metrics.render(&app.book, errors);
+            let text = app.metrics.render(&app.book, &app.calcom_base, errors);
             Reply {
                 status: 200,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -238,10 +271,19 @@ fn dispatch(app: &App, request: &HeaderMap, method: &str, path: &str, query: &st
             Err(e) => Reply::error(503, e.code(), "the database cannot be read"),
         },
         (_, "admin") => {
-            let form: Vec<(String, String)> =
-                form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-            let allowed = app.admin.allows(header(request, "Authorization"), header(request, "Cookie"));
-            match app.admin.handle(&app.book, method, path, query, &form, allowed) {
+            let admin_request = admin::Request {
+                method,
+                path,
+                query: incoming.query,
+                form: form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+                authorization: header(request, "Authorization"),
+                cookie: header(request, "Cookie"),
+                host: header(request, "Host"),
+                origin: header(request, "Origin"),
+                sec_fetch_site: header(request, "Sec-Fetch-Site"),
+                peer: incoming.peer,
+            };
+            match app.admin.handle(&app.book, &admin_request) {
                 Page::Html { status, body } => {
                     Reply { status, content_type: "text/html; charset=utf-8", body, headers: Vec::new() }
                 }
