@@ -26,6 +26,12 @@ CONTRACT = ROOT / "tests" / "contract" / "calcom"
 CORPUS = ROOT / "fuzz" / "corpus"
 KNOWN_CRASHES = ROOT / "fuzz" / "crashes-found"
 GENERATED = ["retell", "calcom_webhook", "slots", "calcom_answers", "start", "caller"]
+# Seeds a few mutations away from a crash in core that is not fixed yet (the
+# bounded run finds it from them in seconds): held back while the crash's
+# file is in fuzz/crashes-found/<target>/, written again once it leaves.
+NEAR_KNOWN_CRASH = {
+    "calcom_answers": {"retry-after-seconds": "retry_after-seconds-out-of-bounds"},
+}
 
 # Indices into chrono-tz 0.10's TZ_VARIANTS (fuzz/Cargo.lock pins it); only
 # a seed's starting point, the fuzzer moves to any zone.
@@ -121,6 +127,10 @@ def answers_seeds():
         response = response_of(path)
         if response:
             seeds[path.stem] = enc(json.dumps(response, ensure_ascii=False))
+    # Retry-After, which Cal.com itself does not send but a proxy in front of it may (seconds or an HTTP date).
+    for name, value in [("seconds", "30"), ("date", "Wed, 01 Jan 2030 08:01:00 GMT")]:
+        response = {"status": 503, "headers": {"Retry-After": value}, "body": {"message": "Service Unavailable"}}
+        seeds[f"retry-after-{name}"] = enc(json.dumps(response))
     return seeds
 
 
@@ -178,9 +188,11 @@ def main():
         for old in folder.iterdir():
             old.unlink()
         skip = known_crashes(target)
+        held = {seed for seed, crash in NEAR_KNOWN_CRASH.get(target, {}).items()
+                if (KNOWN_CRASHES / target / crash).is_file()}
         written = 0
         for name, data in makers[target]().items():
-            if hashlib.sha1(data).hexdigest() in skip:
+            if hashlib.sha1(data).hexdigest() in skip or name in held:
                 continue
             (folder / name).write_bytes(data)
             written += 1
