@@ -173,6 +173,11 @@ pub fn resolve_start(spec: &StartSpec, tz: Tz, now: DateTime<Utc>) -> Result<Dat
             None => return Err(invalid()),
         },
         StartSpec::DateTime { date, time } => {
+            // A clock past the years a start may have (found by fuzzing:
+            // chrono panics on a local time beyond its range).
+            if !YEARS.contains(&now.year()) {
+                return Err(invalid());
+            }
             let today = now.with_timezone(&tz).date_naive();
             match (parse_date(date, today), parse_time(time)) {
                 (Some(d), Some(t)) => d.and_time(t),
@@ -191,6 +196,14 @@ pub fn resolve_start(spec: &StartSpec, tz: Tz, now: DateTime<Utc>) -> Result<Dat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_at_chronos_limit_is_refused_not_a_panic() {
+        // Found by fuzzing (fuzz/regressions/start/resolve_start-now-at-chrono-max).
+        let spec = StartSpec::DateTime { date: "tomorrow".into(), time: "23:59:59".into() };
+        let err = resolve_start(&spec, chrono_tz::Europe::Berlin, DateTime::<Utc>::MAX_UTC).expect_err("refused");
+        assert_eq!(err.code(), "invalid_start");
+    }
 
     fn now() -> DateTime<Utc> {
         // A Wednesday.

@@ -14,11 +14,10 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use callbook::{
-    detect_anonymous, format_utc, read, sign_calcom, ApiFailure, AppointmentId, AppointmentStatus, BookingRequest,
-    CallId, Callbook, CompanyId, CustomerId, Job, JobEvent, JobKind, ManualClock, NewCall, SyncStatus, Tx,
-    WebhookOutcome, Worker, WorkerConfig,
-};
+use callbook::calcom::*;
+use callbook::rules::*;
+use callbook::store::*;
+use callbook::*;
 use callbook_fuzz::{directory, fresh_book, Answer, ScriptedCalcom, WEBHOOK_SECRET};
 use chrono::Duration;
 use libfuzzer_sys::fuzz_target;
@@ -283,16 +282,20 @@ impl Harness {
                 let Some(id) = self.appointment(*appointment) else { return };
                 let known = self.book.appointment(id).ok().and_then(|a| a.calcom_v2_booking_uid);
                 let Some(uid) = uid.clone().or(known) else { return };
-                let body =
-                    serde_json::json!({"triggerEvent": "BOOKING_CANCELLED", "payload": {"uid": uid}}).to_string();
+                let created = format_utc(&self.book.now());
+                let body = serde_json::json!({"triggerEvent": "BOOKING_CANCELLED", "createdAt": created,
+                    "payload": {"uid": uid}})
+                .to_string();
                 let outcome = self.book.calcom_webhook(
+                    CompanyId(1),
                     body.as_bytes(),
                     &sign_calcom(body.as_bytes(), WEBHOOK_SECRET),
-                    WEBHOOK_SECRET,
                 );
-                if let Ok(WebhookOutcome::Cancelled { appointment_id }) = outcome {
-                    let a = self.book.appointment(appointment_id).unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(a.status, AppointmentStatus::Cancelled);
+                if let Ok(WebhookOutcome::Cancelled { appointment_ids }) = outcome {
+                    for id in appointment_ids {
+                        let a = self.book.appointment(id).unwrap_or_else(|e| panic!("{e}"));
+                        assert_eq!((a.status, a.company_id), (AppointmentStatus::Cancelled, CompanyId(1)));
+                    }
                 }
             }
             Op::RescheduleWebhook { appointment, minutes, new_uid } => {
@@ -301,18 +304,24 @@ impl Harness {
                 let Some(old) = a.calcom_v2_booking_uid.clone() else { return };
                 let starts = a.starts_at + Duration::minutes(i64::from(*minutes));
                 let uid = if *new_uid { format!("{old}-moved-{}", starts.timestamp()) } else { old.clone() };
-                let body = serde_json::json!({"triggerEvent": "BOOKING_RESCHEDULED", "payload": {
+                let created = format_utc(&self.book.now());
+                let body = serde_json::json!({"triggerEvent": "BOOKING_RESCHEDULED", "createdAt": created, "payload": {
                     "uid": uid, "rescheduleUid": old, "startTime": format_utc(&starts),
                     "endTime": format_utc(&(starts + (a.ends_at - a.starts_at)))}})
                 .to_string();
-                let signature = sign_calcom(body.as_bytes(), WEBHOOK_SECRET);
-                let first = self.book.calcom_webhook(body.as_bytes(), &signature, WEBHOOK_SECRET);
-                let again = self.book.calcom_webhook(body.as_bytes(), &signature, WEBHOOK_SECRET);
-                if let Ok(WebhookOutcome::Rescheduled { appointment_id }) = first {
-                    assert_eq!(appointment_id, id);
+                let (company, secret) = if a.company_id == CompanyId(1) {
+                    (CompanyId(1), WEBHOOK_SECRET.to_string())
+                } else {
+                    (CompanyId(2), format!("{WEBHOOK_SECRET}-2"))
+                };
+                let signature = sign_calcom(body.as_bytes(), &secret);
+                let first = self.book.calcom_webhook(company, body.as_bytes(), &signature);
+                let again = self.book.calcom_webhook(company, body.as_bytes(), &signature);
+                if let Ok(WebhookOutcome::Rescheduled { appointment_ids }) = first {
+                    assert!(appointment_ids.contains(&id));
                     assert_eq!(
                         again.ok(),
-                        Some(WebhookOutcome::AlreadyApplied { appointment_id }),
+                        Some(WebhookOutcome::AlreadyApplied { appointment_ids }),
                         "a replay is applied again"
                     );
                 }

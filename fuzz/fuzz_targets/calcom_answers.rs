@@ -6,10 +6,7 @@
 //! through `rate_limit_headers` and `retry_after`.
 #![no_main]
 
-use callbook::{
-    classify, error_message, is_booker_limit, is_slot_taken, key_match, parse_booking_page, rate_limit_headers,
-    retry_after, ApiFailure, CalBooking, KeyMatch, ATTENDEES_THROTTLER, DEFAULT_THROTTLER, METADATA_KEY,
-};
+use callbook::calcom::*;
 use callbook_fuzz::t0;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

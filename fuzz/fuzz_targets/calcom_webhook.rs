@@ -3,13 +3,14 @@
 //! Cal.com knows (by the uids of `tests/contract/calcom/webhook_*.json`).
 //!
 //! Input: `[flags][header: u8 len + bytes][body: the rest]`. Flag bit 0 signs
-//! the body validly (else the header is sent as given).
+//! the body validly (else the header is sent as given); bit 1 delivers it to
+//! company 2's URL (else company 1's). Whatever arrives, the other
+//! company's appointments stay as they were.
 #![no_main]
 
-use callbook::{
-    format_utc, parse_calcom_webhook, sign_calcom, verify_calcom_signature, write, AppointmentStatus, BookingRequest,
-    Callbook, CompanyId, MemoryStore, WebhookOutcome,
-};
+use callbook::calcom::*;
+use callbook::store::*;
+use callbook::*;
 use callbook_fuzz::{fresh_book, t0, Reader, WEBHOOK_SECRET};
 use chrono::Duration;
 use libfuzzer_sys::fuzz_target;
@@ -46,9 +47,14 @@ fuzz_target!(|data: &[u8]| {
     let header = input.short_str();
     let body = input.rest();
 
-    let verified = verify_calcom_signature(body, &header, WEBHOOK_SECRET);
+    let (company, other, secret) = if flags & 2 == 0 {
+        (CompanyId(1), CompanyId(2), WEBHOOK_SECRET.to_string())
+    } else {
+        (CompanyId(2), CompanyId(1), format!("{WEBHOOK_SECRET}-2"))
+    };
+    let verified = verify_calcom_signature(body, &header, &secret);
     let parsed = parse_calcom_webhook(body);
-    let signature = if flags & 1 == 1 { sign_calcom(body, WEBHOOK_SECRET) } else { header };
+    let signature = if flags & 1 == 1 { sign_calcom(body, &secret) } else { header };
     // A delivery that is refused (signature) or unreadable (body) never
     // reaches the store: an empty one is enough, and much cheaper to make.
     let book = if parsed.is_ok() && (flags & 1 == 1 || verified) {
@@ -57,37 +63,48 @@ fuzz_target!(|data: &[u8]| {
         Callbook::new(Arc::new(MemoryStore::new()))
     };
 
+    let others = |book: &Callbook| -> Vec<Appointment> {
+        (1..=3)
+            .filter_map(|id| book.appointment(AppointmentId(id)).ok())
+            .filter(|a| a.company_id == other)
+            .collect()
+    };
+    let untouched = others(&book);
     // The full path as the HTTP server runs it.
-    let outcome = book.calcom_webhook(body, &signature, WEBHOOK_SECRET);
+    let outcome = book.calcom_webhook(company, body, &signature);
+    assert_eq!(others(&book), untouched, "a delivery to one company changed another's");
     if flags & 1 == 0 && !verified {
-        assert_eq!(outcome.as_ref().map_err(|e| e.code()), Err("bad_signature"));
+        // Refused: for a bad signature, or (on the cheap empty store) before, for an unknown company.
+        let code = outcome.as_ref().map_err(|e| e.code().to_string()).err();
+        assert!(matches!(code.as_deref(), Some("bad_signature" | "company_not_found")), "{code:?}");
         return;
     }
     let (Ok(event), Ok(first)) = (parsed, outcome) else { return };
 
     // Applied once, a delivery is done: a replay (Cal.com retries) writes nothing.
     let before = book.stats().unwrap_or_else(|e| panic!("stats: {e}"));
-    let again = book.apply_calcom_webhook(&event).unwrap_or_else(|e| panic!("a replay fails: {e}"));
+    let again = book.apply_calcom_webhook(company, &event).unwrap_or_else(|e| panic!("a replay fails: {e}"));
     match (&first, &again) {
-        (WebhookOutcome::Cancelled { appointment_id: a }, WebhookOutcome::AlreadyApplied { appointment_id: b }) => {
+        (WebhookOutcome::Cancelled { appointment_ids: a }, WebhookOutcome::AlreadyApplied { appointment_ids: b }) => {
             assert_eq!(a, b);
-            let cancelled = book.appointment(*a).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(cancelled.status, AppointmentStatus::Cancelled);
-            let jobs = book.jobs_of(*a).unwrap_or_else(|e| panic!("{e}"));
-            assert!(jobs.iter().all(|j| j.state.is_final()), "a cancelled appointment keeps live jobs: {jobs:?}");
+            for id in a {
+                let cancelled = book.appointment(*id).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!((cancelled.status, cancelled.company_id), (AppointmentStatus::Cancelled, company));
+                let jobs = book.jobs_of(*id).unwrap_or_else(|e| panic!("{e}"));
+                assert!(jobs.iter().all(|j| j.state.is_final()), "a cancelled appointment keeps live jobs: {jobs:?}");
+            }
         }
         (WebhookOutcome::Cancelled { .. }, other) => panic!("a cancellation replayed gave {other:?}"),
-        (WebhookOutcome::Rescheduled { appointment_id: a }, _) => {
-            let moved = book.appointment(*a).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(Some(moved.starts_at), event.start);
-            assert_eq!(Some(moved.ends_at), event.end);
-            assert_eq!(moved.calcom_v2_booking_uid, event.uid);
-            // Cal.com's uids are unique: moving one booking onto another's uid
-            // is no delivery Cal.com sends, and then a replay may find the other.
-            let known = |u: &Option<String>| u.as_deref().is_some_and(|u| UIDS.contains(&u));
-            if !(known(&event.uid) && known(&event.reschedule_uid) && event.uid != event.reschedule_uid) {
-                assert_eq!(again, WebhookOutcome::AlreadyApplied { appointment_id: *a }, "a reschedule replayed");
+        (WebhookOutcome::Rescheduled { appointment_ids }, _) => {
+            for id in appointment_ids {
+                let moved = book.appointment(*id).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(moved.company_id, company);
+                assert_eq!(Some(moved.starts_at), event.start);
+                assert_eq!(Some(moved.ends_at), event.end);
+                assert_eq!(moved.calcom_v2_booking_uid, event.uid);
             }
+            let ids = appointment_ids.clone();
+            assert_eq!(again, WebhookOutcome::AlreadyApplied { appointment_ids: ids }, "a reschedule replayed");
         }
         (first, again) => assert_eq!(first, again, "an event that changed nothing changes something on replay"),
     }

@@ -6,10 +6,7 @@
 //! the regions libphonenumber knows or, when they are letters, name one.
 #![no_main]
 
-use callbook::{
-    classify_caller, detect_anonymous, is_valid_email, is_valid_phone, normalize_email, normalize_phone, region_of,
-    Caller, EmailInput,
-};
+use callbook::rules::*;
 use callbook_fuzz::Reader;
 use libfuzzer_sys::fuzz_target;
 

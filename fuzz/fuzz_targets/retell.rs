@@ -10,10 +10,8 @@
 //! bits 4-7 move the clock that many hours after the frame.
 #![no_main]
 
-use callbook::{
-    booking_request_from_args, parse_function_call, sign_retell, verify_retell_signature, Agent, Availability,
-    AvailabilityConfig, Secret, MAX_SKEW_MS,
-};
+use callbook::retell::*;
+use callbook::*;
 use callbook_fuzz::{fresh_book, Reader, ScriptedCalcom, RETELL_KEY};
 use chrono::Duration;
 use libfuzzer_sys::fuzz_target;

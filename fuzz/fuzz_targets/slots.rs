@@ -2,7 +2,7 @@
 //! send, read as JSON, then by `parse_slots`.
 #![no_main]
 
-use callbook::parse_slots;
+use callbook::calcom::parse_slots;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

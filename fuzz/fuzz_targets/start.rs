@@ -8,7 +8,8 @@
 //! JSON booking request.
 #![no_main]
 
-use callbook::{parse_date, parse_time, resolve_start, validate_booking_request, BookingRequest, StartSpec};
+use callbook::rules::*;
+use callbook::*;
 use callbook_fuzz::{t0, Reader};
 use chrono::{DateTime, Offset, TimeZone, Timelike};
 use chrono_tz::TZ_VARIANTS;

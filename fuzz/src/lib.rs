@@ -1,10 +1,9 @@
 //! What the fuzz targets share: the input framing, a directory of tenants to
 //! book against, and a scripted Cal.com (no network in a fuzz run).
 
-use callbook::{
-    ApiFailure, BookingPage, BookingQuery, CalAttendee, CalBooking, CalcomApi, Callbook, Endpoint, ImportData,
-    ManualClock, MemoryStore, NewAttendee, SlotAnswer, SlotQuery, METADATA_KEY,
-};
+use callbook::calcom::*;
+use callbook::store::*;
+use callbook::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -18,6 +17,7 @@ pub fn t0() -> DateTime<Utc> {
 pub const RETELL_KEY: &str = "key_fuzz_retell";
 /// The secret `tests/contract/calcom/webhook_*.json` were signed with, so their
 /// recorded signatures verify as they are.
+/// Company 1's Cal.com webhook secret (company 2's has `-2` appended).
 pub const WEBHOOK_SECRET: &str = "callbook-test-webhook-secret";
 
 /// Reads a fuzz input front to back. Never fails: past the end it yields
@@ -75,8 +75,8 @@ impl<'a> Reader<'a> {
 /// the seed bodies book for real.
 pub const DIRECTORY: &str = r#"{
   "companies": [
-    {"id": 1, "name": "Salon Berlin", "calcom_api_key": "cal_live_one"},
-    {"id": 2, "name": "Praxis Hamburg", "calcom_api_key": "cal_live_two"},
+    {"id": 1, "name": "Salon Berlin", "calcom_api_key": "cal_live_one", "calcom_webhook_secret": "callbook-test-webhook-secret"},
+    {"id": 2, "name": "Praxis Hamburg", "calcom_api_key": "cal_live_two", "calcom_webhook_secret": "callbook-test-webhook-secret-2"},
     {"id": 3, "name": "Surf Lord Howe", "calcom_api_key": "cal_live_three", "calcom_email_fallback": "noreply+{appointment}@surf.example"}
   ],
   "branches": [

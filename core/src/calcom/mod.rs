@@ -479,19 +479,25 @@ pub fn classify(failure: &ApiFailure) -> ErrorClass {
     }
 }
 
+/// The longest wait an answer's headers are taken at (a week).
+const MAX_WAIT_SECS: i64 = 7 * 86_400;
+
 /// How long the server asked us to wait: `Retry-After` (seconds or an HTTP
 /// date), else, for a 429, `X-RateLimit-Reset-Default` (relative seconds,
 /// `SOURCES.md` §3; a large number is read as a Unix time in seconds or
 /// milliseconds), else 60 s. The reset header comes on every answer, so
 /// on anything but a 429 it says nothing about retrying.
 pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: DateTime<Utc>) -> Option<Duration> {
+    // Any number may come from a proxy: a week at most (the worker caps it
+    // further), and chrono panics on seconds past ~292 million years.
+    let seconds = |s: i64| Duration::seconds(s.clamp(0, MAX_WAIT_SECS));
     if let Some(value) = header("retry-after") {
         let value = value.trim();
         if let Ok(secs) = value.parse::<i64>() {
-            return Some(Duration::seconds(secs.max(0)));
+            return Some(seconds(secs));
         }
         if let Ok(at) = DateTime::parse_from_rfc2822(value) {
-            return Some((at.with_timezone(&Utc) - now).max(Duration::zero()));
+            return Some((at.with_timezone(&Utc) - now).clamp(Duration::zero(), Duration::seconds(MAX_WAIT_SECS)));
         }
     }
     if status != 429 {
@@ -499,11 +505,11 @@ pub fn retry_after(status: u16, header: impl Fn(&str) -> Option<String>, now: Da
     }
     if let Some(reset) = header("x-ratelimit-reset-default").and_then(|v| v.trim().parse::<i64>().ok()) {
         let wait = match reset {
-            r if r > 100_000_000_000 => Duration::milliseconds(r - now.timestamp_millis()),
-            r if r > 1_000_000_000 => Duration::seconds(r - now.timestamp()),
-            r => Duration::seconds(r),
+            r if r > 100_000_000_000 => seconds(r.saturating_sub(now.timestamp_millis()) / 1000),
+            r if r > 1_000_000_000 => seconds(r.saturating_sub(now.timestamp())),
+            r => seconds(r),
         };
-        return Some(wait.max(Duration::zero()));
+        return Some(wait);
     }
     Some(Duration::seconds(60))
 }
@@ -574,5 +580,10 @@ mod tests {
         assert_eq!(retry_after(503, h(&[]), now), None);
         // The reset header is on every answer: no retry hint unless it is a 429.
         assert_eq!(retry_after(503, h(&[("x-ratelimit-reset-default", "60")]), now), None);
+        // Found by fuzzing: absurd numbers are a week at most, never a panic.
+        let week = Some(Duration::days(7));
+        assert_eq!(retry_after(503, h(&[("retry-after", "9223372036854775807")]), now), week);
+        assert_eq!(retry_after(429, h(&[("x-ratelimit-reset-default", "9223372036854775807")]), now), week);
+        assert_eq!(retry_after(503, h(&[("retry-after", "-5")]), now), Some(Duration::zero()));
     }
 }
