@@ -53,8 +53,11 @@ impl CalcomApi for Timed {
     fn get_booking(&self, e: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure> {
         timed(|| self.0.get_booking(e, uid))
     }
-    fn cancel_booking(&self, e: &Endpoint, uid: &str, r: &str) -> Result<(), ApiFailure> {
-        timed(|| self.0.cancel_booking(e, uid, r))
+    fn cancel_booking(&self, e: &Endpoint, uid: &str, s: Option<&str>, r: &str) -> Result<(), ApiFailure> {
+        timed(|| self.0.cancel_booking(e, uid, s, r))
+    }
+    fn reschedule_booking(&self, e: &Endpoint, uid: &str, m: &Move) -> Result<CalBooking, ApiFailure> {
+        timed(|| self.0.reschedule_booking(e, uid, m))
     }
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> Result<(), ApiFailure> {
         timed(|| self.0.add_attendee(e, uid, a))

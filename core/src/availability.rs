@@ -40,6 +40,13 @@ pub struct AvailabilityRequest {
     /// refused request (a bad date, an unknown service) writes nothing.
     #[serde(skip)]
     pub call: Option<crate::call::NewCall>,
+    /// The appointment a move is asked for: its own booking does not block
+    /// the day (Cal.com's `bookingUidToReschedule`, and left out locally).
+    #[serde(skip)]
+    pub reschedule: Option<crate::ids::AppointmentId>,
+    /// Ask and answer only: no call registered, nothing remembered.
+    #[serde(skip)]
+    pub dry_run: bool,
 }
 
 /// Free starts on one day.
@@ -54,6 +61,10 @@ pub struct Slots {
     pub cached: bool,
     /// Remembered for the call named in the request.
     pub remembered: bool,
+    /// What Cal.com offered before local appointments were taken out (a
+    /// move re-checks its start against it inside its transaction).
+    #[serde(skip)]
+    pub offered: Offered,
 }
 
 /// Settings of the availability check, every default in one place; from
@@ -78,8 +89,8 @@ impl Default for AvailabilityConfig {
     }
 }
 
-/// (endpoint, event type, day, zone) → (when asked, free starts).
-type CacheKey = (String, i64, NaiveDate, String);
+/// (endpoint, event type, day, zone, booking being moved) → (when asked, free starts).
+type CacheKey = (String, i64, NaiveDate, String, Option<String>);
 type Cache = HashMap<CacheKey, (DateTime<Utc>, SlotAnswer)>;
 
 /// Asks Cal.com for slots, with a short cache; share one per process.
@@ -101,6 +112,8 @@ struct Context {
     call: Option<CallDbId>,
     /// A call to register with the answer (see [`AvailabilityRequest::call`]).
     pending: Option<crate::call::NewCall>,
+    /// The appointment being moved (see [`AvailabilityRequest::reschedule`]).
+    moving: Option<crate::appointment::Appointment>,
     company: crate::company::Company,
     service: crate::company::Service,
     time_zone: String,
@@ -140,7 +153,8 @@ impl Availability {
         let base = request.calcom_url.as_deref().unwrap_or(&self.config.calcom_url);
         let endpoint = Endpoint::of(&ctx.company, base)
             .ok_or_else(|| Error::CalcomUnavailable("the company has no Cal.com API key".into()))?;
-        let key = (endpoint.breaker_key(), event_type, day, ctx.time_zone.clone());
+        let moving_uid = ctx.moving.as_ref().and_then(|a| a.calcom_v2_booking_uid.clone());
+        let key = (endpoint.breaker_key(), event_type, day, ctx.time_zone.clone(), moving_uid.clone());
         let hit = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache
@@ -160,6 +174,7 @@ impl Availability {
                     start: from,
                     end: to - Duration::seconds(1),
                     time_zone: ctx.time_zone.clone(),
+                    booking_uid_to_reschedule: moving_uid,
                 };
                 let answer = self.api.slots(&endpoint, &query).map_err(unavailable)?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,23 +186,35 @@ impl Availability {
         let length_minutes = answer.length.map(|l| l.num_minutes());
         let offered: Vec<DateTime<Utc>> =
             answer.starts.into_iter().filter(|s| *s >= from && *s < to && *s > now).collect();
-        let (company, service) = (ctx.company.id, ctx.service.clone());
+        let raw = Offered { starts: offered, length_minutes };
+        let free_now = FreeNow {
+            company: ctx.company.id,
+            service: ctx.service.clone(),
+            day,
+            tz,
+            moving: ctx.moving.as_ref().map(|a| a.id),
+            offered: raw.clone(),
+        };
+        let (service_id, time_zone) = (ctx.service.id, ctx.time_zone);
+        if request.dry_run {
+            let slots = store::read(&**self.book.store(), |tx| free_now.of(tx))?;
+            return Ok(Slots { service_id, date: day, time_zone, slots, cached, remembered: false, offered: raw });
+        }
         let remembered = ctx.call.is_some() || ctx.pending.is_some();
         let (call, pending) = (ctx.call, ctx.pending);
         let slots = store::write(&**self.book.store(), move |tx| {
-            let duration = occupied(service.duration_minutes, length_minutes);
-            let local = local_appointments(tx, company, service.id, day, tz, duration)?;
-            let free = free_starts(&offered, &local, service.capacity, duration);
+            let free = free_now.of(tx)?;
             let call = match &pending {
                 Some(new) => Some(crate::import::register_call(tx, new, now)?.id),
                 None => call,
             };
             if let Some(call) = call {
-                tx.remember_slots(call, service.id, day, &Offered { starts: free.clone(), length_minutes }, now)?;
+                let offered = Offered { starts: free.clone(), length_minutes: free_now.offered.length_minutes };
+                tx.remember_slots(call, free_now.service.id, day, &offered, now)?;
             }
             Ok(free)
         })?;
-        Ok(Slots { service_id: ctx.service.id, date: day, time_zone: ctx.time_zone, slots, cached, remembered })
+        Ok(Slots { service_id, date: day, time_zone, slots, cached, remembered, offered: raw })
     }
 
     fn context(&self, request: &AvailabilityRequest) -> Result<Context> {
@@ -198,7 +225,7 @@ impl Availability {
             let (call, pending) = match &request.call {
                 Some(new) => match crate::import::resolve_call(tx, new)? {
                     CallRow::Known(call) => (Some(call), None),
-                    CallRow::New(row) => (Some(unsaved(&row)), Some(new.clone())),
+                    row @ CallRow::New(_) => (Some(row.into_call()), Some(new.clone())),
                 },
                 None => match request.retell_call_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
                     Some(id) => {
@@ -226,7 +253,12 @@ impl Availability {
                 None => tx.branches_of(company_id)?.into_iter().next(),
             };
             let company = tx.company(company_id)?.ok_or(Error::CompanyNotFound(company_id.0))?;
+            let moving = match request.reschedule {
+                Some(id) => Some(tx.appointment(company_id, id)?.ok_or(Error::AppointmentNotFound(id.0))?),
+                None => None,
+            };
             Ok(Context {
+                moving,
                 call: call.filter(|_| pending.is_none()).map(|c| c.id),
                 pending,
                 company,
@@ -237,16 +269,23 @@ impl Availability {
     }
 }
 
-/// A resolved call not inserted yet, to read its company and branch from.
-fn unsaved(row: &crate::call::NewCall) -> crate::call::Call {
-    crate::call::Call {
-        id: CallDbId(0),
-        retell_call_id: row.retell_call_id.clone(),
-        company_id: row.company_id,
-        branch_id: row.branch_id,
-        from_number: row.from_number.clone(),
-        to_number: row.to_number.clone(),
-        direction: row.direction.clone(),
+/// Cal.com's starts for a day less what local appointments fill (the
+/// appointment being moved left out).
+struct FreeNow {
+    company: crate::ids::CompanyId,
+    service: crate::company::Service,
+    day: NaiveDate,
+    tz: chrono_tz::Tz,
+    moving: Option<crate::ids::AppointmentId>,
+    offered: Offered,
+}
+
+impl FreeNow {
+    fn of(&self, tx: &mut dyn crate::store::Tx) -> Result<Vec<DateTime<Utc>>> {
+        let duration = occupied(self.service.duration_minutes, self.offered.length_minutes);
+        let mut local = local_appointments(tx, self.company, self.service.id, self.day, self.tz, duration)?;
+        local.retain(|a| Some(a.id) != self.moving);
+        Ok(free_starts(&self.offered.starts, &local, self.service.capacity, duration))
     }
 }
 

@@ -204,13 +204,7 @@ pub(crate) fn book_in(
         }
     }
 
-    let region = branch
-        .country
-        .as_deref()
-        .and_then(region_of)
-        .or_else(|| branch.phone_number.as_deref().and_then(phone_region))
-        .or_else(|| region_of(&config.default_region));
-    let caller = classify_caller(call.from_number.as_deref(), region);
+    let caller = classify_caller(call.from_number.as_deref(), branch_region(&branch, config));
     let email = normalize_email(request.customer_email.as_deref());
     let name = request.customer_name.trim();
     let resolved = resolve_customer(tx, company_id, call.id, &caller, name, &email, now)?;
@@ -254,6 +248,17 @@ pub(crate) fn book_in(
         calcom_sync_status: SyncStatus::Pending,
         availability_checked: remembered.is_some(),
     })
+}
+
+/// The region a branch's callers' national numbers are read in: its
+/// country, else its own number's, else the configured default.
+pub(crate) fn branch_region(branch: &crate::company::Branch, config: &Config) -> Option<phonenumber::country::Id> {
+    branch
+        .country
+        .as_deref()
+        .and_then(region_of)
+        .or_else(|| branch.phone_number.as_deref().and_then(phone_region))
+        .or_else(|| region_of(&config.default_region))
 }
 
 // ------------------------------------------------- who the caller is

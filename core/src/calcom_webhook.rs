@@ -231,10 +231,10 @@ fn decide(a: &Appointment, event: &CalcomWebhook, change: &CalcomChange) -> Verd
     let cancelled = a.status == AppointmentStatus::Cancelled;
     let already = match change {
         CalcomChange::Cancelled => cancelled,
-        CalcomChange::Rescheduled { uid, starts_at, ends_at, .. } => {
-            a.calcom_v2_booking_uid.as_deref() == Some(uid.as_str())
-                && a.starts_at == *starts_at
-                && a.ends_at == *ends_at
+        // The booking and its start decide: Cal.com's end follows its event
+        // type's length, which may differ from the local service's.
+        CalcomChange::Rescheduled { uid, starts_at, .. } => {
+            a.calcom_v2_booking_uid.as_deref() == Some(uid.as_str()) && a.starts_at == *starts_at
         }
     };
     if already {

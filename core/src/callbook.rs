@@ -75,6 +75,10 @@ impl Callbook {
         &self.config
     }
 
+    pub(crate) fn config_arc(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

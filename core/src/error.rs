@@ -86,6 +86,25 @@ pub enum Error {
     /// A webhook's signature is missing, wrong or stale.
     #[error("invalid or stale signature")]
     BadSignature,
+    /// The caller is not the appointment's customer (another or a withheld
+    /// number): nothing is revealed or changed; offer a callback.
+    #[error("the caller cannot be verified for this appointment")]
+    CallerNotVerified,
+    /// Several appointments match: say which (their ids, soonest first).
+    #[error("several appointments match: say which one")]
+    MultipleFound { appointments: Vec<crate::ids::AppointmentId> },
+    /// The policy's notice for cancelling has passed (`deadline`: the last moment it was allowed).
+    #[error("too late to cancel: it was possible until {}", crate::utc::format_utc(.deadline))]
+    TooLateToCancel { deadline: chrono::DateTime<chrono::Utc> },
+    #[error("too late to move it: it was possible until {}", crate::utc::format_utc(.deadline))]
+    TooLateToReschedule { deadline: chrono::DateTime<chrono::Utc> },
+    #[error("it was moved {max} time(s) already, the most allowed")]
+    RescheduleLimitReached { max: i64 },
+    /// A cancelled appointment cannot be moved.
+    #[error("appointment {0} is cancelled")]
+    AppointmentCancelled(i64),
+    #[error("callback {0} not found")]
+    CallbackNotFound(i64),
     /// The company has no Cal.com webhook secret, so no delivery for it can be verified.
     #[error("company {0} has no Cal.com webhook secret")]
     WebhookNotConfigured(i64),
@@ -146,6 +165,13 @@ impl Error {
             Error::EmailTaken => "email_taken",
             Error::BadSignature => "bad_signature",
             Error::WebhookNotConfigured(_) => "webhook_not_configured",
+            Error::CallerNotVerified => "caller_not_verified",
+            Error::MultipleFound { .. } => "multiple_found",
+            Error::TooLateToCancel { .. } => "too_late_to_cancel",
+            Error::TooLateToReschedule { .. } => "too_late_to_reschedule",
+            Error::RescheduleLimitReached { .. } => "reschedule_limit_reached",
+            Error::AppointmentCancelled(_) => "appointment_cancelled",
+            Error::CallbackNotFound(_) => "callback_not_found",
             Error::TenantRequired => "tenant_required",
             Error::SlotUnavailable { .. } => "slot_unavailable",
             Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
@@ -174,6 +200,13 @@ impl Error {
         let mut out = serde_json::json!({"code": self.code(), "message": self.to_string()});
         if let Error::SlotUnavailable { alternatives } = self {
             out["alternatives"] = alternatives.iter().map(crate::utc::format_utc).collect();
+        }
+        match self {
+            Error::MultipleFound { appointments } => out["appointments"] = serde_json::json!(appointments),
+            Error::TooLateToCancel { deadline } | Error::TooLateToReschedule { deadline } => {
+                out["deadline"] = crate::utc::format_utc(deadline).into();
+            }
+            _ => {}
         }
         if let Error::Invalid(problems) = self {
             if problems.len() > 1 {

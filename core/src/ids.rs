@@ -30,6 +30,8 @@ int_id!(
     CustomerId,
     AppointmentId,
     JobId,
+    /// A request to call a caller back.
+    CallbackId,
 );
 
 /// A call as Retell names it (`call_...`).

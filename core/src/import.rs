@@ -143,6 +143,24 @@ pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) 
     })
 }
 
+impl CallRow {
+    /// The call as it is, or will be once inserted (id 0 until then).
+    pub(crate) fn into_call(self) -> Call {
+        match self {
+            CallRow::Known(call) => call,
+            CallRow::New(row) => Call {
+                id: crate::ids::CallDbId(0),
+                retell_call_id: row.retell_call_id,
+                company_id: row.company_id,
+                branch_id: row.branch_id,
+                from_number: row.from_number,
+                to_number: row.to_number,
+                direction: row.direction,
+            },
+        }
+    }
+}
+
 /// Checks a call and finds its branch and company, writing nothing.
 pub(crate) fn resolve_call(tx: &mut dyn Tx, new: &NewCall) -> Result<CallRow> {
     let retell_call_id = CallId(new.retell_call_id.0.trim().to_string());

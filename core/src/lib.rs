@@ -35,8 +35,10 @@ mod breaker;
 pub mod calcom;
 mod calcom_webhook;
 mod call;
+mod callback;
 mod callbook;
 mod caller;
+mod change;
 mod clock;
 mod company;
 mod config;
@@ -45,6 +47,7 @@ mod email;
 mod error;
 mod ids;
 mod import;
+mod journey;
 mod queue;
 pub mod retell;
 mod review;
@@ -65,13 +68,15 @@ pub use availability::{Availability, AvailabilityConfig, AvailabilityRequest, Sl
 pub use booking::{Booking, BookingRequest};
 pub use calcom_webhook::WebhookOutcome;
 pub use call::{Call, NewCall};
+pub use callback::{Callback, CallbackStatus};
 pub use callbook::Callbook;
+pub use change::{CallContext, CallbackRequest, Change, ChangeRequest, ServiceInfo};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use company::{Branch, ChangePolicy, Company, Secret, Service};
 pub use config::Config;
 pub use customer::{Customer, CustomerSource};
 pub use error::{Error, ErrorKind, Problem};
-pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
+pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 pub use import::{ImportData, ImportSummary};
 pub use queue::{Job, JobKind, JobState, Policy};
 pub use stats::Stats;
@@ -82,7 +87,10 @@ pub use utc::format_utc;
 /// The domain rules as pure functions: no database, no network, no clock of
 /// their own (the WASM module exposes them to browsers).
 pub mod rules {
-    pub use crate::agent::{speak_booking, speak_refusal, speak_slots, speak_time, speak_times, Language};
+    pub use crate::agent::{
+        speak_booking, speak_callback, speak_cancel_question, speak_cancelled, speak_found, speak_move_question,
+        speak_moved, speak_refusal, speak_slots, speak_time, speak_times, speak_today, speak_which, Language,
+    };
     pub use crate::appointment::cut_message;
     pub use crate::booking::{idempotency_key, validate_booking_request};
     pub use crate::breaker::{
@@ -92,6 +100,7 @@ pub mod rules {
         anonymity, classify_caller, detect_anonymous, is_valid_phone, normalize_phone, region_of, Anonymity,
         AnonymityReason, Caller,
     };
+    pub use crate::change::{caller_may_change, check_cancel, check_reschedule, deadline, pick};
     pub use crate::customer::{placeholder_phone, NewCustomer};
     pub use crate::email::{is_valid_email, normalize_email, EmailInput};
     pub use crate::queue::{is_claimable, retry_delay, transition, JobEvent, JobSnapshot, NewJob, Refusal};

@@ -16,6 +16,7 @@ str_enum!(
         Create => "calcom.create",
         UpdateAttendee => "calcom.update_attendee",
         Cancel => "calcom.cancel",
+        Reschedule => "calcom.reschedule",
     }
 );
 

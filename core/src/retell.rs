@@ -8,6 +8,7 @@
 
 use crate::booking::BookingRequest;
 use crate::call::NewCall;
+use crate::change::{CallbackRequest, ChangeRequest};
 use crate::error::MAX_CALL_ID;
 use crate::ids::CallId;
 use crate::{Error, Result};
@@ -72,6 +73,16 @@ pub enum AgentFunction {
     BookAppointment,
     /// Args `{date, service_id?, time?}`: up to 3 free times (nearest `time` when given).
     CheckAvailability,
+    /// Args `{}`: today in the branch, who calls, the services.
+    GetCallContext,
+    /// Args `{date?}`: the verified caller's upcoming appointments.
+    FindAppointments,
+    /// Args `{appointment_id? | date [+ time], reason?, confirmed?}`.
+    CancelAppointment,
+    /// Args as a cancel plus `new_start | new_date + new_time`.
+    RescheduleAppointment,
+    /// Args `{customer_name, reason?, phone?}`.
+    RequestCallback,
 }
 
 impl AgentFunction {
@@ -80,6 +91,11 @@ impl AgentFunction {
         match name {
             "book_appointment" | "bookAppointment" => Some(AgentFunction::BookAppointment),
             "check_availability" | "checkAvailability" => Some(AgentFunction::CheckAvailability),
+            "get_call_context" | "getCallContext" => Some(AgentFunction::GetCallContext),
+            "find_appointments" | "findAppointments" => Some(AgentFunction::FindAppointments),
+            "cancel_appointment" | "cancelAppointment" => Some(AgentFunction::CancelAppointment),
+            "reschedule_appointment" | "rescheduleAppointment" => Some(AgentFunction::RescheduleAppointment),
+            "request_callback" | "requestCallback" => Some(AgentFunction::RequestCallback),
             _ => None,
         }
     }
@@ -169,6 +185,62 @@ pub(crate) fn id_arg(args: &Map<String, Value>, key: &str) -> Result<Option<i64>
         Some(_) => None,
     }
     .ok_or_else(|| bad(key, "invalid_argument", format!("{key} must be a whole number")))
+}
+
+/// A yes/no as a language model may send it: `true`, `"true"`, `"yes"`, `"ja"`.
+pub(crate) fn flag_arg(args: &Map<String, Value>, key: &str) -> Result<bool> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "ja" | "1" => Ok(true),
+            "false" | "no" | "nein" | "0" | "" => Ok(false),
+            _ => Err(bad(key, "invalid_argument", format!("{key} must be true or false"))),
+        },
+        Some(_) => Err(bad(key, "invalid_argument", format!("{key} must be true or false"))),
+    }
+}
+
+/// The cancel or move the args ask for (both spellings of each name).
+pub fn change_request_from_args(call: &FunctionCall) -> Result<ChangeRequest> {
+    let args = &call.args;
+    let text =
+        |snake: &str, camel: &str| -> Result<Option<String>> { Ok(text_arg(args, snake)?.or(text_arg(args, camel)?)) };
+    let request = ChangeRequest {
+        retell_call_id: Some(call.call_id.0.clone()),
+        appointment_id: id_arg(args, "appointment_id")?.or(id_arg(args, "appointmentId")?),
+        date: text("date", "date")?,
+        time: text("time", "time")?,
+        new_start: text("new_start", "newStart")?,
+        new_date: text("new_date", "newDate")?,
+        new_time: text("new_time", "newTime")?,
+        reason: text("reason", "reason")?,
+        confirmed: flag_arg(args, "confirmed")?,
+        call: call.call.clone(),
+        ..Default::default()
+    };
+    for (field, value) in [
+        ("date", &request.date),
+        ("time", &request.time),
+        ("new_start", &request.new_start),
+        ("new_date", &request.new_date),
+        ("new_time", &request.new_time),
+    ] {
+        Error::check_length(field, value.as_deref().unwrap_or_default(), 64)?;
+    }
+    Ok(request)
+}
+
+/// The callback the args ask for.
+pub fn callback_request_from_args(call: &FunctionCall) -> Result<CallbackRequest> {
+    let args = &call.args;
+    Ok(CallbackRequest {
+        retell_call_id: call.call_id.0.clone(),
+        customer_name: text_arg(args, "customer_name")?.or(text_arg(args, "customerName")?).unwrap_or_default(),
+        reason: text_arg(args, "reason")?,
+        phone: text_arg(args, "phone")?,
+        call: call.call.clone(),
+    })
 }
 
 /// The booking the args ask for.

@@ -1,5 +1,6 @@
 //! The manual-review queue: appointments that could not be synced (or need a
-//! person's look, such as an email conflict). List, show, retry, resolve.
+//! person's look, such as an email conflict). List, show, retry, resolve; and
+//! each company's Cal.com breaker, for the operator's metrics.
 
 use crate::appointment::Appointment;
 use crate::callbook::Callbook;
@@ -94,6 +95,23 @@ impl Callbook {
             }
             tx.set_customer_email(company, id, &address, now)?;
             crate::booking::enqueue_attendee_updates(tx, company, id, &config, now)
+        })
+    }
+
+    /// Each company with a Cal.com key and its breaker's state (closed when
+    /// it has none yet), by company id: what `/metrics` labels, instead of
+    /// the breaker's key (which carries a hash of the API key).
+    pub fn breaker_states(&self, default_base: &str) -> Result<Vec<(crate::ids::CompanyId, crate::breaker::BreakerState)>> {
+        crate::store::read(&**self.store(), |tx| {
+            let breakers = tx.breakers()?;
+            let mut out = Vec::new();
+            for company in tx.companies()? {
+                let Some(endpoint) = crate::calcom::Endpoint::of(&company, default_base) else { continue };
+                let key = endpoint.breaker_key();
+                let state = breakers.iter().find(|b| b.key == key).map_or(crate::breaker::BreakerState::Closed, |b| b.state);
+                out.push((company.id, state));
+            }
+            Ok(out)
         })
     }
 }

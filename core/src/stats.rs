@@ -1,9 +1,7 @@
 //! Counts an operator looks at: appointments by sync status, jobs by state,
 //! the manual-review list, known and anonymous customers.
 
-use crate::breaker::{Breaker, BreakerState};
-use crate::calcom::Endpoint;
-use crate::ids::CompanyId;
+use crate::breaker::Breaker;
 use crate::store::Counts;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,24 +29,5 @@ impl From<Counts> for Stats {
             customers_anonymous: c.customers_anonymous,
             breakers: Vec::new(),
         }
-    }
-}
-
-impl crate::callbook::Callbook {
-    /// Each company with a Cal.com key and its breaker's state (closed when
-    /// it has none yet), by company id: what `/metrics` labels, instead of
-    /// the breaker's key (which carries a hash of the API key).
-    pub fn breaker_states(&self, default_base: &str) -> crate::Result<Vec<(CompanyId, BreakerState)>> {
-        crate::store::read(&**self.store(), |tx| {
-            let breakers = tx.breakers()?;
-            let mut out = Vec::new();
-            for company in tx.companies()? {
-                let Some(endpoint) = Endpoint::of(&company, default_base) else { continue };
-                let key = endpoint.breaker_key();
-                let state = breakers.iter().find(|b| b.key == key).map_or(BreakerState::Closed, |b| b.state);
-                out.push((company.id, state));
-            }
-            Ok(out)
-        })
     }
 }

@@ -8,7 +8,7 @@ use crate::appointment::{cut_message, Appointment, AppointmentStatus, SyncOrigin
 use crate::breaker::{self, Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
 use crate::calcom::{
     build_create_payload, classify, key_match, ApiFailure, BookingQuery, CalBooking, CalcomApi, Endpoint, KeyMatch,
-    NewAttendee, RateLimitHeaders, ATTENDEES_THROTTLER, DEFAULT_BASE_URL, DEFAULT_THROTTLER,
+    Move, NewAttendee, RateLimitHeaders, ATTENDEES_THROTTLER, DEFAULT_BASE_URL, DEFAULT_THROTTLER,
 };
 use crate::callbook::{apply_in, Callbook};
 use crate::company::{Branch, Company, Service};
@@ -478,14 +478,23 @@ impl Worker {
         let a = &ctx.appointment;
         let skip =
             |reason: &str| self.finish_quietly(job, JobEvent::Succeed, SyncOutcome::Skipped { reason: reason.into() });
+        // A create sent before without a definite answer may have booked.
+        let sent_before = job.attempt > 1 || job.last_error.is_some();
+        let cancelled = a.status == AppointmentStatus::Cancelled;
         match job.kind {
             // Loop prevention: what came from Cal.com is never pushed back.
             JobKind::Create if a.sync_origin == SyncOrigin::Calcom => return skip("from_calcom"),
             JobKind::Create if a.calcom_v2_booking_uid.is_some() => return skip("already_synced"),
-            JobKind::Create if a.status == AppointmentStatus::Cancelled => {
+            JobKind::Create if cancelled && !sent_before => {
                 return self.finish_quietly(job, JobEvent::Cancel, SyncOutcome::Cancelled)
             }
-            JobKind::UpdateAttendee | JobKind::Cancel if a.calcom_v2_booking_uid.is_none() => {
+            // A cancel or a move acts on the booking a create or a move in
+            // flight is making: it waits for them to finish.
+            JobKind::Cancel | JobKind::Reschedule if self.in_flight(job)? => {
+                return self.defer(job, self.book.now() + WAIT_FOR_IN_FLIGHT, "waiting_for_sync", None)
+            }
+            JobKind::Reschedule if cancelled => return skip("cancelled"),
+            JobKind::UpdateAttendee | JobKind::Cancel | JobKind::Reschedule if a.calcom_v2_booking_uid.is_none() => {
                 return skip("not_in_calcom")
             }
             JobKind::UpdateAttendee if ctx.customer.email.is_none() => return skip("no_email"),
@@ -526,7 +535,14 @@ impl Worker {
             return self.defer(job, until, "rate_limit", None);
         }
         let answer = match job.kind {
+            // Cancelled while a create without an answer was out: only look
+            // for what it may have booked (the cancel job then cancels it).
+            JobKind::Create if cancelled => match self.find_created(&ctx, &endpoint) {
+                Ok(None) => return self.finish_quietly(job, JobEvent::Cancel, SyncOutcome::Cancelled),
+                other => other,
+            },
             JobKind::Create => self.create(lookup, &ctx, &endpoint),
+            JobKind::Reschedule => self.reschedule(&ctx, &endpoint),
             JobKind::UpdateAttendee => {
                 let attendee = NewAttendee {
                     name: ctx.customer.name.clone(),
@@ -538,7 +554,8 @@ impl Worker {
             }
             JobKind::Cancel => {
                 let uid = a.calcom_v2_booking_uid.clone().unwrap_or_default();
-                match self.api.cancel_booking(&endpoint, &uid, "cancelled by the caller") {
+                let seat = a.calcom_v2_seat_uid.as_deref();
+                match self.api.cancel_booking(&endpoint, &uid, seat, "cancelled by the caller") {
                     // A retried cancel whose first answer was lost: done all the same.
                     Err(ApiFailure::Status { status: 400, message, .. }) if is_cancelled_already(&message) => Ok(None),
                     other => other.map(|()| None),
@@ -626,6 +643,63 @@ impl Worker {
         }
     }
 
+    /// Is a create (or, for a cancel, a move) of this appointment unfinished?
+    fn in_flight(&self, job: &Job) -> Result<bool> {
+        let waits_for = |kind: JobKind| match job.kind {
+            JobKind::Cancel => kind == JobKind::Create || kind == JobKind::Reschedule,
+            _ => kind == JobKind::Create,
+        };
+        let jobs = self.book.jobs_of(job.appointment_id)?;
+        Ok(jobs.iter().any(|j| j.id != job.id && waits_for(j.kind) && !j.state.is_final()))
+    }
+
+    /// The booking an unanswered create of a now cancelled appointment made, if any.
+    fn find_created(&self, ctx: &Context, endpoint: &Endpoint) -> std::result::Result<Option<Synced>, ApiFailure> {
+        match ctx.service.calcom_event_type_id {
+            Some(event_type_id) => self.find_mine(ctx, event_type_id, endpoint),
+            None => Ok(None),
+        }
+    }
+
+    /// The move flow: Cal.com books the new time under a new uid and cancels
+    /// the old booking. When an earlier attempt did that without an answer,
+    /// Cal.com's refusal names the new booking: it is taken if it is at the
+    /// wanted time, else moved on from.
+    fn reschedule(&self, ctx: &Context, endpoint: &Endpoint) -> std::result::Result<Option<Synced>, ApiFailure> {
+        let a = &ctx.appointment;
+        let the_move = Move { start: a.starts_at, seat_uid: a.calcom_v2_seat_uid.clone(), reason: None };
+        let seat = |b: &CalBooking| b.seat_uid.clone().or_else(|| a.calcom_v2_seat_uid.clone());
+        let uid = a.calcom_v2_booking_uid.clone().unwrap_or_default();
+        match self.api.reschedule_booking(endpoint, &uid, &the_move) {
+            Ok(b) => Ok(Some(Synced::from(&b, seat(&b), false))),
+            Err(ApiFailure::Status { status: 400, message, retry_after }) => {
+                let Some(new_uid) = rescheduled_to(&message) else {
+                    return Err(ApiFailure::Status { status: 400, message, retry_after });
+                };
+                self.take_slot(endpoint)?;
+                let b = self.api.get_booking(endpoint, &new_uid)?;
+                if starts_at(&b) == Some(a.starts_at) {
+                    return Ok(Some(Synced::from(&b, seat(&b), true)));
+                }
+                self.take_slot(endpoint)?;
+                let b = self.api.reschedule_booking(endpoint, &new_uid, &the_move)?;
+                Ok(Some(Synced::from(&b, seat(&b), false)))
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// One more request slot for a flow that needs a second call; a local
+    /// 429 (retried after the wait, no attempt used) when none is free.
+    fn take_slot(&self, endpoint: &Endpoint) -> std::result::Result<(), ApiFailure> {
+        let now = self.book.now();
+        self.limiter.acquire(&endpoint.breaker_key(), 1, now).map_err(|until| ApiFailure::Status {
+            status: 429,
+            message: "local rate limit".into(),
+            retry_after: Some(until - now),
+        })
+    }
+
     /// Looks for the booking an earlier create made: Cal.com cannot filter by
     /// metadata, so list the event type's bookings from the start on and
     /// match the key. `beforeEnd` filters on a booking's END and the length
@@ -650,15 +724,7 @@ impl Worker {
         for page in 0..LOOKUP_PAGES {
             if page > 0 {
                 // Pages past the first are rare; each still keeps to the limit.
-                let now = self.book.now();
-                if let Err(until) = self.limiter.acquire(&endpoint.breaker_key(), 1, now) {
-                    let wait = Some(until - now);
-                    return Err(ApiFailure::Status {
-                        status: 429,
-                        message: "local rate limit".into(),
-                        retry_after: wait,
-                    });
-                }
+                self.take_slot(endpoint)?;
             }
             let found = self.api.find_bookings(endpoint, &query)?;
             for booking in &found.bookings {
@@ -727,10 +793,15 @@ impl Worker {
             Ok(())
         };
         let (company, appointment) = (job.company_id, ctx.appointment.id);
+        let sent_start = ctx.appointment.starts_at;
         match answer {
             Ok(booked) => store::write(&**self.book.store(), move |tx| {
                 note(tx)?;
-                if !apply_in(tx, &job, &JobEvent::Succeed, None, now)? {
+                // Moved again while this move was out: run once more with the newest time.
+                let moved_since = job.kind == JobKind::Reschedule
+                    && tx.appointment(company, appointment)?.is_some_and(|now| now.starts_at != sent_start);
+                let event = if moved_since { JobEvent::Defer { until: now } } else { JobEvent::Succeed };
+                if !apply_in(tx, &job, &event, None, now)? {
                     return Ok(SyncOutcome::Lost);
                 }
                 let adopted = match booked {
@@ -815,6 +886,18 @@ fn maybe_ours(failure: &ApiFailure, sent_before: bool) -> bool {
         ApiFailure::Status { .. } => sent_before && classify(failure).code == "slot_unavailable",
         _ => false,
     }
+}
+
+/// How long a cancel or a move waits for a create or move in flight.
+const WAIT_FOR_IN_FLIGHT: Duration = Duration::seconds(1);
+
+/// The new booking's uid in Cal.com's refusal to move a booking that was
+/// moved already ("… cancelled and rescheduled already to booking with
+/// uid=NEW. You probably want …", `errors_400_reschedule_already_rescheduled`).
+fn rescheduled_to(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("rescheduled already to booking with uid=")?;
+    let uid: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    (!uid.is_empty()).then_some(uid)
 }
 
 /// Cal.com's refusal to cancel a booking that is cancelled

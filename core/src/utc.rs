@@ -16,3 +16,10 @@ pub(crate) fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Re
 pub(crate) fn rfc3339_list<S: Serializer>(list: &[DateTime<Utc>], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_seq(list.iter().map(format_utc))
 }
+
+pub(crate) fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format_utc(t)),
+        None => s.serialize_none(),
+    }
+}

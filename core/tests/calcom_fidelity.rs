@@ -321,8 +321,11 @@ impl CalcomApi for NoSeatMetadata {
     fn get_booking(&self, e: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure> {
         self.0.get_booking(e, uid)
     }
-    fn cancel_booking(&self, e: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure> {
-        self.0.cancel_booking(e, uid, reason)
+    fn cancel_booking(&self, e: &Endpoint, uid: &str, seat: Option<&str>, reason: &str) -> Result<(), ApiFailure> {
+        self.0.cancel_booking(e, uid, seat, reason)
+    }
+    fn reschedule_booking(&self, e: &Endpoint, uid: &str, m: &Move) -> Result<CalBooking, ApiFailure> {
+        self.0.reschedule_booking(e, uid, m)
     }
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> Result<(), ApiFailure> {
         self.0.add_attendee(e, uid, a)

@@ -231,6 +231,7 @@ fn what_the_client_sends_matches_the_request_fixtures() {
         start: from.with_timezone(&Utc),
         end: (from + Duration::days(1) - Duration::seconds(1)).with_timezone(&Utc),
         time_zone: "Europe/Berlin".into(),
+        booking_uid_to_reschedule: None,
     };
     client.slots(&endpoint, &query).expect("slots");
     let recorded = sent("slots_range.json", fake.last_request().expect("recorded"));
@@ -258,7 +259,7 @@ fn what_the_client_sends_matches_the_request_fixtures() {
     };
     client.add_attendee(&endpoint, &booked.uid, &attendee).expect("adds");
     sent("attendees_add.json", fake.last_request().expect("recorded"));
-    client.cancel_booking(&endpoint, &booked.uid, "Termin vom Anrufer storniert").expect("cancels");
+    client.cancel_booking(&endpoint, &booked.uid, None, "Termin vom Anrufer storniert").expect("cancels");
     sent("cancel.json", fake.last_request().expect("recorded"));
 }
 

@@ -9,10 +9,10 @@ use std::path::Path;
 /// Every module of core, by layer (0 = leaf).
 const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "start"]),
-    ("model", &["company", "call", "customer", "appointment", "queue", "breaker", "config"]),
+    ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "config"]),
     ("store", &["store"]),
-    ("operations", &["slots", "booking", "import", "retell", "calcom"]),
-    ("facade", &["callbook", "review", "stats"]),
+    ("operations", &["slots", "booking", "change", "import", "retell", "calcom"]),
+    ("facade", &["callbook", "journey", "review", "stats"]),
     ("services", &["availability", "sync", "agent", "calcom_webhook"]),
 ];
 

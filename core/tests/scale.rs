@@ -107,8 +107,11 @@ impl CalcomApi for HangsAfter {
     fn get_booking(&self, e: &Endpoint, uid: &str) -> std::result::Result<CalBooking, ApiFailure> {
         self.0.get_booking(e, uid)
     }
-    fn cancel_booking(&self, e: &Endpoint, uid: &str, r: &str) -> std::result::Result<(), ApiFailure> {
-        self.0.cancel_booking(e, uid, r)
+    fn cancel_booking(&self, e: &Endpoint, uid: &str, s: Option<&str>, r: &str) -> std::result::Result<(), ApiFailure> {
+        self.0.cancel_booking(e, uid, s, r)
+    }
+    fn reschedule_booking(&self, e: &Endpoint, uid: &str, m: &Move) -> std::result::Result<CalBooking, ApiFailure> {
+        self.0.reschedule_booking(e, uid, m)
     }
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> std::result::Result<(), ApiFailure> {
         self.0.add_attendee(e, uid, a)

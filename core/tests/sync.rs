@@ -292,8 +292,11 @@ impl CalcomApi for DiesAfterCreate {
     fn get_booking(&self, e: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure> {
         self.0.get_booking(e, uid)
     }
-    fn cancel_booking(&self, e: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure> {
-        self.0.cancel_booking(e, uid, reason)
+    fn cancel_booking(&self, e: &Endpoint, uid: &str, seat: Option<&str>, reason: &str) -> Result<(), ApiFailure> {
+        self.0.cancel_booking(e, uid, seat, reason)
+    }
+    fn reschedule_booking(&self, e: &Endpoint, uid: &str, m: &Move) -> Result<CalBooking, ApiFailure> {
+        self.0.reschedule_booking(e, uid, m)
     }
     fn add_attendee(&self, e: &Endpoint, uid: &str, a: &NewAttendee) -> Result<(), ApiFailure> {
         self.0.add_attendee(e, uid, a)
@@ -423,7 +426,7 @@ fn the_client_reads_and_cancels_bookings() {
     assert_eq!(client.find_bookings(&endpoint, &query).expect("lists").bookings.len(), 0);
     let query = BookingQuery { before_end: a.starts_at + Duration::minutes(45), ..query };
     assert_eq!(client.find_bookings(&endpoint, &query).expect("lists").bookings.len(), 1);
-    client.cancel_booking(&endpoint, &uid, "caller cancelled").expect("cancels");
+    client.cancel_booking(&endpoint, &uid, None, "caller cancelled").expect("cancels");
     assert_eq!(e.fake.bookings()[0]["status"], "cancelled");
     let missing = client.get_booking(&endpoint, "nope").expect_err("404");
     assert_eq!(classify(&missing).code, "calcom_not_found");

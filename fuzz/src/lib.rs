@@ -206,7 +206,29 @@ impl CalcomApi for ScriptedCalcom {
         let found = listed.iter().find(|b| b.uid == uid).cloned();
         found.ok_or_else(|| ApiFailure::Status { status: 404, message: "not found".into(), retry_after: None })
     }
-    fn cancel_booking(&self, _endpoint: &Endpoint, _uid: &str, _reason: &str) -> Result<(), ApiFailure> {
+    /// A move answered as scripted: the moved booking under a new uid
+    /// (listed, the old one kept as it is), or the failure.
+    fn reschedule_booking(&self, _endpoint: &Endpoint, uid: &str, the_move: &Move) -> Result<CalBooking, ApiFailure> {
+        match self.next() {
+            Answer::Booked { lost, .. } => {
+                let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+                let old = listed.iter().find(|b| b.uid == uid).cloned();
+                let n = listed.len();
+                let mut moved = old.unwrap_or_else(|| booking_for(&Value::Null, the_move.seat_uid.is_some(), n));
+                moved.id = 1000 + n as i64;
+                moved.uid = format!("{uid}-moved-{n}");
+                moved.start = Some(format_utc(&the_move.start));
+                listed.push(moved.clone());
+                if lost {
+                    Err(ApiFailure::Timeout)
+                } else {
+                    Ok(moved)
+                }
+            }
+            Answer::Failure(f) => Err(f),
+        }
+    }
+    fn cancel_booking(&self, _endpoint: &Endpoint, _uid: &str, _seat: Option<&str>, _reason: &str) -> Result<(), ApiFailure> {
         match self.next() {
             Answer::Booked { lost: false, .. } => Ok(()),
             Answer::Booked { lost: true, .. } => Err(ApiFailure::Timeout),

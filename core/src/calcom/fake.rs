@@ -1109,6 +1109,9 @@ fn reschedule(s: &mut State, path: &str, uid: &str, input: &Value, now: DateTime
     if start <= now {
         return Answer::error(path, 400, "Attempting to book a meeting in the past.");
     }
+    if let Some(seat) = input["seatUid"].as_str() {
+        return move_seat(s, path, i, seat, start, now);
+    }
     let length = s.event_types.get(&old.event_type).map_or((old.end - old.start).num_minutes(), |e| e.length_minutes);
     let end = start + Duration::minutes(length);
     let taken = s
@@ -1129,6 +1132,47 @@ fn reschedule(s: &mut State, path: &str, uid: &str, input: &Value, now: DateTime
     let answer = booking_json(&new, s);
     s.bookings.push(new);
     Answer::ok(201, answer)
+}
+
+/// A seat's move (`RescheduleSeatedBookingInput_2024_08_13`, upstream's
+/// `attendeeRescheduleSeatedBooking`): the seat (same seat uid, its own
+/// metadata) leaves its booking, which is cancelled when no seat is left,
+/// and joins the live booking of the event type at the new start, or a new
+/// one; 201 with that booking and the seat's uid.
+fn move_seat(s: &mut State, path: &str, i: usize, seat: &str, start: DateTime<Utc>, now: DateTime<Utc>) -> Answer {
+    let Some(at) = s.bookings[i].attendees.iter().position(|a| a.seat.as_ref().is_some_and(|(u, _)| u == seat)) else {
+        return Answer::error(path, 400, "Seat not found");
+    };
+    let event_type = s.bookings[i].event_type;
+    let (length, seats) = s
+        .event_types
+        .get(&event_type)
+        .map_or(((s.bookings[i].end - s.bookings[i].start).num_minutes(), u32::MAX), |e| {
+            (e.length_minutes, e.seats.unwrap_or(u32::MAX))
+        });
+    let target = s.bookings.iter().position(|b| b.event_type == event_type && b.live() && b.start == start);
+    if target.is_some_and(|t| t != i && s.bookings[t].attendees.len() >= seats as usize) {
+        return Answer::error(path, 409, "No more seats left at this seated booking.");
+    }
+    let attendee = s.bookings[i].attendees.remove(at);
+    if s.bookings[i].attendees.is_empty() {
+        s.bookings[i].status = "cancelled";
+    }
+    let target = match target {
+        Some(t) => {
+            s.bookings[t].attendees.push(attendee);
+            t
+        }
+        None => {
+            let metadata = attendee.seat.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+            let mut new = new_booking(s, event_type, start, length, attendee.fields.clone(), metadata, None, now);
+            new.attendees = vec![attendee];
+            new.rescheduled_from = Some(s.bookings[i].uid.clone());
+            s.bookings.push(new);
+            s.bookings.len() - 1
+        }
+    };
+    Answer::ok(201, seated_create_json(&s.bookings[target], seat, s))
 }
 
 /// `POST /v2/bookings/{uid}/attendees` (`ADD_ATTENDEE_INPUT`): name and
@@ -1284,7 +1328,9 @@ fn slots(s: &State, path: &str, q: &HashMap<String, String>, now: DateTime<Utc>)
             t.with_timezone(&zone).to_rfc3339_opts(SecondsFormat::Millis, false)
         }
     };
-    let live = |b: &&Booking| b.event_type == event_type && b.live();
+    // `bookingUidToReschedule`: the booking being moved does not block its own new slot.
+    let moving = q.get("bookingUidToReschedule");
+    let live = |b: &&Booking| b.event_type == event_type && b.live() && moving != Some(&b.uid);
     let mut data = Map::new();
     let first = from.with_timezone(&host).date_naive();
     for date in

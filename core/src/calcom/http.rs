@@ -102,10 +102,24 @@ impl CalcomApi for HttpCalcom {
         data(self.send(endpoint, self.request("GET", endpoint, &format!("/v2/bookings/{uid}")), None)?)
     }
 
-    fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure> {
-        let body = json!({ "cancellationReason": reason });
+    fn cancel_booking(
+        &self,
+        endpoint: &Endpoint,
+        uid: &str,
+        seat_uid: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ApiFailure> {
+        let body = match seat_uid {
+            Some(seat) => json!({ "seatUid": seat }),
+            None => json!({ "cancellationReason": reason }),
+        };
         let request = self.request("POST", endpoint, &format!("/v2/bookings/{uid}/cancel"));
         self.send(endpoint, request, Some(&body)).map(|_| ())
+    }
+
+    fn reschedule_booking(&self, endpoint: &Endpoint, uid: &str, the_move: &Move) -> Result<CalBooking, ApiFailure> {
+        let request = self.request("POST", endpoint, &format!("/v2/bookings/{uid}/reschedule"));
+        data(self.send(endpoint, request, Some(&the_move.body()))?)
     }
 
     fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure> {
@@ -122,6 +136,10 @@ impl CalcomApi for HttpCalcom {
             .query("end", &crate::utc::format_utc(&q.end))
             .query("timeZone", &q.time_zone)
             .query("format", "range");
+        let request = match &q.booking_uid_to_reschedule {
+            Some(uid) => request.query("bookingUidToReschedule", uid),
+            None => request,
+        };
         parse_slots(&self.send(endpoint, request, None)?).map_err(ApiFailure::BadAnswer)
     }
 

@@ -175,6 +175,9 @@ pub struct SlotQuery {
     pub end: DateTime<Utc>,
     /// IANA zone the answer's times are written in.
     pub time_zone: String,
+    /// `bookingUidToReschedule`: a booking being moved, whose own time
+    /// does not count as taken.
+    pub booking_uid_to_reschedule: Option<String>,
 }
 
 /// Free starts from `GET /v2/slots`, and the event type's length when the
@@ -249,6 +252,33 @@ pub struct NewAttendee {
     pub time_zone: String,
 }
 
+/// A move of a booking (`POST /v2/bookings/{uid}/reschedule`): Cal.com
+/// makes a new booking (new uid) at `start` and cancels the old one. A
+/// seated booking moves one seat (`seatUid`) and takes no reason
+/// (`RescheduleSeatedBookingInput_2024_08_13`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub start: DateTime<Utc>,
+    pub seat_uid: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Move {
+    /// The request body.
+    pub fn body(&self) -> Value {
+        match &self.seat_uid {
+            Some(seat) => json!({"start": crate::utc::format_utc(&self.start), "seatUid": seat}),
+            None => {
+                let mut body = json!({"start": crate::utc::format_utc(&self.start)});
+                if let Some(reason) = &self.reason {
+                    body["reschedulingReason"] = reason.clone().into();
+                }
+                body
+            }
+        }
+    }
+}
+
 /// Why a call to Cal.com failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiFailure {
@@ -282,7 +312,17 @@ pub trait CalcomApi: Send + Sync {
     fn create_booking(&self, endpoint: &Endpoint, payload: &Value) -> Result<CalBooking, ApiFailure>;
     fn find_bookings(&self, endpoint: &Endpoint, query: &BookingQuery) -> Result<BookingPage, ApiFailure>;
     fn get_booking(&self, endpoint: &Endpoint, uid: &str) -> Result<CalBooking, ApiFailure>;
-    fn cancel_booking(&self, endpoint: &Endpoint, uid: &str, reason: &str) -> Result<(), ApiFailure>;
+    /// Cancels a booking, or only the seat `seat_uid` of a seated one
+    /// (`CancelSeatedBookingInput_2024_08_13` takes the seat and no reason).
+    fn cancel_booking(
+        &self,
+        endpoint: &Endpoint,
+        uid: &str,
+        seat_uid: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ApiFailure>;
+    /// Moves a booking; the answer is the new booking.
+    fn reschedule_booking(&self, endpoint: &Endpoint, uid: &str, the_move: &Move) -> Result<CalBooking, ApiFailure>;
     fn add_attendee(&self, endpoint: &Endpoint, uid: &str, attendee: &NewAttendee) -> Result<(), ApiFailure>;
     /// Free starts for an event type (`GET /v2/slots`, range format).
     fn slots(&self, endpoint: &Endpoint, query: &SlotQuery) -> Result<SlotAnswer, ApiFailure>;

@@ -6,10 +6,11 @@ use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, T
 use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
+use crate::callback::{Callback, CallbackStatus, NewCallback};
 use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
-use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
-use crate::queue::{is_claimable, Job, JobSnapshot, JobState, NewJob};
+use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
+use crate::queue::{is_claimable, Job, JobKind, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ struct State {
     breakers: BTreeMap<String, Breaker>,
     remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Offered>,
     changes: Vec<AppointmentChange>,
+    callbacks: BTreeMap<CallbackId, Callback>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -424,6 +426,125 @@ impl Tx for MemoryTx<'_> {
     fn changes_of(&mut self, company: CompanyId, id: AppointmentId) -> Result<Vec<AppointmentChange>> {
         let of = |c: &&AppointmentChange| c.company_id == company && c.appointment_id == id;
         Ok(self.state.changes.iter().filter(of).cloned().collect())
+    }
+
+    fn changes_by_call(&mut self, company: CompanyId, call: CallDbId) -> Result<Vec<AppointmentChange>> {
+        let by = |c: &&AppointmentChange| {
+            c.company_id == company
+                && matches!(c.by, crate::appointment::ChangedBy::Call { call_id } if call_id == call)
+        };
+        Ok(self.state.changes.iter().filter(by).cloned().collect())
+    }
+    fn caller_appointments(
+        &mut self,
+        company: CompanyId,
+        customer: Option<CustomerId>,
+        call: CallDbId,
+        from: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>> {
+        let mut found: Vec<Appointment> = self
+            .state
+            .appointments
+            .values()
+            .filter(|a| a.company_id == company && a.starts_at >= from)
+            .filter(|a| Some(a.customer_id) == customer || a.call_id == Some(call))
+            .cloned()
+            .collect();
+        found.sort_by_key(|a| (a.starts_at, a.id));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+    fn cancel_appointment(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.status = AppointmentStatus::Cancelled;
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn move_appointment(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        pending: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        if let Some(a) = self.appointment_mut(company, id) {
+            a.previous_starts_at = Some(a.starts_at);
+            a.starts_at = starts_at;
+            a.ends_at = ends_at;
+            a.rescheduled_count += 1;
+            if pending {
+                a.calcom_sync_status = SyncStatus::Pending;
+            }
+            a.updated_at = now;
+        }
+        Ok(())
+    }
+    fn cancel_unsent_jobs(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        kind: JobKind,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.writing()?;
+        let mut n = 0;
+        for job in self.state.jobs.values_mut().filter(|j| {
+            j.company_id == company
+                && j.appointment_id == id
+                && j.kind == kind
+                && j.state == JobState::Available
+                && j.attempt == 0
+        }) {
+            job.state = JobState::Cancelled;
+            job.updated_at = now;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn insert_callback(&mut self, c: &NewCallback) -> Result<CallbackId> {
+        self.writing()?;
+        let id = CallbackId(next_id(&self.state.callbacks, |k| k.0));
+        let callback = Callback {
+            id,
+            company_id: c.company_id,
+            branch_id: c.branch_id,
+            call_id: c.call_id,
+            customer_name: c.customer_name.clone(),
+            phone: c.phone.clone(),
+            reason: c.reason.clone(),
+            status: CallbackStatus::Open,
+            created_at: c.now,
+            done_at: None,
+            done_by: None,
+        };
+        self.state.callbacks.insert(id, callback);
+        Ok(id)
+    }
+    fn callback(&mut self, id: CallbackId) -> Result<Option<Callback>> {
+        Ok(self.state.callbacks.get(&id).cloned())
+    }
+    fn callbacks(&mut self, status: Option<CallbackStatus>, limit: u32) -> Result<Vec<Callback>> {
+        let wanted = |c: &&Callback| status.is_none_or(|s| c.status == s);
+        Ok(self.state.callbacks.values().filter(wanted).take(limit as usize).cloned().collect())
+    }
+    fn finish_callback(&mut self, id: CallbackId, by: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.writing()?;
+        match self.state.callbacks.get_mut(&id) {
+            Some(c) if c.status == CallbackStatus::Open => {
+                c.status = CallbackStatus::Done;
+                c.done_at = Some(now);
+                c.done_by = Some(by.to_string());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn insert_job(&mut self, new: &NewJob, now: DateTime<Utc>) -> Result<JobId> {

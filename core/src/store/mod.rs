@@ -25,10 +25,11 @@ pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, WriterStats};
 use crate::appointment::{Appointment, AppointmentChange, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
+use crate::callback::{Callback, CallbackStatus, NewCallback};
 use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
-use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
-use crate::queue::{Job, JobSnapshot, JobState, NewJob};
+use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
+use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::{Arc, Mutex};
@@ -280,6 +281,50 @@ pub trait Tx {
     fn insert_change(&mut self, change: &AppointmentChange) -> Result<()>;
     /// An appointment's changes, oldest first.
     fn changes_of(&mut self, company: CompanyId, id: AppointmentId) -> Result<Vec<AppointmentChange>>;
+    /// The changes one call made, oldest first (a retried confirmation finds its first answer).
+    fn changes_by_call(&mut self, company: CompanyId, call: CallDbId) -> Result<Vec<AppointmentChange>>;
+    /// What a caller may see: the customer's appointments (when known) and
+    /// those booked in this call, starting at or after `from`, soonest
+    /// first, any status, at most `limit`.
+    fn caller_appointments(
+        &mut self,
+        company: CompanyId,
+        customer: Option<CustomerId>,
+        call: CallDbId,
+        from: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>>;
+    /// Cancelled by a caller or an operator (Cal.com's cancellations are
+    /// [`Tx::apply_calcom_change`]).
+    fn cancel_appointment(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()>;
+    /// Moved by a caller or an operator: the new times, the old start in
+    /// `previous_starts_at`, `rescheduled_count + 1`; `pending`: Cal.com has
+    /// to hear of it (`calcom_sync_status = pending`).
+    fn move_appointment(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        pending: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Cancels the appointment's jobs of `kind` that wait and were never
+    /// sent (`available`, attempt 0); how many.
+    fn cancel_unsent_jobs(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        kind: JobKind,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    fn insert_callback(&mut self, callback: &NewCallback) -> Result<CallbackId>;
+    fn callback(&mut self, id: CallbackId) -> Result<Option<Callback>>;
+    /// Callbacks, oldest first; `status` narrows them.
+    fn callbacks(&mut self, status: Option<CallbackStatus>, limit: u32) -> Result<Vec<Callback>>;
+    /// Marks an open callback done; `false` when it was not open.
+    fn finish_callback(&mut self, id: CallbackId, by: &str, now: DateTime<Utc>) -> Result<bool>;
 
     fn insert_job(&mut self, job: &NewJob, now: DateTime<Utc>) -> Result<JobId>;
     fn job(&mut self, id: JobId) -> Result<Option<Job>>;

@@ -15,10 +15,11 @@ use crate::appointment::{
 };
 use crate::breaker::{Breaker, BreakerState};
 use crate::call::{Call, NewCall};
+use crate::callback::{Callback, CallbackStatus, NewCallback};
 use crate::caller::AnonymityReason;
 use crate::company::{Branch, ChangePolicy, Company, Secret, Service};
 use crate::customer::{Customer, CustomerSource, NewCustomer};
-use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CompanyId, CustomerId, JobId, ServiceId};
+use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -215,6 +216,11 @@ macro_rules! change_cols {
          created_at"
     };
 }
+macro_rules! callback_cols {
+    () => {
+        "id, company_id, branch_id, call_id, customer_name, phone, reason, status, created_at, done_at, done_by"
+    };
+}
 macro_rules! branch_cols {
     () => {
         "id, company_id, name, timezone, country, phone_number"
@@ -303,6 +309,23 @@ fn change_row(r: &dyn SqlRow) -> Result<AppointmentChange> {
         },
         reason: r.opt_text(8)?,
         at: r.time(9)?,
+    })
+}
+
+/// Columns in `callback_cols!` order.
+fn callback_row(r: &dyn SqlRow) -> Result<Callback> {
+    Ok(Callback {
+        id: CallbackId(r.int(0)?),
+        company_id: CompanyId(r.int(1)?),
+        branch_id: r.opt_int(2)?.map(BranchId),
+        call_id: r.opt_int(3)?.map(CallDbId),
+        customer_name: r.text(4)?,
+        phone: r.opt_text(5)?,
+        reason: r.opt_text(6)?,
+        status: parsed(r, 7, "callback status", CallbackStatus::parse)?,
+        created_at: r.time(8)?,
+        done_at: r.opt_time(9)?,
+        done_by: r.opt_text(10)?,
     })
 }
 
@@ -796,6 +819,110 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             " FROM appointment_changes WHERE company_id = ? AND appointment_id = ? ORDER BY id"
         );
         self.all(sql, &[company.0.into(), id.0.into()], change_row)
+    }
+
+    fn changes_by_call(&mut self, company: CompanyId, call: CallDbId) -> Result<Vec<AppointmentChange>> {
+        let sql = concat!(
+            "SELECT ",
+            change_cols!(),
+            " FROM appointment_changes WHERE company_id = ? AND call_id = ? ORDER BY id"
+        );
+        self.all(sql, &[company.0.into(), call.0.into()], change_row)
+    }
+    fn caller_appointments(
+        &mut self,
+        company: CompanyId,
+        customer: Option<CustomerId>,
+        call: CallDbId,
+        from: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>> {
+        let sql = concat!(
+            "SELECT ",
+            appointment_cols!(),
+            " FROM appointments WHERE company_id = ? AND (customer_id = ? OR call_id = ?) AND starts_at >= ?
+              ORDER BY starts_at, id LIMIT ?"
+        );
+        // No customer: -1 matches none (ids start at 1).
+        let customer = customer.map_or(-1, |c| c.0);
+        self.all(
+            sql,
+            &[company.0.into(), customer.into(), call.0.into(), at(from), i64::from(limit).into()],
+            appointment_row,
+        )
+    }
+    fn cancel_appointment(&mut self, company: CompanyId, id: AppointmentId, now: DateTime<Utc>) -> Result<()> {
+        let sql = "UPDATE appointments SET status = 'cancelled', updated_at = ? WHERE company_id = ? AND id = ?";
+        self.run(sql, &[at(now), company.0.into(), id.0.into()])
+    }
+    fn move_appointment(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        pending: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // previous_starts_at first: MySQL assigns left to right with the new values.
+        let sql = if pending {
+            "UPDATE appointments SET previous_starts_at = starts_at, starts_at = ?, ends_at = ?,
+             rescheduled_count = rescheduled_count + 1, calcom_sync_status = 'pending', updated_at = ?
+             WHERE company_id = ? AND id = ?"
+        } else {
+            "UPDATE appointments SET previous_starts_at = starts_at, starts_at = ?, ends_at = ?,
+             rescheduled_count = rescheduled_count + 1, updated_at = ? WHERE company_id = ? AND id = ?"
+        };
+        self.run(sql, &[at(starts_at), at(ends_at), at(now), company.0.into(), id.0.into()])
+    }
+    fn cancel_unsent_jobs(
+        &mut self,
+        company: CompanyId,
+        id: AppointmentId,
+        kind: JobKind,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let sql = "UPDATE sync_jobs SET state = 'cancelled', updated_at = ?
+                   WHERE company_id = ? AND appointment_id = ? AND kind = ? AND state = 'available' AND attempt = 0";
+        self.conn.execute(sql, &[at(now), company.0.into(), id.0.into(), kind.as_str().into()])
+    }
+
+    fn insert_callback(&mut self, c: &NewCallback) -> Result<CallbackId> {
+        let sql =
+            "INSERT INTO callbacks (company_id, branch_id, call_id, customer_name, phone, reason, status, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, 'open', ?)";
+        let params = [
+            c.company_id.0.into(),
+            c.branch_id.map(|b| b.0).into(),
+            c.call_id.map(|b| b.0).into(),
+            c.customer_name.as_str().into(),
+            c.phone.as_deref().into(),
+            c.reason.as_deref().into(),
+            at(c.now),
+        ];
+        Ok(CallbackId(self.conn.insert(sql, &params)?))
+    }
+    fn callback(&mut self, id: CallbackId) -> Result<Option<Callback>> {
+        self.one(concat!("SELECT ", callback_cols!(), " FROM callbacks WHERE id = ?"), &[id.0.into()], callback_row)
+    }
+    fn callbacks(&mut self, status: Option<CallbackStatus>, limit: u32) -> Result<Vec<Callback>> {
+        let limit: Val<'_> = i64::from(limit).into();
+        match status {
+            Some(status) => self.all(
+                concat!("SELECT ", callback_cols!(), " FROM callbacks WHERE status = ? ORDER BY id LIMIT ?"),
+                &[status.as_str().into(), limit],
+                callback_row,
+            ),
+            None => self.all(
+                concat!("SELECT ", callback_cols!(), " FROM callbacks ORDER BY id LIMIT ?"),
+                &[limit],
+                callback_row,
+            ),
+        }
+    }
+    fn finish_callback(&mut self, id: CallbackId, by: &str, now: DateTime<Utc>) -> Result<bool> {
+        let sql = "UPDATE callbacks SET status = 'done', done_at = ?, done_by = ? WHERE id = ? AND status = 'open'";
+        Ok(self.conn.execute(sql, &[at(now), by.into(), id.0.into()])? == 1)
     }
 
     fn insert_job(&mut self, j: &NewJob, now: DateTime<Utc>) -> Result<JobId> {

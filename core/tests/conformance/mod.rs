@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 pub type MakeStore = fn() -> Arc<dyn Store>;
 
+mod journey;
+#[allow(unused_imports)]
+pub use journey::*;
+
 /// Tuesday 2030-01-01 08:00 UTC.
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).single().expect("valid time")
@@ -78,7 +82,7 @@ pub fn request(call: &str, name: &str, start: &str) -> BookingRequest {
     }
 }
 
-fn totals(book: &Callbook) -> (u64, u64, u64) {
+pub(crate) fn totals(book: &Callbook) -> (u64, u64, u64) {
     let s = book.stats().expect("stats");
     (s.customers_known + s.customers_anonymous, s.appointments.values().sum(), s.jobs.values().sum())
 }
@@ -633,7 +637,7 @@ pub fn malformed_function_calls_answer_4xx_and_write_nothing(make: MakeStore) {
 }
 
 /// Marks an appointment synced as Cal.com booking `uid` (seat `seat`).
-fn synced_as(e: &Env, id: AppointmentId, uid: &str, seat: Option<&str>) {
+pub(crate) fn synced_as(e: &Env, id: AppointmentId, uid: &str, seat: Option<&str>) {
     let (uid, seat, now) = (uid.to_string(), seat.map(str::to_string), e.book.now());
     let company = e.book.appointment(id).expect("exists").company_id;
     callbook::store::write(&**e.book.store(), move |tx| {
@@ -953,6 +957,14 @@ macro_rules! conformance_suite {
             calcom_webhooks_apply_in_order_and_never_resurrect,
             remembered_slots_and_local_capacity,
             outside_text_has_bounds_and_nothing_is_written,
+            callers_see_and_change_only_their_own,
+            matching_by_day_and_time,
+            cancel_asks_first_and_a_retry_answers_the_same,
+            reschedule_keeps_every_booking_rule,
+            reschedule_honours_what_the_call_was_offered,
+            policies_refuse_with_their_deadline_and_operators_may_force,
+            callbacks_are_filed_listed_and_done,
+            the_call_context_gives_today_in_the_branch,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

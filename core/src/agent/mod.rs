@@ -9,6 +9,14 @@
 //! refuses the booking, so the agent can tell the caller; 200 `{"ok": true}`
 //! with the appointment otherwise.
 
+mod journey;
+mod speech;
+
+pub use speech::{
+    speak_booking, speak_callback, speak_cancel_question, speak_cancelled, speak_found, speak_move_question,
+    speak_moved, speak_refusal, speak_slots, speak_time, speak_times, speak_today, speak_which, Language,
+};
+
 use crate::availability::{Availability, AvailabilityRequest};
 use crate::booking::{book_in, validate_booking_request, Booking, BookingRequest};
 use crate::call::NewCall;
@@ -23,163 +31,9 @@ use crate::retell::{
 use crate::store::{self, Tx};
 use crate::utc::format_utc;
 use crate::{Error, Result};
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::Utc;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// The language the agent speaks for a branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    English,
-    German,
-}
-
-impl Language {
-    /// German where the branch's country (or its number's) speaks it.
-    pub fn of(branch: Option<&Branch>) -> Self {
-        let country = branch.and_then(|b| {
-            b.country.clone().or_else(|| {
-                b.phone_number.as_deref().and_then(crate::caller::phone_region).map(|id| id.as_ref().to_string())
-            })
-        });
-        match country.as_deref().map(str::to_ascii_uppercase).as_deref() {
-            Some("DE" | "AT" | "CH" | "LI") => Language::German,
-            _ => Language::English,
-        }
-    }
-}
-
-const WEEKDAYS_EN: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-const WEEKDAYS_DE: [&str; 7] = ["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"];
-const MONTHS_EN: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const MONTHS_DE: [&str; 12] = [
-    "Januar",
-    "Februar",
-    "März",
-    "April",
-    "Mai",
-    "Juni",
-    "Juli",
-    "August",
-    "September",
-    "Oktober",
-    "November",
-    "Dezember",
-];
-
-/// "Tuesday, 8 January at 14:30" / "Dienstag, 8. Januar um 14:30 Uhr", in `tz`.
-pub fn speak_time(language: Language, tz: &str, at: DateTime<Utc>) -> String {
-    let tz = crate::start::parse_timezone(tz).unwrap_or(chrono_tz::Europe::Berlin);
-    let local = at.with_timezone(&tz);
-    let day = local.weekday().num_days_from_monday() as usize;
-    let month = local.month0() as usize;
-    let (h, m) = (local.hour(), local.minute());
-    match language {
-        Language::English => format!("{}, {} {} at {h:02}:{m:02}", WEEKDAYS_EN[day], local.day(), MONTHS_EN[month]),
-        Language::German => {
-            format!("{}, {}. {} um {h:02}:{m:02} Uhr", WEEKDAYS_DE[day], local.day(), MONTHS_DE[month])
-        }
-    }
-}
-
-/// What the agent says after a booking.
-pub fn speak_booking(language: Language, tz: &str, booking: &Booking) -> String {
-    let when = speak_time(language, tz, booking.starts_at);
-    match language {
-        Language::English => format!("You're booked for {when}. We look forward to seeing you."),
-        Language::German => format!("Ihr Termin ist gebucht: {when}. Wir freuen uns auf Sie."),
-    }
-}
-
-/// "09:00, 09:30 or 10:00" / "09:00, 09:30 oder 10:00 Uhr", in `tz`.
-pub fn speak_times(language: Language, tz: &str, times: &[DateTime<Utc>]) -> String {
-    let tz = crate::start::parse_timezone(tz).unwrap_or(chrono_tz::Europe::Berlin);
-    let list: Vec<String> = times.iter().map(|t| t.with_timezone(&tz).format("%H:%M").to_string()).collect();
-    let (or, suffix) = match language {
-        Language::English => ("or", ""),
-        Language::German => ("oder", " Uhr"),
-    };
-    match list.split_last() {
-        None => String::new(),
-        Some((last, [])) => format!("{last}{suffix}"),
-        Some((last, rest)) => format!("{} {or} {last}{suffix}", rest.join(", ")),
-    }
-}
-
-/// "Tuesday, 8 January" / "Dienstag, 8. Januar".
-fn speak_day(language: Language, day: chrono::NaiveDate) -> String {
-    let (weekday, month) = (day.weekday().num_days_from_monday() as usize, day.month0() as usize);
-    match language {
-        Language::English => format!("{}, {} {}", WEEKDAYS_EN[weekday], day.day(), MONTHS_EN[month]),
-        Language::German => format!("{}, {}. {}", WEEKDAYS_DE[weekday], day.day(), MONTHS_DE[month]),
-    }
-}
-
-/// What the agent offers after checking a day.
-pub fn speak_slots(language: Language, tz: &str, day: chrono::NaiveDate, offered: &[DateTime<Utc>]) -> String {
-    let when = speak_day(language, day);
-    match (language, offered.is_empty()) {
-        (Language::English, true) => format!("I'm sorry, nothing is free on {when}. Would another day suit you?"),
-        (Language::German, true) => format!("Am {when} ist leider nichts mehr frei. Passt Ihnen ein anderer Tag?"),
-        (Language::English, false) => format!("On {when} I can offer {}.", speak_times(language, tz, offered)),
-        (Language::German, false) => {
-            format!("Am {when} kann ich Ihnen {} anbieten.", speak_times(language, tz, offered))
-        }
-    }
-}
-
-/// What the agent says when a rule refuses the booking.
-pub fn speak_refusal(language: Language, tz: &str, error: &Error) -> String {
-    use Language::{English as En, German as De};
-    match (language, error) {
-        (En, Error::SlotUnavailable { alternatives }) if !alternatives.is_empty() => {
-            format!("That time is not available. I could offer {}.", speak_times(language, tz, alternatives))
-        }
-        (De, Error::SlotUnavailable { alternatives }) if !alternatives.is_empty() => {
-            format!(
-                "Dieser Termin ist leider nicht frei. Ich könnte Ihnen {} anbieten.",
-                speak_times(language, tz, alternatives)
-            )
-        }
-        (En, Error::SlotUnavailable { .. }) => "That time is not available. Which other time would suit you?".into(),
-        (De, Error::SlotUnavailable { .. }) => {
-            "Dieser Termin ist leider nicht frei. Welche andere Zeit passt Ihnen?".into()
-        }
-        (En, Error::CalcomUnavailable(_)) => {
-            "I can't see the calendar right now, but tell me the time you'd like and I'll book it.".into()
-        }
-        (De, Error::CalcomUnavailable(_)) => {
-            "Ich kann den Kalender gerade nicht einsehen. Nennen Sie mir Ihre Wunschzeit, dann buche ich sie.".into()
-        }
-        (En, Error::StartInPast(_)) => "That time has already passed. Which other time would suit you?".into(),
-        (De, Error::StartInPast(_)) => {
-            "Dieser Zeitpunkt liegt bereits in der Vergangenheit. Welcher andere Termin passt Ihnen?".into()
-        }
-        (En, Error::ServiceRequired) => "Which service would you like to book?".into(),
-        (De, Error::ServiceRequired) => "Welche Leistung möchten Sie buchen?".into(),
-        (En, Error::NonexistentLocalTime(_)) => {
-            "That time does not exist because the clocks change. Could we take another time?".into()
-        }
-        (De, Error::NonexistentLocalTime(_)) => {
-            "Diese Uhrzeit gibt es wegen der Zeitumstellung nicht. Passt Ihnen eine andere Uhrzeit?".into()
-        }
-        (En, _) => "I'm sorry, I could not book that appointment.".into(),
-        (De, _) => "Das konnte ich leider nicht buchen.".into(),
-    }
-}
 
 /// An answer for the agent: HTTP status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +42,8 @@ pub struct AgentReply {
     pub body: Value,
     /// The appointment booked, when one was.
     pub booking: Option<Booking>,
+    /// The cancel or move made, when one was (confirmed and new).
+    pub change: Option<crate::change::Change>,
 }
 
 impl AgentReply {
@@ -197,7 +53,7 @@ impl AgentReply {
         if let Error::SlotUnavailable { alternatives } = error {
             body["alternatives"] = alternatives.iter().map(format_utc).collect();
         }
-        AgentReply { status, body, booking: None }
+        AgentReply { status, body, booking: None, change: None }
     }
 }
 
@@ -243,6 +99,11 @@ impl Agent {
         match call.function {
             AgentFunction::BookAppointment => self.book_appointment(call),
             AgentFunction::CheckAvailability => self.check_availability(call),
+            AgentFunction::GetCallContext => self.get_call_context(call),
+            AgentFunction::FindAppointments => self.find_appointments(call),
+            AgentFunction::CancelAppointment => self.cancel_appointment(call),
+            AgentFunction::RescheduleAppointment => self.reschedule_appointment(call),
+            AgentFunction::RequestCallback => self.request_callback(call),
         }
     }
 
@@ -270,6 +131,7 @@ impl Agent {
             date,
             calcom_url: None,
             call: call.call.clone(),
+            ..Default::default()
         };
         let checked = availability.check(&request);
         let branch = self.branch_for(call);
@@ -299,6 +161,7 @@ impl Agent {
                         "slots": slots.slots.iter().map(format_utc).collect::<Vec<_>>(),
                     }),
                     booking: None,
+                    change: None,
                 }
             }
             Err(error) => refusal(&error, branch.as_ref()),
@@ -330,6 +193,7 @@ impl Agent {
                         "calcom_sync_status": booking.calcom_sync_status,
                     }),
                     booking: Some(booking),
+                    change: None,
                 }
             }
             Err(error) => refusal(&error, self.branch_for(call).as_ref()),
@@ -386,19 +250,5 @@ fn branch_of(tx: &mut dyn Tx, call: &CallId) -> Result<Option<Branch>> {
     match tx.call(call)?.and_then(|c| c.branch_id) {
         Some(id) => tx.branch(id),
         None => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn sentences_in_both_languages() {
-        let at = Utc.with_ymd_and_hms(2030, 1, 8, 13, 30, 0).single().unwrap_or_default();
-        assert_eq!(speak_time(Language::English, "Europe/Berlin", at), "Tuesday, 8 January at 14:30");
-        assert_eq!(speak_time(Language::German, "Europe/Berlin", at), "Dienstag, 8. Januar um 14:30 Uhr");
-        assert_eq!(speak_time(Language::English, "America/New_York", at), "Tuesday, 8 January at 08:30");
     }
 }
