@@ -3,6 +3,7 @@
 //! with `--json`). Errors carry the core's stable code; the exit code says
 //! whose fault it was: 2 bad usage or input, 3 refused by a domain rule, 1 other.
 
+mod about;
 mod demo;
 mod serve;
 
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "callbook", version, about = "Voice-agent bookings, confirmed locally and synced to Cal.com")]
+#[command(name = "callbook", version = about::version(), about = "Voice-agent bookings, confirmed locally and synced to Cal.com")]
 struct Cli {
     /// SQLite database file.
     #[arg(long, global = true, env = "CALLBOOK_DB", default_value = "callbook.db")]
@@ -159,6 +160,8 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Print a shell completion script, e.g. `callbook completions bash > /etc/bash_completion.d/callbook`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,6 +400,10 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             let report = demo::run(calls, seed)?;
             let text = report.to_text();
             Ok((json!(report), text))
+        }
+        Command::Completions { shell } => {
+            let script = about::completions(shell);
+            Ok((json!({ "shell": shell.to_string(), "script": script }), script.trim_end().to_string()))
         }
     }
 }

@@ -110,3 +110,17 @@ pub mod rules {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The storage and transport features this build of the crate has, in the
+/// order `callbook --version` prints them (`fake-calcom`, a test aid, is not
+/// listed).
+pub const FEATURES: &[&str] = &[
+    #[cfg(feature = "sqlite")]
+    "sqlite",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "mysql")]
+    "mysql",
+    #[cfg(feature = "http")]
+    "http",
+];

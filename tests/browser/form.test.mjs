@@ -1,6 +1,9 @@
 // The browser example in Debian's headless Chromium (playwright-core): the
 // form validates as the user types, with the WASM module, and shows each
 // problem beside its field. Saves a screenshot to target/screenshots/.
+// With CALLBOOK_WASM_PACKAGE (an installed callbook-wasm, tests/packaging/run)
+// the page's module comes from that package's browser entry instead of the
+// checkout's pkg/web.
 import test from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -13,22 +16,34 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const require = createRequire(path.join(root, "bindings-wasm/package.json"));
 const { chromium } = require("playwright-core");
 
+// The directory served as /bindings-wasm/pkg/web/ (what examples/browser/app.js imports).
+const installed = process.env.CALLBOOK_WASM_PACKAGE;
+const webDir = installed
+  ? path.dirname(path.join(installed, JSON.parse(fs.readFileSync(path.join(installed, "package.json"), "utf8")).exports["."].browser.default))
+  : path.join(root, "bindings-wasm/pkg/web");
+const served = [];
+
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".mjs": "text/javascript" };
 
 function serve() {
   const server = http.createServer((req, res) => {
-    const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
-    if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const web = "/bindings-wasm/pkg/web/";
+    const file = url.startsWith(web) ? path.join(webDir, url.slice(web.length)) : path.join(root, url);
+    const allowed = url.startsWith(web) ? file.startsWith(webDir) : file.startsWith(root) && !url.startsWith("/bindings-wasm/");
+    if (!allowed || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404).end();
       return;
     }
+    served.push(file);
     res.writeHead(200, { "content-type": types[path.extname(file)] || "application/octet-stream" });
     fs.createReadStream(file).pipe(res);
   });
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
-test("the booking form shows every problem beside its field as the user types", async () => {
+const title = installed ? "the booking form, with the module from the installed callbook-wasm" : "the booking form shows every problem beside its field as the user types";
+test(title, async () => {
   const server = await serve();
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
@@ -72,8 +87,10 @@ test("the booking form shows every problem beside its field as the user types", 
     await page.fill("#time", "9");
     await page.type("#time", "9:7x");
     assert.match(await problem("time"), /not HH:MM/);
-    await page.screenshot({ path: path.join(root, "target/screenshots/browser-form.png"), fullPage: true });
+    const shot = installed ? "browser-form-package.png" : "browser-form.png";
+    await page.screenshot({ path: path.join(root, "target/screenshots", shot), fullPage: true });
     assert.deepEqual(errors, []);
+    assert.ok(served.includes(path.join(webDir, "callbook_wasm_bg.wasm")), "the module came from " + webDir);
   } finally {
     await browser.close();
     server.close();
