@@ -5,10 +5,12 @@
 
 mod about;
 mod demo;
+mod journey;
 mod serve;
 
 use callbook::{
-    AppointmentId, BookingRequest, Callbook, CustomerId, Error, ErrorKind, ImportData, Worker, WorkerConfig,
+    AppointmentId, BookingRequest, Callbook, ChangeRequest, CustomerId, Error, ErrorKind, ImportData, Worker,
+    WorkerConfig,
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -101,6 +103,47 @@ enum Command {
     Review {
         #[command(subcommand)]
         action: ReviewAction,
+    },
+    /// A company's upcoming appointments for a caller's phone number.
+    Appointments {
+        #[arg(long)]
+        company: i64,
+        #[arg(long)]
+        phone: String,
+    },
+    /// Cancel an appointment (Cal.com is told by the worker); the company's policy applies unless --force.
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who cancels (default: $USER).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move an appointment to a new start; every booking rule applies, the policy unless --force.
+    Reschedule {
+        id: i64,
+        /// ISO 8601 new start.
+        #[arg(long, conflicts_with_all = ["date", "time"])]
+        start: Option<String>,
+        /// The new date (in the branch's zone), with --time.
+        #[arg(long, requires = "time")]
+        date: Option<String>,
+        #[arg(long, requires = "date")]
+        time: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Callback requests the agent filed.
+    Callbacks {
+        #[command(subcommand)]
+        action: journey::CallbackAction,
     },
     /// Set a customer's email (when it has none); Cal.com bookings get the customer as attendee.
     CustomerEmail {
@@ -350,6 +393,20 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             Ok((json!(report), text))
         }
         Command::Review { action } => review(&open(&g)?, action),
+        Command::Appointments { company, phone } => journey::appointments(&open(&g)?, company, &phone),
+        Command::Cancel { id, reason, by, force } => {
+            journey::cancel(&open(&g)?, &journey::operator_request(id, by, force, reason))
+        }
+        Command::Reschedule { id, start, date, time, reason, by, force } => {
+            let request = ChangeRequest {
+                new_start: start,
+                new_date: date,
+                new_time: time,
+                ..journey::operator_request(id, by, force, reason)
+            };
+            journey::reschedule(&open(&g)?, &request)
+        }
+        Command::Callbacks { action } => journey::callbacks(&open(&g)?, action),
         Command::CustomerEmail { customer, email } => {
             let queued = open(&g)?.set_customer_email(CustomerId(customer), &email)?;
             Ok((

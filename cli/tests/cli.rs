@@ -337,3 +337,36 @@ fn db_urls_for_postgres_and_mariadb() {
         sql(&format!("DROP DATABASE {name}"));
     }
 }
+
+#[test]
+fn operators_find_move_and_cancel_a_callers_appointments() {
+    let (_dir, db) = setup();
+    let (booked, code) = callbook(
+        &db,
+        &["book", "--call", "call_known", "--name", "Max", "--service", "1", "--start", "2099-03-02T09:00:00Z"],
+    );
+    assert_eq!(code, 0, "{booked}");
+    let id = booked["appointment_id"].as_i64().expect("id").to_string();
+    // Any spelling of the caller's number finds it, within the company.
+    let (found, code) = callbook(&db, &["appointments", "--company", "1", "--phone", "+49 151 2345678"]);
+    assert_eq!((code, found["appointments"][0]["id"].as_i64()), (0, booked["appointment_id"].as_i64()));
+    let (none, _) = callbook(&db, &["appointments", "--company", "1", "--phone", "0170 0000000"]);
+    assert_eq!(none["appointments"], serde_json::json!([]));
+    // A move by date and time in the branch's zone, then a cancel.
+    let (moved, code) = callbook(&db, &["reschedule", &id, "--date", "2099-03-03", "--time", "11:30", "--by", "Ada"]);
+    assert_eq!((code, moved["change"]["starts_at"].as_str()), (0, Some("2099-03-03T10:30:00Z")), "{moved}");
+    assert_eq!(moved["change"]["previous_starts_at"], "2099-03-02T09:00:00Z");
+    let (cancelled, code) = callbook(&db, &["cancel", &id, "--reason", "asked by phone", "--by", "Ada"]);
+    assert_eq!((code, cancelled["change"]["status"].as_str()), (0, Some("cancelled")), "{cancelled}");
+    let (again, code) = callbook(&db, &["cancel", &id, "--by", "Ada"]);
+    assert_eq!((code, again["change"]["repeated"].as_bool()), (0, Some(true)));
+    // Refusals carry their code and exit 3.
+    let (err, code) = callbook(&db, &["reschedule", &id, "--start", "2099-03-04T09:00:00Z"]);
+    assert_eq!((code, err["error"]["code"].as_str()), (3, Some("appointment_cancelled")));
+    let (err, code) = callbook(&db, &["cancel", "999"]);
+    assert_eq!((code, err["error"]["code"].as_str()), (3, Some("appointment_not_found")));
+    let (list, code) = callbook(&db, &["callbacks", "list"]);
+    assert_eq!((code, list["callbacks"].clone()), (0, serde_json::json!([])));
+    let (err, code) = callbook(&db, &["callbacks", "done", "7"]);
+    assert_eq!((code, err["error"]["code"].as_str()), (3, Some("callback_not_found")));
+}

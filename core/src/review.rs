@@ -101,14 +101,18 @@ impl Callbook {
     /// Each company with a Cal.com key and its breaker's state (closed when
     /// it has none yet), by company id: what `/metrics` labels, instead of
     /// the breaker's key (which carries a hash of the API key).
-    pub fn breaker_states(&self, default_base: &str) -> Result<Vec<(crate::ids::CompanyId, crate::breaker::BreakerState)>> {
+    pub fn breaker_states(
+        &self,
+        default_base: &str,
+    ) -> Result<Vec<(crate::ids::CompanyId, crate::breaker::BreakerState)>> {
         crate::store::read(&**self.store(), |tx| {
             let breakers = tx.breakers()?;
             let mut out = Vec::new();
             for company in tx.companies()? {
                 let Some(endpoint) = crate::calcom::Endpoint::of(&company, default_base) else { continue };
                 let key = endpoint.breaker_key();
-                let state = breakers.iter().find(|b| b.key == key).map_or(crate::breaker::BreakerState::Closed, |b| b.state);
+                let state =
+                    breakers.iter().find(|b| b.key == key).map_or(crate::breaker::BreakerState::Closed, |b| b.state);
                 out.push((company.id, state));
             }
             Ok(out)

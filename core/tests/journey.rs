@@ -267,3 +267,44 @@ fn a_move_whose_answer_was_lost_is_found_again() {
     );
     assert_eq!((after.calcom_sync_status, after.requires_manual_review), (SyncStatus::Synced, false));
 }
+
+#[test]
+fn the_agent_moves_only_to_times_cal_com_has_free_its_own_excepted() {
+    let e = env();
+    let w = worker(&e, http());
+    let config = AvailabilityConfig { calcom_url: e.fake.url().into(), ..Default::default() };
+    let availability = Arc::new(Availability::new(e.book.clone(), http(), config));
+    let agent = Agent::new(e.book.clone(), Secret::new(conformance::RETELL_KEY)).with_availability(availability);
+    let a = e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+    drain(&e, &w);
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&chrono::Utc);
+    e.fake
+        .add_booking_elsewhere(1001, at("2030-01-08T11:00:00Z"), serde_json::json!({"name": "Walk-in"}))
+        .expect("booked");
+    let move_to = |start: &str| {
+        let body = serde_json::json!({"name": "reschedule_appointment", "call": {"call_id": "call_known_a"},
+            "args": {"appointment_id": a.appointment_id, "new_start": start, "confirmed": true}});
+        conformance::retell(&agent, &body.to_string())
+    };
+    // Taken in Cal.com by a booking made elsewhere: refused with free times nearby.
+    let taken = move_to("2030-01-08T11:00:00Z");
+    assert_eq!(
+        (taken.body["ok"].as_bool(), taken.body["code"].as_str()),
+        (Some(false), Some("slot_unavailable")),
+        "{}",
+        taken.body
+    );
+    assert!(!taken.body["alternatives"].as_array().expect("alternatives").is_empty());
+    // Half an hour later overlaps only its own booking (45 minutes in Cal.com): free for this move.
+    let moved = move_to("2030-01-08T09:30:00Z");
+    assert_eq!(moved.body["rescheduled"], true, "{}", moved.body);
+    assert!(e.fake.last_request().is_some());
+    drain(&e, &w);
+    let after = e.book.appointment(a.appointment_id).expect("a");
+    let live = live_at(&e);
+    assert!(
+        live.contains(&(after.calcom_v2_booking_uid.clone().expect("uid"), "2030-01-08T09:30:00.000Z".into())),
+        "{live:?}"
+    );
+    assert_eq!(live.len(), 2, "the move and the booking made elsewhere");
+}

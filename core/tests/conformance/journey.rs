@@ -340,3 +340,84 @@ pub fn the_call_context_gives_today_in_the_branch(make: MakeStore) {
     let ny = e.book.call_context("call_ny").expect("context");
     assert_eq!((ny.today.as_str(), ny.time_zone.as_str(), ny.known_caller), ("2029-12-31", "America/New_York", false));
 }
+
+pub fn the_agent_answers_the_rest_of_the_call(make: MakeStore) {
+    let e = env(make);
+    let agent = Agent::new(e.book.clone(), Secret::new(RETELL_KEY));
+    let say = |call: &str, name: &str, args: serde_json::Value| {
+        let body = serde_json::json!({"name": name, "call": {"call_id": call, "from_number": "+49 151 2345678",
+            "to_number": "+49 30 1234567"}, "args": args});
+        retell(&agent, &body.to_string())
+    };
+    let a = e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+    e.book.book(&request("call_known_a", "Max", "2030-01-08T15:00:00Z")).expect("books");
+
+    // A new call from the known number: the context, without registering anything yet.
+    let before = totals(&e.book);
+    let context = say("call_new", "get_call_context", serde_json::json!({}));
+    assert_eq!(context.status, 200, "{}", context.body);
+    assert_eq!(
+        (context.body["today"].as_str(), context.body["known_caller"].as_bool()),
+        (Some("2030-01-01"), Some(true))
+    );
+    assert_eq!(context.body["message"], "Heute ist Dienstag, 1. Januar.");
+    let found = say("call_new", "find_appointments", serde_json::json!({"date": "2030-01-08"}));
+    assert_eq!(found.body["appointments"].as_array().map(Vec::len), Some(2), "{}", found.body);
+    assert_eq!(found.body["appointments"][0]["spoken"], "Dienstag, 8. Januar um 10:00 Uhr");
+    assert!(found.body["message"].as_str().unwrap_or("").starts_with("Sie haben 2 Termine: Haircut am Dienstag"));
+    // Two that day: which one?
+    let which = say("call_new", "cancel_appointment", serde_json::json!({"date": "2030-01-08"}));
+    assert_eq!((which.status, which.body["code"].as_str()), (200, Some("multiple_found")));
+    assert!(which.body["message"].as_str().unwrap_or("").ends_with("Welchen meinen Sie?"), "{}", which.body);
+    // The question first, then the cancel; Retell's retry answers the same.
+    let asked = say("call_new", "cancel_appointment", serde_json::json!({"date": "2030-01-08", "time": "10:00"}));
+    assert_eq!(asked.body["needs_confirmation"], true);
+    assert_eq!(asked.body["message"], "Soll ich Ihren Termin am Dienstag, 8. Januar um 10:00 Uhr stornieren?");
+    assert_eq!(totals(&e.book), before, "nothing written yet, not even the call");
+    let args = serde_json::json!({"appointment_id": a.appointment_id, "confirmed": "true", "reason": "krank"});
+    let done = say("call_new", "cancel_appointment", args.clone());
+    assert_eq!((done.body["cancelled"].as_bool(), done.change.is_some()), (Some(true), true), "{}", done.body);
+    assert_eq!(done.body["message"], "Ihr Termin am Dienstag, 8. Januar um 10:00 Uhr ist storniert.");
+    let again = say("call_new", "cancel_appointment", args);
+    assert_eq!(
+        (again.body["message"].clone(), again.body["repeated"].as_bool()),
+        (done.body["message"].clone(), Some(true))
+    );
+    assert!(again.change.is_none(), "a retry is no new change");
+    // The other one moves, asked then confirmed.
+    let to = serde_json::json!({"date": "2030-01-08", "new_date": "2030-01-09", "new_time": "11:30"});
+    let asked = say("call_new", "reschedule_appointment", to.clone());
+    assert_eq!(
+        asked.body["message"],
+        "Soll ich Ihren Termin von Dienstag, 8. Januar um 16:00 Uhr auf Mittwoch, 9. Januar um 11:30 Uhr verschieben?"
+    );
+    let mut confirmed = to;
+    confirmed["confirmed"] = true.into();
+    let moved = say("call_new", "reschedule_appointment", confirmed);
+    assert_eq!(
+        moved.body["message"], "Erledigt: Ihr Termin ist jetzt am Mittwoch, 9. Januar um 11:30 Uhr.",
+        "{}",
+        moved.body
+    );
+    // A caller the company does not know: offered a callback, which is filed.
+    let stranger = |name: &str, args: serde_json::Value| {
+        let body = serde_json::json!({"name": name, "call": {"call_id": "call_stranger", "from_number": "anonymous",
+            "to_number": "+49 30 1234567"}, "args": args});
+        retell(&agent, &body.to_string())
+    };
+    let refused = stranger("cancel_appointment", serde_json::json!({"date": "2030-01-09", "confirmed": true}));
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str(), refused.body["offer_callback"].as_bool()),
+        (200, Some("caller_not_verified"), Some(true))
+    );
+    let callback = stranger(
+        "request_callback",
+        serde_json::json!({"customer_name": "Max", "phone": "0151 2345678", "reason": "cancel"}),
+    );
+    assert_eq!(callback.body["message"], "Vielen Dank. Jemand aus dem Team ruft Sie zurück.");
+    let id = callback.body["callback_id"].as_i64().expect("an id");
+    let open = e.book.callbacks(Some(CallbackStatus::Open)).expect("lists");
+    assert_eq!((open.len(), open[0].id.0, open[0].phone.as_deref()), (1, id, Some("+491512345678")));
+    let bad = stranger("request_callback", serde_json::json!({"customer_name": 5}));
+    assert_eq!((bad.status, bad.body["code"].as_str()), (400, Some("invalid_argument")));
+}

@@ -965,6 +965,7 @@ macro_rules! conformance_suite {
             policies_refuse_with_their_deadline_and_operators_may_force,
             callbacks_are_filed_listed_and_done,
             the_call_context_gives_today_in_the_branch,
+            the_agent_answers_the_rest_of_the_call,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
