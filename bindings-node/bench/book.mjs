@@ -50,7 +50,7 @@ function handWritten(file, sync) {
     byKey: db.prepare("SELECT id, customer_id FROM appointments WHERE company_id = ? AND idempotency_key = ?"),
     byPhone: db.prepare("SELECT id, company_id, name, email, phone, source, anonymity_reason, created_at, updated_at FROM customers WHERE company_id = ? AND phone = ? ORDER BY id LIMIT 1"),
     customer: db.prepare("INSERT INTO customers (company_id, name, email, phone, source, anonymity_reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-    appointment: db.prepare("INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', 'retell', ?, 0, 0, NULL, NULL, ?, ?, ?)"),
+    appointment: db.prepare("INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, booking_latency_us, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', 'retell', ?, 0, 0, NULL, NULL, ?, ?, ?, ?)"),
     job: db.prepare("INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt, max_attempts, run_at, lease_token, created_at, updated_at) VALUES (?, ?, 'calcom.create', 'available', 0, 4, ?, 0, ?, ?)"),
   };
   const book = db.transaction((i) => {
@@ -72,7 +72,9 @@ function handWritten(file, sync) {
       : q.customer.run(call.company_id, "Bench Caller", null, phone, anonymous ? "retell_webhook_anonymous" : "retell_webhook", anonymous ? "withheld_word" : null, nowS, nowS).lastInsertRowid;
     const metadata = JSON.stringify({ customer_name: "Bench Caller", customer_email: null, customer_phone: phone });
     const ends = new Date(starts.getTime() + service.duration_minutes * 60000);
-    const id = q.appointment.run(customerId, call.company_id, call.branch_id, 1, call.id, dbTime(starts), dbTime(ends), metadata, key, nowS, nowS).lastInsertRowid;
+    // The latency callbook keeps with every booking, measured the same way.
+    const latency = (Date.now() - now.getTime()) * 1000;
+    const id = q.appointment.run(customerId, call.company_id, call.branch_id, 1, call.id, dbTime(starts), dbTime(ends), metadata, key, latency, nowS, nowS).lastInsertRowid;
     q.job.run(id, call.company_id, nowS, nowS, nowS);
   });
   return book.immediate;

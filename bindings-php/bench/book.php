@@ -63,8 +63,8 @@ function handWritten(string $file, string $sync, callable $startOf, callable $db
             . 'VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
         'appointment' => $db->prepare('INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, '
             . 'status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, '
-            . "review_reason, idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', 'retell', ?, 0, 0, "
-            . 'NULL, NULL, ?, ?, ?)'),
+            . "review_reason, idempotency_key, booking_latency_us, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', "
+            . "'retell', ?, 0, 0, NULL, NULL, ?, ?, ?, ?)"),
         'job' => $db->prepare('INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt, max_attempts, run_at, lease_token, '
             . "created_at, updated_at) VALUES (?, ?, 'calcom.create', 'available', 0, 4, ?, 0, ?, ?)"),
     ];
@@ -103,8 +103,10 @@ function handWritten(string $file, string $sync, callable $startOf, callable $db
             $metadata = json_encode(['customer_name' => 'Bench Caller', 'customer_email' => null, 'customer_phone' => $phone]
                 + ($anonymous ? ['anonymity_reason' => 'withheld_word'] : []));
             $ends = $starts + $service['duration_minutes'] * 60;
+            // The latency callbook keeps with every booking, measured the same way.
+            $latency = (int) round((microtime(true) - $now) * 1e6);
             $q['appointment']->execute([$customerId, $call['company_id'], $call['branch_id'], 1, $call['id'],
-                $dbTime($starts), $dbTime($ends), $metadata, $key, $nowS, $nowS]);
+                $dbTime($starts), $dbTime($ends), $metadata, $key, $latency, $nowS, $nowS]);
             $q['job']->execute([(int) $db->lastInsertId(), $call['company_id'], $nowS, $nowS, $nowS]);
             $db->exec('COMMIT');
         } catch (Throwable $e) {

@@ -247,9 +247,11 @@ fn raw_booking(conn: &mut Connection, run: &str, i: usize) {
     let metadata =
         serde_json::json!({"customer_name": "Bench Caller", "customer_email": null, "customer_phone": phone})
             .to_string();
-    tx.prepare_cached("INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'confirmed', 'pending', 'retell', ?8, 0, 0, NULL, NULL, ?9, ?10, ?10)")
+    // The latency callbook keeps with every booking, measured the same way.
+    let latency = (Utc::now() - now).num_microseconds();
+    tx.prepare_cached("INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at, ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, booking_latency_us, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'confirmed', 'pending', 'retell', ?8, 0, 0, NULL, NULL, ?9, ?11, ?10, ?10)")
         .expect("prepares")
-        .execute(params![customer, company, branch, 1, call_db_id, callbook_db_time(starts), callbook_db_time(starts + Duration::minutes(duration)), metadata, key, now_s])
+        .execute(params![customer, company, branch, 1, call_db_id, callbook_db_time(starts), callbook_db_time(starts + Duration::minutes(duration)), metadata, key, now_s, latency])
         .expect("inserts");
     let appointment = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt, max_attempts, run_at, lease_token, created_at, updated_at) VALUES (?1, ?2, 'calcom.create', 'available', 0, 4, ?3, 0, ?3, ?3)")

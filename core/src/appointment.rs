@@ -82,6 +82,10 @@ pub struct Appointment {
     pub review_note: Option<String>,
     /// (call, service, start): the same booking twice returns this appointment.
     pub idempotency_key: String,
+    /// Microseconds from core taking the booking (`created_at`) to its
+    /// insert, waiting for the writer included; the commit is not. `None`
+    /// for appointments booked before it was kept (schema v7).
+    pub booking_latency_us: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -4,6 +4,7 @@
 
 use crate::appointment::{AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::caller::{classify_caller, phone_region, region_of, Caller};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
 use crate::email::{normalize_email, EmailInput};
@@ -133,11 +134,14 @@ pub(crate) fn service_for(
 
 /// Books inside the caller's transaction. Any error leaves the transaction
 /// to be rolled back by the store: nothing of a failed booking is written.
+/// `now` is when core took the request; `clock` tells, at the insert, how
+/// long the booking took (kept for the operations overview).
 pub(crate) fn book_in(
     tx: &mut dyn Tx,
     request: &BookingRequest,
     config: &Config,
     now: DateTime<Utc>,
+    clock: &dyn Clock,
 ) -> Result<Booking> {
     let problems = validate_booking_request(request);
     if !problems.is_empty() {
@@ -210,6 +214,8 @@ pub(crate) fn book_in(
     let resolved = resolve_customer(tx, company_id, call.id, &caller, name, &email, now)?;
 
     let metadata = metadata(&resolved.customer, &caller, &email, resolved.email_conflict);
+    // A clock set back meanwhile would make it negative: none is kept then.
+    let latency = (clock.now() - now).num_microseconds().filter(|us| *us >= 0);
     let appointment_id = tx.insert_appointment(&NewAppointment {
         customer_id: resolved.customer.id,
         company_id,
@@ -223,6 +229,7 @@ pub(crate) fn book_in(
         requires_manual_review: resolved.email_conflict,
         review_reason: resolved.email_conflict.then(|| "email_conflict".to_string()),
         idempotency_key: key,
+        booking_latency_us: latency,
         now,
     })?;
     tx.insert_job(

@@ -83,12 +83,16 @@ impl Callbook {
         self.clock.now()
     }
 
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Books an appointment for a call: one transaction, no network.
     pub fn book(&self, request: &BookingRequest) -> Result<Booking> {
         let request = request.clone();
-        let config = Arc::clone(&self.config);
+        let (config, clock) = (Arc::clone(&self.config), Arc::clone(&self.clock));
         let now = self.now();
-        store::write(&*self.store, move |tx| book_in(tx, &request, &config, now))
+        store::write(&*self.store, move |tx| book_in(tx, &request, &config, now, &*clock))
     }
 
     /// Registers a call (a no-op returning the known call when it exists).
@@ -120,6 +124,11 @@ impl Callbook {
             let company = tx.appointment_company(id)?.ok_or(Error::AppointmentNotFound(id.0))?;
             tx.appointment(company, id)?.ok_or(Error::AppointmentNotFound(id.0))
         })
+    }
+
+    /// Every company, by id (the operator sees every tenant).
+    pub fn companies(&self) -> Result<Vec<crate::company::Company>> {
+        store::read(&*self.store, |tx| tx.companies())
     }
 
     /// A customer, scoped to its company.

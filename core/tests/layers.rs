@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "config"]),
     ("store", &["store"]),
     ("operations", &["slots", "booking", "change", "import", "retell", "calcom"]),
-    ("facade", &["callbook", "journey", "review", "stats"]),
+    ("facade", &["callbook", "journey", "review", "stats", "health"]),
     ("services", &["availability", "sync", "agent", "calcom_webhook"]),
 ];
 

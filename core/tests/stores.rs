@@ -252,3 +252,79 @@ fn readers_never_wait_for_the_writer() {
     });
     assert!(callbook::store::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads").is_some());
 }
+
+/// The overview's indexes (SQLite v7, servers v4) exist under the same
+/// names, over the same columns, on every backend; on SQLite the overview's
+/// window read walks `appointments_created` instead of the whole table.
+mod health_indexes {
+    /// (index, its columns in order).
+    const INDEXES: [(&str, &str); 2] =
+        [("appointments_created", "created_at"), ("sync_jobs_unfinished_age", "state,company_id,created_at")];
+
+    #[test]
+    fn sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("indexes.db");
+        drop(callbook::store::SqliteStore::open(&path).expect("opens"));
+        let conn = rusqlite::Connection::open(&path).expect("opens");
+        for (name, columns) in INDEXES {
+            let mut st = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno").expect("prepares");
+            let found: Vec<String> =
+                st.query_map([name], |r| r.get(0)).expect("queries").collect::<Result<_, _>>().expect("rows");
+            assert_eq!(found.join(","), columns, "{name}");
+        }
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT a.company_id FROM appointments a JOIN customers c ON c.id = a.customer_id
+                 WHERE a.created_at > '2030-01-01' AND a.created_at <= '2030-01-02'",
+            )
+            .expect("prepares")
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("queries")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(plan.iter().any(|p| p.contains("USING INDEX appointments_created")), "{plan:?}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres() {
+        use crate::conformance::server::*;
+        let name = fresh_name("idx");
+        let url = create("postgres", &name);
+        drop(callbook::store::ServerStore::postgres(&url).expect("opens"));
+        for (index, columns) in INDEXES {
+            let sql = format!(
+                "SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                 WHERE c.relname = '{index}'"
+            );
+            let out = std::process::Command::new("psql").args([&url, "-tAc", &sql]).output().expect("psql");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), columns, "{index}");
+        }
+        drop_database("postgres", &name);
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        use crate::conformance::server::*;
+        let name = fresh_name("idx");
+        let url = create("mysql", &name);
+        drop(callbook::store::ServerStore::mysql(&url).expect("opens"));
+        for (index, columns) in INDEXES {
+            let sql = format!(
+                "SELECT GROUP_CONCAT(column_name ORDER BY seq_in_index) FROM information_schema.statistics
+                 WHERE table_schema = '{name}' AND index_name = '{index}'"
+            );
+            let out = std::process::Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", &sql])
+                .output()
+                .expect("mariadb");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), columns, "{index}");
+        }
+        drop_database("mysql", &name);
+    }
+}

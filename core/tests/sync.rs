@@ -138,6 +138,7 @@ fn appointments_from_calcom_are_never_pushed_back() {
         requires_manual_review: false,
         review_reason: None,
         idempotency_key: "from-calcom".into(),
+        booking_latency_us: None,
         now: t0(),
     };
     let id = callbook::store::write(&**e.book.store(), move |tx| {

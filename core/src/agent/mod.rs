@@ -203,12 +203,13 @@ impl Agent {
     /// Registers the call (when new) and books, in one transaction.
     fn book_in_call(&self, call: Option<NewCall>, request: BookingRequest) -> Result<(Booking, Option<Branch>)> {
         let config = self.book.config().clone();
+        let clock = Arc::clone(self.book.clock());
         let now = self.book.now();
         store::write(&**self.book.store(), move |tx| {
             if let Some(call) = &call {
                 register_call(tx, call, now)?;
             }
-            let booking = book_in(tx, &request, &config, now)?;
+            let booking = book_in(tx, &request, &config, now, &*clock)?;
             let branch = branch_of(tx, &CallId(request.retell_call_id.trim().to_string()))?;
             Ok((booking, branch))
         })

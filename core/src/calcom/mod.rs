@@ -55,11 +55,15 @@ impl Endpoint {
 
     /// The breaker's key: the base URL and a hash of the key (never the key).
     pub fn breaker_key(&self) -> String {
-        use md5::{Digest, Md5};
-        let digest = Md5::digest(self.api_key.expose().as_bytes());
-        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        format!("{}|{hex}", self.base_url.trim_end_matches('/'))
+        format!("{}|{}", self.base_url.trim_end_matches('/'), key_hash(&self.api_key))
     }
+}
+
+/// The part of a breaker's key that names the API key: 12 hex digits of its md5.
+pub(crate) fn key_hash(api_key: &Secret) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(api_key.expose().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A booking as Cal.com returns it (the fields callbook reads; see

@@ -2,7 +2,9 @@
 //! the SQL schema, and can inject faults: fail the n-th write operation, to
 //! show that a failed transaction leaves nothing behind.
 
-use super::{CalcomChange, Counts, NewAppointment, Offered, Store, SyncFailure, Tx, WriteFn};
+use super::{
+    open_work_of, CalcomChange, Counts, HealthRow, NewAppointment, Offered, OpenWork, Store, SyncFailure, Tx, WriteFn,
+};
 use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
 use crate::call::{Call, NewCall};
@@ -298,6 +300,7 @@ impl Tx for MemoryTx<'_> {
                 review_resolved_by: None,
                 review_note: None,
                 idempotency_key: new.idempotency_key.clone(),
+                booking_latency_us: new.booking_latency_us,
                 created_at: new.now,
                 updated_at: new.now,
             },
@@ -757,5 +760,39 @@ impl Tx for MemoryTx<'_> {
         counts.customers_anonymous = self.state.customers.values().filter(|c| c.is_anonymous()).count() as u64;
         counts.customers_known = self.state.customers.len() as u64 - counts.customers_anonymous;
         Ok(counts)
+    }
+
+    fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>> {
+        let state = &self.state;
+        let rows = state.appointments.values().filter(|a| a.created_at > after && a.created_at <= until);
+        Ok(rows
+            .map(|a| HealthRow {
+                company_id: a.company_id,
+                created_at: a.created_at,
+                anonymous: state.customers.get(&a.customer_id).is_some_and(Customer::is_anonymous),
+                cancelled: a.status == AppointmentStatus::Cancelled,
+                sync_status: a.calcom_sync_status,
+                flagged: a.manual_review_flagged_at.is_some(),
+                booking_latency_us: a.booking_latency_us,
+                sync_verified_at: a.sync_verified_at,
+                rescheduled: a.rescheduled_count > 0,
+            })
+            .collect())
+    }
+    fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>> {
+        let mut out: Vec<OpenWork> = Vec::new();
+        for a in self.state.appointments.values().filter(|a| a.requires_manual_review) {
+            open_work_of(&mut out, a.company_id).manual_reviews += 1;
+        }
+        for c in self.state.callbacks.values().filter(|c| c.status == CallbackStatus::Open) {
+            open_work_of(&mut out, c.company_id).callbacks += 1;
+        }
+        for j in self.state.jobs.values().filter(|j| !j.state.is_final()) {
+            let work = open_work_of(&mut out, j.company_id);
+            work.jobs_overdue += u64::from(j.created_at <= overdue_at);
+            work.oldest_job = Some(work.oldest_job.map_or(j.created_at, |t| t.min(j.created_at)));
+        }
+        out.sort_by_key(|w| w.company_id);
+        Ok(out)
     }
 }

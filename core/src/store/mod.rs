@@ -50,6 +50,24 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// `OpenWork` of `company` in `list`, created empty when missing.
+pub(crate) fn open_work_of(list: &mut Vec<OpenWork>, company: CompanyId) -> &mut OpenWork {
+    let i = match list.iter().position(|w| w.company_id == company) {
+        Some(i) => i,
+        None => {
+            list.push(OpenWork {
+                company_id: company,
+                manual_reviews: 0,
+                callbacks: 0,
+                jobs_overdue: 0,
+                oldest_job: None,
+            });
+            list.len() - 1
+        }
+    };
+    &mut list[i]
+}
+
 /// SQLite's `synchronous` setting for the write connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +163,8 @@ pub struct NewAppointment {
     pub requires_manual_review: bool,
     pub review_reason: Option<String>,
     pub idempotency_key: String,
+    /// How long core took from receiving the booking to this insert.
+    pub booking_latency_us: Option<i64>,
     pub now: DateTime<Utc>,
 }
 
@@ -185,6 +205,38 @@ pub struct Counts {
     pub manual_review: u64,
     pub customers_known: u64,
     pub customers_anonymous: u64,
+}
+
+/// One appointment created inside a health window, as the operations
+/// overview reads it (`Callbook::health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    pub company_id: CompanyId,
+    pub created_at: DateTime<Utc>,
+    /// Its customer is anonymous (a withheld number).
+    pub anonymous: bool,
+    pub cancelled: bool,
+    pub sync_status: SyncStatus,
+    /// Put on the manual-review list at some point (resolved or not).
+    pub flagged: bool,
+    pub booking_latency_us: Option<i64>,
+    pub sync_verified_at: Option<DateTime<Utc>>,
+    /// Moved since it was booked (its last sync confirmed the move, not the booking).
+    pub rescheduled: bool,
+}
+
+/// Work waiting for a person or the worker, per company: not windowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenWork {
+    pub company_id: CompanyId,
+    /// Appointments on the manual-review list.
+    pub manual_reviews: u64,
+    /// Callbacks not done yet.
+    pub callbacks: u64,
+    /// Unfinished sync jobs created at or before the cut-off asked for.
+    pub jobs_overdue: u64,
+    /// When the oldest unfinished sync job was created.
+    pub oldest_job: Option<DateTime<Utc>>,
 }
 
 /// The operations core needs, inside one transaction.
@@ -392,4 +444,11 @@ pub trait Tx {
     fn breakers(&mut self) -> Result<Vec<Breaker>>;
 
     fn counts(&mut self) -> Result<Counts>;
+    /// Appointments created in `(after, until]`, every tenant (the
+    /// operator's overview), in no particular order.
+    fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>>;
+    /// Per company with any: open manual reviews, open callbacks, and
+    /// unfinished jobs (how many created at or before `overdue_at`, and the
+    /// oldest's creation), by company id.
+    fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>>;
 }

@@ -9,7 +9,7 @@
 //! `dyn Conn`.
 
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
-use super::{CalcomChange, Counts, NewAppointment, Offered, SyncFailure, Tx};
+use super::{open_work_of, CalcomChange, Counts, HealthRow, NewAppointment, Offered, OpenWork, SyncFailure, Tx};
 use crate::appointment::{
     Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
 };
@@ -195,7 +195,7 @@ macro_rules! appointment_cols {
          calcom_sync_status, sync_origin, metadata, calcom_v2_booking_id, calcom_v2_booking_uid, sync_error_code, \
          sync_error_message, sync_attempt_count, sync_verified_at, requires_manual_review, manual_review_flagged_at, \
          review_reason, idempotency_key, created_at, updated_at, review_resolved_at, review_resolved_by, review_note, \
-         calcom_v2_seat_uid, calcom_webhook_at, rescheduled_count, previous_starts_at"
+         calcom_v2_seat_uid, calcom_webhook_at, rescheduled_count, previous_starts_at, booking_latency_us"
     };
 }
 macro_rules! job_cols {
@@ -289,6 +289,7 @@ fn appointment_row(r: &dyn SqlRow) -> Result<Appointment> {
         calcom_webhook_at: r.opt_time(28)?,
         rescheduled_count: r.int(29)?,
         previous_starts_at: r.opt_time(30)?,
+        booking_latency_us: r.opt_int(31)?,
     })
 }
 
@@ -676,13 +677,15 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             a.requires_manual_review.then_some(now.as_str()).into(),
             a.review_reason.as_ref().into(),
             (&a.idempotency_key).into(),
+            a.booking_latency_us.into(),
             now.as_str().into(),
             now.as_str().into(),
         ];
         let sql = "INSERT INTO appointments (customer_id, company_id, branch_id, service_id, call_id, starts_at,
                    ends_at, status, calcom_sync_status, sync_origin, metadata, sync_attempt_count,
-                   requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key, created_at,
-                   updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?)";
+                   requires_manual_review, manual_review_flagged_at, review_reason, idempotency_key,
+                   booking_latency_us, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 'confirmed', 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)";
         Ok(AppointmentId(self.conn.insert(sql, &params)?))
     }
     fn synced_future_appointments(
@@ -1166,5 +1169,55 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             customers_anonymous: anonymous.max(0) as u64,
             customers_known: (total - anonymous).max(0) as u64,
         })
+    }
+
+    /// Walks `appointments_created` (v7) for the window only, and each
+    /// row's customer by its key.
+    fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>> {
+        let sql =
+            "SELECT a.company_id, a.created_at, CASE WHEN c.source = 'retell_webhook_anonymous' THEN 1 ELSE 0 END,
+                   CASE WHEN a.status = 'cancelled' THEN 1 ELSE 0 END, a.calcom_sync_status,
+                   CASE WHEN a.manual_review_flagged_at IS NULL THEN 0 ELSE 1 END, a.booking_latency_us,
+                   a.sync_verified_at, a.rescheduled_count
+                   FROM appointments a JOIN customers c ON c.id = a.customer_id AND c.company_id = a.company_id
+                   WHERE a.created_at > ? AND a.created_at <= ?";
+        self.all(sql, &[at(after), at(until)], |r| {
+            Ok(HealthRow {
+                company_id: CompanyId(r.int(0)?),
+                created_at: r.time(1)?,
+                anonymous: r.flag(2)?,
+                cancelled: r.flag(3)?,
+                sync_status: parsed(r, 4, "sync status", SyncStatus::parse)?,
+                flagged: r.flag(5)?,
+                booking_latency_us: r.opt_int(6)?,
+                sync_verified_at: r.opt_time(7)?,
+                rescheduled: r.int(8)? > 0,
+            })
+        })
+    }
+    /// Three grouped counts, each on its own index: the review flag,
+    /// `callbacks_status`, and `sync_jobs_unfinished_age` (v7).
+    fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>> {
+        let mut out: Vec<OpenWork> = Vec::new();
+        let count = |r: &dyn SqlRow, i| -> Result<u64> { Ok(u64::try_from(r.int(i)?).unwrap_or(0)) };
+        let reviews = "SELECT company_id, COUNT(*) FROM appointments WHERE requires_manual_review = TRUE
+                       GROUP BY company_id";
+        for (company, n) in self.all(reviews, &[], |r| Ok((CompanyId(r.int(0)?), count(r, 1)?)))? {
+            open_work_of(&mut out, company).manual_reviews = n;
+        }
+        let callbacks = "SELECT company_id, COUNT(*) FROM callbacks WHERE status = 'open' GROUP BY company_id";
+        for (company, n) in self.all(callbacks, &[], |r| Ok((CompanyId(r.int(0)?), count(r, 1)?)))? {
+            open_work_of(&mut out, company).callbacks = n;
+        }
+        let jobs = "SELECT company_id, COUNT(CASE WHEN created_at <= ? THEN 1 END), MIN(created_at) FROM sync_jobs
+                    WHERE state IN ('available', 'running', 'retryable') GROUP BY company_id";
+        for (company, n, oldest) in
+            self.all(jobs, &[at(overdue_at)], |r| Ok((CompanyId(r.int(0)?), count(r, 1)?, r.opt_time(2)?)))?
+        {
+            let work = open_work_of(&mut out, company);
+            (work.jobs_overdue, work.oldest_job) = (n, oldest);
+        }
+        out.sort_by_key(|w| w.company_id);
+        Ok(out)
     }
 }

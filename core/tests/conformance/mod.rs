@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 pub type MakeStore = fn() -> Arc<dyn Store>;
 
+mod health;
 mod journey;
+#[allow(unused_imports)]
+pub use health::*;
 #[allow(unused_imports)]
 pub use journey::*;
 
@@ -966,6 +969,7 @@ macro_rules! conformance_suite {
             callbacks_are_filed_listed_and_done,
             the_call_context_gives_today_in_the_branch,
             the_agent_answers_the_rest_of_the_call,
+            health_counts_windows_and_companies_from_the_database,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
