@@ -217,6 +217,52 @@ fn sync_and_review_against_a_fake_calcom() {
 }
 
 #[test]
+fn health_answers_with_the_figures_and_exits_1_on_a_missed_target() {
+    let (_dir, db) = setup();
+    let (empty, code) = callbook(&db, &["health"]);
+    assert_eq!((code, empty["window"].as_str(), empty["bookings"].as_u64()), (0, Some("24h"), Some(0)), "{empty}");
+    assert_eq!(
+        (empty["sync_success_rate"].is_null(), empty["targets_missed"].as_array().map(Vec::len)),
+        (true, Some(0))
+    );
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::calcom::fake::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
+    for start in ["2099-01-08T10:00:00Z", "2099-01-08T11:00:00Z"] {
+        callbook(&db, &["book", "--call", "call_known", "--name", "B", "--start", start]);
+    }
+    callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    // (Latencies depend on this machine: a fresh debug process loads
+    // libphonenumber's metadata inside its booking; only counts are checked.)
+    let (synced, _) = callbook(&db, &["health", "--window", "1h"]);
+    assert_eq!((synced["synced"].as_u64(), synced["sync_success_rate"].as_f64()), (Some(2), Some(1.0)), "{synced}");
+    assert_eq!(synced["booking_latency_ms"]["count"], 2, "each booking kept its latency");
+    // A third booking Cal.com refuses: on the review list, a third of the bookings.
+    callbook(&db, &["book", "--call", "call_abc", "--name", "A", "--start", "2099-01-08T12:00:00Z"]);
+    fake.inject([callbook::calcom::fake::Fault::Status(400, "invalid event type".into())]);
+    callbook(&db, &["sync", "--once", "--calcom-url", fake.url()]);
+    let (missed, code) = callbook(&db, &["health", "--window", "7d"]);
+    assert_eq!(code, 1, "{missed}");
+    assert_eq!((missed["window"].as_str(), missed["bookings"].as_u64()), (Some("7d"), Some(3)));
+    let names: Vec<&str> =
+        missed["targets_missed"].as_array().expect("list").iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(names[..2], ["sync_success_rate", "manual_review_rate"], "{names:?}");
+    assert_eq!((missed["bookings_anonymous"].as_u64(), missed["manual_reviews_open"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(missed["companies"][0]["name"], "Salon");
+    // The same as a table for a person, still exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_callbook")).arg("--db").arg(&db).arg("health").output().expect("runs");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("Cal.com sync success") && text.contains("66.7% ✗"), "{text}");
+    assert!(text.contains("\ntargets missed: sync_success_rate, manual_review_rate"), "{text}");
+    // A window it cannot read is bad input.
+    let (bad, code) = callbook(&db, &["health", "--window", "1w"]);
+    assert_eq!((code, bad["error"]["code"].as_str()), (2, Some("invalid_window")));
+}
+
+#[test]
 fn a_refused_start_carries_its_alternatives_as_data() {
     let (_dir, db) = setup();
     let fake = callbook::calcom::fake::FakeCalcom::with_event_types(

@@ -419,3 +419,120 @@ fn absurd_starts_among_concurrent_bookings_answer_alone() {
     times.sort();
     eprintln!("24 concurrent bookings, 12 absurd: p50 {:?}, p99 {:?}", times[11], times[23]);
 }
+
+/// The value of a `callbook_…` sample with exactly these labels.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The raw value the overview page shows for a figure and company.
+fn figure(page: &str, key: &str, company: &str) -> Option<f64> {
+    let marker = format!(r#"data-figure="{key}" data-company="{company}" data-value=""#);
+    let rest = &page[page.find(&marker)? + marker.len()..];
+    rest[..rest.find('"')?].parse().ok()
+}
+
+#[test]
+fn the_overview_metrics_and_the_health_command_agree() {
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(123, 30)]).expect("fake");
+    // The first create is refused: that booking goes on the review list.
+    fake.inject([Fault::Status(400, "invalid event type".into())]);
+    let s = serve(fake.url(), 1);
+    for (call, from, start) in [
+        ("call_h1", "+49 151 1234567", "2099-05-04T09:00:00Z"),
+        ("call_h2", "anonymous", "2099-05-04T10:00:00Z"),
+        ("call_h3", "+49 151 7654321", "2099-05-04T11:00:00Z"),
+    ] {
+        assert_eq!(retell(&s, &booking_body(call, from, start)).0, 200);
+    }
+    let callback = json!({
+        "name": "request_callback",
+        "call": {"call_id": "call_h2", "from_number": "anonymous", "to_number": "+49 30 123456"},
+        "args": {"customer_name": "Kim", "reason": "wants a person", "phone": "0151 2223334"}
+    });
+    let (status, filed) = retell(&s, &callback.to_string());
+    assert_eq!((status, filed["ok"].as_bool()), (200, Some(true)), "{filed}");
+    wait_for("two synced and one flagged", || {
+        let stats = cli(&s.db, &["stats"]);
+        stats["appointments"]["synced"] == 2 && stats["manual_review"] == 1
+    });
+
+    // The command: one object, exit 1 (a third flagged, two thirds synced).
+    let out = Command::new(env!("CARGO_BIN_EXE_callbook"))
+        .arg("--db")
+        .arg(&s.db)
+        .args(["--json", "health", "--window", "24h"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "a target is missed");
+    let health: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((health["window"].as_str(), health["bookings"].as_u64()), (Some("24h"), Some(3)));
+    assert_eq!((health["pending_over_1h"].as_u64(), health["oldest_pending_seconds"].as_i64()), (Some(0), Some(0)));
+    let missed: Vec<&str> =
+        health["targets_missed"].as_array().expect("list").iter().filter_map(Value::as_str).collect();
+    assert_eq!(missed, ["sync_success_rate", "manual_review_rate"]);
+    let rate = health["sync_success_rate"].as_f64().expect("rate");
+    assert!((rate - 2.0 / 3.0).abs() < 1e-12, "{rate}");
+
+    // The page (a script's bearer token), and the metrics, say the same.
+    let page = ureq::get(&format!("{}/admin/health?window=24h", s.url))
+        .set("Authorization", "Bearer admin-token")
+        .call()
+        .expect("answers")
+        .into_string()
+        .expect("html");
+    let metrics = get(&format!("{}/metrics", s.url)).1;
+    let labels = |extra: &str| format!(r#"{{window="24h",company="all"{extra}}}"#);
+    let p50 = health["booking_latency_ms"]["p50"].as_f64().expect("p50");
+    for (what, json, on_page, in_metrics) in [
+        ("bookings", 3.0, figure(&page, "bookings", "all"), None),
+        (
+            "anonymous",
+            health["bookings_anonymous"].as_f64().expect("n"),
+            figure(&page, "bookings_anonymous", "all"),
+            sample(&metrics, &format!("callbook_health_bookings{}", labels(r#",caller="anonymous""#))),
+        ),
+        (
+            "known",
+            health["bookings_known"].as_f64().expect("n"),
+            figure(&page, "bookings_known", "all"),
+            sample(&metrics, &format!("callbook_health_bookings{}", labels(r#",caller="known""#))),
+        ),
+        (
+            "sync success",
+            rate,
+            figure(&page, "sync_success_rate", "all"),
+            sample(&metrics, &format!("callbook_health_sync_success_ratio{}", labels(""))),
+        ),
+        (
+            "manual review",
+            health["manual_review_rate"].as_f64().expect("rate"),
+            figure(&page, "manual_review_rate", "1"),
+            sample(&metrics, &format!("callbook_health_manual_review_ratio{}", labels(""))),
+        ),
+        (
+            "booking p50",
+            p50,
+            figure(&page, "booking_p50", "all"),
+            sample(&metrics, &format!("callbook_health_booking_latency_seconds{}", labels(r#",quantile="0.5""#)))
+                .map(|s| s * 1000.0),
+        ),
+        ("callbacks open", 1.0, figure(&page, "callbacks_open", "all"), sample(&metrics, "callbook_callbacks_open")),
+        (
+            "reviews open",
+            health["manual_reviews_open"].as_f64().expect("n"),
+            figure(&page, "manual_reviews_open", "all"),
+            sample(&metrics, "callbook_manual_review"),
+        ),
+    ] {
+        let close = |v: Option<f64>| v.is_some_and(|v| (v - json).abs() < 1e-9);
+        assert!(close(on_page), "{what}: page {on_page:?}, command {json}");
+        assert!(in_metrics.is_none() || close(in_metrics), "{what}: metrics {in_metrics:?}, command {json}");
+    }
+    let missed_metric = |target: &str| {
+        sample(&metrics, &format!("callbook_health_target_missed{}", labels(&format!(r#",target="{target}""#))))
+    };
+    assert_eq!((missed_metric("sync_success_rate"), missed_metric("booking_p50")), (Some(1.0), Some(0.0)));
+    assert!(page.contains(r#"data-missed="sync_success_rate,manual_review_rate""#), "the page names the misses");
+    assert!(p50 > 0.0 && p50 < 150.0, "a booking takes more than nothing and less than the target: {p50} ms");
+}

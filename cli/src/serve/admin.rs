@@ -1,6 +1,9 @@
-//! The manual-review page at `/admin`: appointments that need a person, with
-//! their error, attempts and customer; a button to retry and a form to
-//! resolve with a note. Plain server-rendered HTML with forms, no script.
+//! The admin area: `/admin`, the manual-review list (appointments that
+//! need a person, with their error, attempts and customer; Retry, and
+//! Resolve with a note); `/admin/health`, the operations overview of a
+//! window (`?window=24h`); `/admin/callbacks`, open callback requests with a
+//! Done button. Server-rendered through maud templates (`pages`), forms and
+//! inline SVG, no script.
 //!
 //! Access: the token from `CALLBOOK_ADMIN_TOKEN`, sent as `Authorization:
 //! Bearer <token>` (scripts), or typed into the login form with the
@@ -13,10 +16,11 @@
 //! Five failed logins from one address within 15 minutes lock that address
 //! out until the window ends.
 
-use callbook::{Appointment, AppointmentId, Callbook, Clock, Secret};
+use super::pages::{self, Nav, Section};
+use callbook::{AppointmentId, CallbackId, CallbackStatus, Callbook, Clock, Secret, Window};
 use chrono::{DateTime, Duration, Utc};
+use maud::Markup;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -184,13 +188,14 @@ impl Admin {
             return html(
                 503,
                 "Admin is off",
-                "<p>Set <code>CALLBOOK_ADMIN_TOKEN</code> to turn the admin page on.</p>",
+                None,
+                pages::paragraph("Set CALLBOOK_ADMIN_TOKEN to turn the admin page on."),
             );
         };
         let field = |name: &str| request.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
         let bearer = request.authorization.is_some_and(|h| h.starts_with("Bearer "));
         if request.method == "POST" && !bearer && !Self::same_origin(request) {
-            return html(403, "Refused", "<p>This form was not sent from this page.</p>");
+            return html(403, "Refused", None, pages::paragraph("This form was not sent from this page."));
         }
         match (request.method, request.path) {
             ("POST", "/admin/login") => {
@@ -207,7 +212,7 @@ impl Admin {
                 }
                 match self.sign_in(name) {
                     Some(cookie) => Page::Redirect { location: "/admin".into(), cookie: Some(cookie) },
-                    None => html(500, "Not signed in", "<p>No session could be started.</p>"),
+                    None => html(500, "Not signed in", None, pages::paragraph("No session could be started.")),
                 }
             }
             ("POST", "/admin/logout") => {
@@ -234,150 +239,128 @@ fn cookie_value(header: Option<&str>) -> Option<&str> {
 
 fn signed_in(book: &Callbook, request: &Request<'_>, operator: &str) -> Page {
     let field = |name: &str| request.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let nav = |section| Nav { operator, section };
+    let query = |name: &str| {
+        form_urlencoded::parse(request.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    };
+    let done = query("done");
+    let not_found = || html(404, "Not found", Some(&nav(Section::Review)), pages::paragraph("No such page."));
     match (request.method, request.path) {
-        ("GET", "/admin") => list(book, request.query, operator),
-        ("POST", path) => match action(path) {
-            Some((id, "retry")) => outcome(
-                book.review_retry(id).map(|_| format!("Appointment {id} is pending again; the worker will sync it.")),
-            ),
-            Some((id, "resolve")) => {
-                let note = field("note").unwrap_or_default();
-                outcome(book.review_resolve(id, operator, note).map(|_| format!("Appointment {id} is resolved.")))
+        ("GET", "/admin") => match review_items(book) {
+            Ok(items) => {
+                html(200, "Manual review", Some(&nav(Section::Review)), pages::review_list(done.as_deref(), &items))
             }
-            _ => html(404, "Not found", "<p>No such page.</p>"),
+            Err(e) => failed(&e, &nav(Section::Review), "/admin"),
         },
-        _ => html(404, "Not found", "<p>No such page.</p>"),
-    }
-}
-
-/// `/admin/appointments/{id}/{retry|resolve}` → (id, verb).
-fn action(path: &str) -> Option<(AppointmentId, &str)> {
-    let rest = path.strip_prefix("/admin/appointments/")?;
-    let (id, verb) = rest.split_once('/')?;
-    Some((AppointmentId(id.parse().ok()?), verb))
-}
-
-fn outcome(result: callbook::Result<String>) -> Page {
-    match result {
-        Ok(done) => Page::Redirect { location: format!("/admin?done={}", encode(&done)), cookie: None },
-        Err(e) => html(
-            if e.kind() == callbook::ErrorKind::Internal { 500 } else { 409 },
-            "Not done",
-            &format!(
-                r#"<p class="error" data-code="{code}">{message} <code>{code}</code></p><p><a href="/admin">Back to the list</a></p>"#,
-                code = escape(e.code()),
-                message = escape(&e.to_string())
+        ("GET", "/admin/health") => {
+            let window = match query("window").as_deref().map(Window::parse).unwrap_or(Ok(Window::DAY)) {
+                Ok(window) => window,
+                Err(e) => return failed(&e, &nav(Section::Overview), "/admin/health"),
+            };
+            match book.health(window) {
+                Ok(health) => html(200, "Overview", Some(&nav(Section::Overview)), pages::overview(&health)),
+                Err(e) => failed(&e, &nav(Section::Overview), "/admin/health"),
+            }
+        }
+        ("GET", "/admin/callbacks") => {
+            let listed = book.callbacks(Some(CallbackStatus::Open)).and_then(|list| Ok((list, book.companies()?)));
+            match listed {
+                Ok((list, companies)) => {
+                    let name = |id: callbook::CompanyId| {
+                        companies
+                            .iter()
+                            .find(|c| c.id == id)
+                            .map_or_else(|| format!("company {id}"), |c| c.name.clone())
+                    };
+                    html(
+                        200,
+                        "Callbacks",
+                        Some(&nav(Section::Callbacks)),
+                        pages::callbacks(done.as_deref(), &list, name),
+                    )
+                }
+                Err(e) => failed(&e, &nav(Section::Callbacks), "/admin/callbacks"),
+            }
+        }
+        ("POST", path) => match action(path) {
+            Some(("appointments", id, "retry")) => outcome(
+                book.review_retry(AppointmentId(id))
+                    .map(|_| format!("Appointment {id} is pending again; the worker will sync it.")),
+                &nav(Section::Review),
+                "/admin",
             ),
-        ),
+            Some(("appointments", id, "resolve")) => {
+                let note = field("note").unwrap_or_default();
+                outcome(
+                    book.review_resolve(AppointmentId(id), operator, note)
+                        .map(|_| format!("Appointment {id} is resolved.")),
+                    &nav(Section::Review),
+                    "/admin",
+                )
+            }
+            // Signed with the operator who signed in, like a resolve.
+            Some(("callbacks", id, "done")) => outcome(
+                book.callback_done(CallbackId(id), operator)
+                    .map(|c| format!("Callback {id} is done ({}).", c.done_by.as_deref().unwrap_or(operator))),
+                &nav(Section::Callbacks),
+                "/admin/callbacks",
+            ),
+            _ => not_found(),
+        },
+        _ => not_found(),
     }
+}
+
+/// The review list with each appointment's customer.
+fn review_items(book: &Callbook) -> callbook::Result<Vec<(callbook::Appointment, Option<callbook::Customer>)>> {
+    let list = book.review_list()?;
+    Ok(list
+        .into_iter()
+        .map(|a| {
+            let customer = book.customer(a.company_id, a.customer_id).ok().flatten();
+            (a, customer)
+        })
+        .collect())
+}
+
+/// `/admin/{appointments|callbacks}/{id}/{verb}` → (what, id, verb).
+fn action(path: &str) -> Option<(&str, i64, &str)> {
+    let rest = path.strip_prefix("/admin/")?;
+    let mut parts = rest.split('/');
+    let (what, id, verb) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((what, id.parse().ok()?, verb))
+}
+
+/// An action done (back to the list, saying so) or refused (with its code).
+fn outcome(result: callbook::Result<String>, nav: &Nav<'_>, back: &str) -> Page {
+    match result {
+        Ok(done) => Page::Redirect { location: format!("{back}?done={}", encode(&done)), cookie: None },
+        Err(e) => failed(&e, nav, back),
+    }
+}
+
+fn failed(e: &callbook::Error, nav: &Nav<'_>, back: &str) -> Page {
+    let status = match e.kind() {
+        callbook::ErrorKind::Internal => 500,
+        callbook::ErrorKind::Input => 400,
+        callbook::ErrorKind::Rejected => 409,
+    };
+    html(status, "Not done", Some(nav), pages::refusal(&e.to_string(), e.code(), back))
 }
 
 fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STYLE: &str =
-    "body{font:15px system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;width:100%}\
-th,td{border-bottom:1px solid #ddd;padding:.5rem;text-align:left;vertical-align:top}.error{color:#a00}\
-.done{background:#e8f5e9;padding:.5rem}form.inline{display:inline}input[name=note]{width:14rem}";
-
-fn html(status: u16, title: &str, main: &str) -> Page {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · callbook</title>\
-         <style>{STYLE}</style></head><body><h1>{title}</h1>{main}</body></html>",
-        title = escape(title)
-    );
-    Page::Html { status, body }
+fn html(status: u16, title: &str, nav: Option<&Nav<'_>>, main: Markup) -> Page {
+    Page::Html { status, body: pages::page(title, nav, main) }
 }
 
 fn login(status: u16, problem: Option<&str>) -> Page {
-    let problem = problem.map(|p| format!(r#"<p class="error">{}</p>"#, escape(p))).unwrap_or_default();
-    html(
-        status,
-        "callbook admin",
-        &format!(
-            r#"{problem}<form method="post" action="/admin/login"><label>Your name
-            <input name="operator" autocomplete="username" maxlength="200" required></label>
-            <label>Admin token
-            <input type="password" name="token" autocomplete="current-password" required></label>
-            <button type="submit">Sign in</button></form>"#
-        ),
-    )
-}
-
-fn list(book: &Callbook, query: &str, operator: &str) -> Page {
-    let appointments = match book.review_list() {
-        Ok(list) => list,
-        Err(e) => return html(500, "Manual review", &format!(r#"<p class="error">{}</p>"#, escape(&e.to_string()))),
-    };
-    let done = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "done")
-        .map(|(_, v)| format!(r#"<p class="done" role="status">{}</p>"#, escape(&v)))
-        .unwrap_or_default();
-    let mut main = format!(
-        r#"{done}<p><span id="count">{n}</span> appointment(s) need a person.</p>
-        <form method="post" action="/admin/logout">Signed in as <span id="operator">{who}</span>
-        <button>Sign out</button></form>"#,
-        n = appointments.len(),
-        who = escape(operator)
-    );
-    if !appointments.is_empty() {
-        main.push_str(
-            "<table><thead><tr><th>Appointment</th><th>Starts (UTC)</th><th>Customer</th><th>Why</th>\
-             <th>Attempts</th><th>Actions</th></tr></thead><tbody>",
-        );
-        for a in &appointments {
-            row(book, a, &mut main);
-        }
-        main.push_str("</tbody></table>");
-    }
-    html(200, "Manual review", &main)
-}
-
-fn row(book: &Callbook, a: &Appointment, out: &mut String) {
-    let customer = book.customer(a.company_id, a.customer_id).ok().flatten();
-    let who = customer.map_or_else(
-        || format!("customer {}", a.customer_id),
-        |c| {
-            format!(
-                "{}<br><small>{} · {}</small>",
-                escape(&c.name),
-                escape(&c.phone),
-                escape(c.email.as_deref().unwrap_or("no email"))
-            )
-        },
-    );
-    let _ = write!(
-        out,
-        r#"<tr data-appointment="{id}"><td>#{id}<br><small>company {company}</small></td><td>{starts}</td><td>{who}</td>
-        <td>{reason}<br><code>{code}</code> {message}</td><td>{attempts}</td><td>
-        <form class="inline" method="post" action="/admin/appointments/{id}/retry"><button name="retry">Retry</button></form>
-        <form class="inline" method="post" action="/admin/appointments/{id}/resolve">
-        <input name="note" placeholder="why it is resolved" required aria-label="note for {id}">
-        <button name="resolve">Resolve</button></form></td></tr>"#,
-        id = a.id,
-        company = a.company_id,
-        starts = callbook::format_utc(&a.starts_at),
-        reason = escape(a.review_reason.as_deref().unwrap_or("review")),
-        code = escape(a.sync_error_code.as_deref().unwrap_or("-")),
-        message = escape(a.sync_error_message.as_deref().unwrap_or("")),
-        attempts = a.sync_attempt_count,
-    );
+    html(status, "callbook admin", None, pages::login(problem))
 }
 
 #[cfg(test)]
@@ -483,9 +466,129 @@ mod tests {
     }
 
     #[test]
-    fn escaping_and_actions() {
-        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        assert_eq!(action("/admin/appointments/12/retry"), Some((AppointmentId(12), "retry")));
+    fn actions_name_what_which_and_how() {
+        assert_eq!(action("/admin/appointments/12/retry"), Some(("appointments", 12, "retry")));
+        assert_eq!(action("/admin/callbacks/3/done"), Some(("callbacks", 3, "done")));
         assert_eq!(action("/admin/appointments/x/retry"), None);
+        assert_eq!(action("/admin/callbacks/3/done/again"), None);
+    }
+
+    /// Script tags and attribute breakers in every outside text a page
+    /// shows: a company's name, a customer's name and email, Cal.com's error
+    /// message, a callback's name, number and reason, the operator's name,
+    /// the `done` note in the query. The templates escape them all.
+    #[test]
+    fn outside_text_never_becomes_markup() {
+        use callbook::store::{SyncFailure, Tx};
+        let clock = Arc::new(ManualClock::new(t0()));
+        let book = Callbook::new(Arc::new(callbook::store::MemoryStore::new())).with_clock(clock.clone());
+        let directory = serde_json::json!({
+            "companies": [{"id": 1, "name": "<script>alert('company')</script>", "calcom_api_key": "k"}],
+            "branches": [{"id": 1, "company_id": 1, "name": "B", "phone_number": "+4930123456"}],
+            "services": [{"id": 1, "company_id": 1, "name": "S", "duration_minutes": 30}],
+            "calls": [{"retell_call_id": "c1", "company_id": 1, "branch_id": 1, "from_number": "anonymous"}]
+        });
+        book.import(&callbook::ImportData::from_json(&directory.to_string()).expect("parses")).expect("imports");
+        let booked = book
+            .book(&callbook::BookingRequest {
+                retell_call_id: "c1".into(),
+                customer_name: "\"><img src=x onerror=alert('name')>".into(),
+                start: Some("2030-01-02T10:00:00Z".into()),
+                ..Default::default()
+            })
+            .expect("books");
+        let failure = SyncFailure {
+            code: "400".into(),
+            message: "<script>alert('calcom')</script>' onmouseover='alert(1)".into(),
+            flag: true,
+        };
+        let id = booked.appointment_id;
+        let now = clock.now();
+        callbook::store::write(&**book.store(), move |tx: &mut dyn Tx| {
+            tx.record_sync_failure(callbook::CompanyId(1), id, &failure, now)
+        })
+        .expect("fails");
+        book.request_callback(&callbook::CallbackRequest {
+            retell_call_id: "c1".into(),
+            customer_name: "<svg onload=alert('cb')>".into(),
+            reason: Some("</td><script>alert('reason')</script>".into()),
+            phone: Some("\" autofocus onfocus=\"alert(1)".into()),
+            ..Default::default()
+        })
+        .expect("files");
+
+        let admin = Admin::new(Some("s3cret".into()), false, clock.clone());
+        let login = post("/admin/login", &[("operator", "<b onclick=alert('op')>Eve</b>"), ("token", "s3cret")], None);
+        let cookie = match admin.handle(&book, &login) {
+            Page::Redirect { cookie: Some(cookie), .. } => cookie.split(';').next().unwrap_or_default().to_string(),
+            other => panic!("not signed in: {other:?}"),
+        };
+        let page = |path: &'static str, query: &'static str| match admin
+            .handle(&book, &Request { path, query, ..get(Some(&cookie), None) })
+        {
+            Page::Html { status: 200, body } => body,
+            other => panic!("{path}: {other:?}"),
+        };
+        let review = page("/admin", "done=%3Cscript%3Ealert('done')%3C%2Fscript%3E");
+        let overview = page("/admin/health", "window=7d");
+        let callbacks = page("/admin/callbacks", "");
+        for (name, body) in [("review", &review), ("overview", &overview), ("callbacks", &callbacks)] {
+            for raw in ["<script", "<img", "<b onclick", "<svg onload", "\" autofocus"] {
+                assert!(!body.contains(raw), "{name} holds {raw:?} unescaped");
+            }
+            // Every `<` of outside text is escaped, so each one left opens a
+            // tag of the template: none may carry an event handler (a quote
+            // breaking out of an attribute would add one).
+            let handlers: Vec<&str> = body
+                .split('<')
+                .skip(1)
+                .filter_map(|tag| tag.split('>').next())
+                .filter(|tag| tag.split_whitespace().skip(1).any(|a| a.starts_with("on") && a.contains('=')))
+                .collect();
+            assert!(handlers.is_empty(), "{name}: {handlers:?}");
+            assert!(body.contains("&lt;b onclick=alert('op')&gt;Eve&lt;/b&gt;"), "{name}: the operator, escaped");
+        }
+        assert!(review.contains("&lt;script&gt;alert('done')&lt;/script&gt;"));
+        assert!(review.contains("&quot;&gt;&lt;img src=x onerror=alert('name')&gt;"));
+        assert!(review.contains("&lt;script&gt;alert('calcom')&lt;/script&gt;"));
+        assert!(overview.contains("&lt;script&gt;alert('company')&lt;/script&gt;"));
+        assert!(callbacks.contains("&lt;/td&gt;&lt;script&gt;alert('reason')&lt;/script&gt;"));
+        assert!(callbacks.contains("&quot; autofocus onfocus=&quot;alert(1)"));
+    }
+
+    #[test]
+    fn a_callback_is_done_by_the_operator_who_signed_in() {
+        let clock = Arc::new(ManualClock::new(t0()));
+        let book = Callbook::new(Arc::new(callbook::store::MemoryStore::new())).with_clock(clock.clone());
+        let directory = r#"{"companies": [{"id": 1, "name": "Salon"}],
+            "branches": [{"id": 1, "company_id": 1, "name": "B", "phone_number": "+4930123456"}],
+            "calls": [{"retell_call_id": "c1", "company_id": 1, "branch_id": 1, "from_number": "+49 151 2345678"}]}"#;
+        book.import(&callbook::ImportData::from_json(directory).expect("parses")).expect("imports");
+        let filed = book
+            .request_callback(&callbook::CallbackRequest {
+                retell_call_id: "c1".into(),
+                customer_name: "Kim".into(),
+                reason: Some("wants a person".into()),
+                ..Default::default()
+            })
+            .expect("files");
+        let admin = Admin::new(Some("s3cret".into()), false, clock.clone());
+        let cookie = sign_in(&admin, &book);
+        let path = format!("/admin/callbacks/{}/done", filed.id);
+        let done = admin.handle(&book, &post(&path, &[], Some(&cookie)));
+        assert!(
+            matches!(&done, Page::Redirect { location, .. } if location.starts_with("/admin/callbacks?done=")),
+            "{done:?}"
+        );
+        let stored = book.callbacks(None).expect("lists").remove(0);
+        assert_eq!((stored.status, stored.done_by.as_deref()), (CallbackStatus::Done, Some("Ada")));
+        // Again: answered as it is (done by Ada), not done twice.
+        assert_eq!(status(&admin.handle(&book, &post(&path, &[], Some(&cookie)))), 303);
+        assert_eq!(status(&admin.handle(&book, &post("/admin/callbacks/99/done", &[], Some(&cookie)))), 409);
+        // A bad window is the operator's input: 400 with its code.
+        let bad = Request { path: "/admin/health", query: "window=forever", ..get(Some(&cookie), None) };
+        assert!(
+            matches!(admin.handle(&book, &bad), Page::Html { status: 400, ref body } if body.contains("invalid_window"))
+        );
     }
 }

@@ -18,6 +18,7 @@
 mod admin;
 mod listen;
 mod metrics;
+mod pages;
 
 use crate::Failure;
 use admin::{Admin, Page};
