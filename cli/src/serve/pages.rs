@@ -301,7 +301,7 @@ fn chart(h: &Health, name: &str, series: &[Series<'_>]) -> Markup {
     let label = |t: &chrono::DateTime<chrono::Utc>| {
         if h.bucket_seconds >= 86_400 {
             t.format("%m-%d").to_string()
-        } else if h.window.seconds() > 86_400 {
+        } else if h.window.seconds() >= 86_400 {
             t.format("%m-%d %H:%M").to_string()
         } else {
             t.format("%H:%M").to_string()

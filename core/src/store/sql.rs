@@ -161,6 +161,16 @@ impl Dialect {
         }
     }
 
+    /// "Flagged for review", as each database's index on it is written:
+    /// SQLite uses its partial index `appointments_review` only for `= 1`
+    /// (with `= TRUE` it scans the table), PostgreSQL's column is boolean.
+    fn in_review(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "requires_manual_review = 1",
+            Dialect::Postgres | Dialect::Mysql => "requires_manual_review = TRUE",
+        }
+    }
+
     /// After an insert with an explicit id, what moves the id sequence on.
     fn after_explicit_id(self, table: &str) -> Option<String> {
         match self {
@@ -1088,12 +1098,12 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         self.run(sql, &params)
     }
     fn review_list(&mut self, limit: u32) -> Result<Vec<Appointment>> {
-        let sql = concat!(
-            "SELECT ",
+        let sql = format!(
+            "SELECT {} FROM appointments WHERE {} ORDER BY manual_review_flagged_at, id LIMIT ?",
             appointment_cols!(),
-            " FROM appointments WHERE requires_manual_review = TRUE ORDER BY manual_review_flagged_at, id LIMIT ?"
+            self.conn.dialect().in_review()
         );
-        self.all(sql, &[limit.into()], appointment_row)
+        self.all(&sql, &[limit.into()], appointment_row)
     }
     fn resolve_review(
         &mut self,
@@ -1150,7 +1160,9 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             self.tally("SELECT calcom_sync_status, COUNT(*) FROM appointments GROUP BY calcom_sync_status")?;
         let by_state = self.tally("SELECT state, COUNT(*) FROM sync_jobs GROUP BY state")?;
         let manual_review = self
-            .one("SELECT COUNT(*) FROM appointments WHERE requires_manual_review = TRUE", &[], |r| r.int(0))?
+            .one(&format!("SELECT COUNT(*) FROM appointments WHERE {}", self.conn.dialect().in_review()), &[], |r| {
+                r.int(0)
+            })?
             .unwrap_or(0);
         let (anonymous, total) = self
             .one(
@@ -1195,14 +1207,16 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             })
         })
     }
-    /// Three grouped counts, each on its own index: the review flag,
+    /// Three grouped counts, each on its own index: `appointments_review`,
     /// `callbacks_status`, and `sync_jobs_unfinished_age` (v7).
     fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>> {
         let mut out: Vec<OpenWork> = Vec::new();
         let count = |r: &dyn SqlRow, i| -> Result<u64> { Ok(u64::try_from(r.int(i)?).unwrap_or(0)) };
-        let reviews = "SELECT company_id, COUNT(*) FROM appointments WHERE requires_manual_review = TRUE
-                       GROUP BY company_id";
-        for (company, n) in self.all(reviews, &[], |r| Ok((CompanyId(r.int(0)?), count(r, 1)?)))? {
+        let reviews = format!(
+            "SELECT company_id, COUNT(*) FROM appointments WHERE {} GROUP BY company_id",
+            self.conn.dialect().in_review()
+        );
+        for (company, n) in self.all(&reviews, &[], |r| Ok((CompanyId(r.int(0)?), count(r, 1)?)))? {
             open_work_of(&mut out, company).manual_reviews = n;
         }
         let callbacks = "SELECT company_id, COUNT(*) FROM callbacks WHERE status = 'open' GROUP BY company_id";
