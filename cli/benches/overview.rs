@@ -9,7 +9,7 @@
 //! back from now; default 365: about 2,700 bookings a day).
 //!
 //! The database is made by callbook (`init`, `import`), then filled with
-//! plain SQL in one transaction (a million bookings through `book()` would
+//! plain SQL in one transaction (each booking with its call) (a million bookings through `book()` would
 //! take minutes and measure the booking path, not the overview): 20
 //! companies, 30% anonymous callers (each a new customer) and 50,000
 //! regulars; 98% synced (booking to synced 0.3–3 s; 1% after a failed
@@ -86,8 +86,15 @@ fn seed(db: &Path, rows: i64, days: i64) {
                 "INSERT INTO appointments (id, customer_id, company_id, branch_id, service_id, starts_at, ends_at, status,
                  calcom_sync_status, sync_origin, metadata, sync_attempt_count, requires_manual_review,
                  manual_review_flagged_at, review_reason, idempotency_key, booking_latency_us, sync_verified_at,
-                 calcom_v2_booking_uid, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?4, 'confirmed', ?5, 'retell', '{}', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                 calcom_v2_booking_uid, call_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?4, 'confirmed', ?5, 'retell', '{}', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?1, ?14, ?14)",
+            )
+            .expect("prepares");
+        // Each booking's call (the overview counts appointments booked in a call).
+        let mut call = tx
+            .prepare(
+                "INSERT INTO calls (id, retell_call_id, company_id, branch_id, from_number, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?5)",
             )
             .expect("prepares");
         let mut job = tx
@@ -137,6 +144,8 @@ fn seed(db: &Path, rows: i64, days: i64) {
             let latency = 60 + rng.below(900) as i64 + if rng.below(100) == 0 { rng.below(20_000) as i64 } else { 0 };
             let starts = db_time(created + chrono::Duration::days(3));
             let created_s = db_time(created);
+            call.execute(params![id, format!("call_seed_{id}"), company, "+4915100000000", created_s])
+                .expect("inserts");
             appointment
                 .execute(params![
                     id,
@@ -162,6 +171,7 @@ fn seed(db: &Path, rows: i64, days: i64) {
         for (k, days_ago) in [(1i64, 5i64), (2, 2), (3, 1)] {
             let id = rows + k;
             let created = db_time(now - chrono::Duration::days(days_ago));
+            call.execute(params![id, format!("call_seed_{id}"), k, "+4915100000000", created]).expect("inserts");
             appointment
                 .execute(params![
                     id,
@@ -288,6 +298,7 @@ fn main() {
             shown(&page, "bookings"),
             shown(&page, "pending_over_1h")
         );
+        assert_ne!(shown(&page, "bookings"), "0", "the page counts the seeded bookings");
         indexed.push((times, page));
     }
     // A scrape computes the three windows at once (and the older gauges).

@@ -4,7 +4,9 @@
 //! the figures survive restarts and every process sees the same ones
 //! (`/admin/health`, `/metrics`, `callbook health` agree).
 //!
-//! What each figure counts (appointments *created* in the window):
+//! What each figure counts (appointments booked in a call and *created* in
+//! the window; one made elsewhere, such as on Cal.com's own page, is no
+//! booking of callbook's):
 //! - bookings, anonymous or known by their customer;
 //! - sync success rate: synced / (synced + failed) by their current
 //!   `calcom_sync_status` (failed counts while it is still being retried, so

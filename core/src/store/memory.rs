@@ -764,7 +764,10 @@ impl Tx for MemoryTx<'_> {
 
     fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>> {
         let state = &self.state;
-        let rows = state.appointments.values().filter(|a| a.created_at > after && a.created_at <= until);
+        let rows = state
+            .appointments
+            .values()
+            .filter(|a| a.created_at > after && a.created_at <= until && a.call_id.is_some());
         Ok(rows
             .map(|a| HealthRow {
                 company_id: a.company_id,

@@ -444,8 +444,9 @@ pub trait Tx {
     fn breakers(&mut self) -> Result<Vec<Breaker>>;
 
     fn counts(&mut self) -> Result<Counts>;
-    /// Appointments created in `(after, until]`, every tenant (the
-    /// operator's overview), in no particular order.
+    /// Appointments booked in a call (`call_id` set: not those made
+    /// elsewhere, such as on Cal.com's own page) created in `(after, until]`,
+    /// every tenant (the operator's overview), in no particular order.
     fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>>;
     /// Per company with any: open manual reviews, open callbacks, and
     /// unfinished jobs (how many created at or before `overdue_at`, and the

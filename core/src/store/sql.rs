@@ -1192,7 +1192,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                    CASE WHEN a.manual_review_flagged_at IS NULL THEN 0 ELSE 1 END, a.booking_latency_us,
                    a.sync_verified_at, a.rescheduled_count
                    FROM appointments a JOIN customers c ON c.id = a.customer_id AND c.company_id = a.company_id
-                   WHERE a.created_at > ? AND a.created_at <= ?";
+                   WHERE a.created_at > ? AND a.created_at <= ? AND a.call_id IS NOT NULL";
         self.all(sql, &[at(after), at(until)], |r| {
             Ok(HealthRow {
                 company_id: CompanyId(r.int(0)?),

@@ -53,6 +53,10 @@ const HEALTH_FIXTURE: &str = r#"{
   ]
 }"#;
 
+fn stored_customer(book: &Callbook, b: &Booking) -> CustomerId {
+    book.appointment(b.appointment_id).expect("appointment").customer_id
+}
+
 fn ms(v: Option<f64>) -> Option<i64> {
     v.map(|v| v.round() as i64)
 }
@@ -106,6 +110,24 @@ pub fn health_counts_windows_and_companies_from_the_database(make: MakeStore) {
         ..Default::default()
     })
     .expect("files");
+    // An appointment made elsewhere (no call: Cal.com's own page) is no booking of callbook's.
+    let elsewhere = NewAppointment {
+        customer_id: stored_customer(&book, &c),
+        company_id: CompanyId(2),
+        branch_id: BranchId(2),
+        service_id: ServiceId(2),
+        call_id: None,
+        starts_at: t0() + Duration::days(20),
+        ends_at: t0() + Duration::days(20) + Duration::minutes(30),
+        sync_origin: SyncOrigin::Calcom,
+        metadata: Default::default(),
+        requires_manual_review: false,
+        review_reason: None,
+        idempotency_key: "made-in-calcom".into(),
+        booking_latency_us: None,
+        now: end - Duration::minutes(10),
+    };
+    callbook::store::write(&**book.store(), move |tx| tx.insert_appointment(&elsewhere)).expect("writes");
     clock.set(end, Duration::zero());
 
     let stored = |b: &Booking| book.appointment(b.appointment_id).expect("appointment");
