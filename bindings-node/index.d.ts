@@ -90,6 +90,25 @@ export declare class Callbook {
   /** Resolves a review with a note; `by` names the operator (default `node`). */
   reviewResolve(id: number, note: string, by?: string | undefined | null): any
   stats(): any
+  /** What the agent is told when a call starts: `{today, weekday, timeZone, branch, knownCaller, ...}`. */
+  callContext(retellCallId: string): any
+  /** The calling customer's upcoming appointments (at most 5), on `date` when given. */
+  findAppointments(retellCallId: string, date?: string | undefined | null): any
+  /** A company's upcoming appointments for a phone number (an operator's search). */
+  appointmentsByPhone(companyId: number, phone: string): any
+  /**
+   * `{retellCallId | operator, appointmentId? | date + time?, reason?, confirmed?, force?}`:
+   * unconfirmed it only says what would happen (`needsConfirmation`).
+   */
+  cancelAppointment(request: any): any
+  /** As `cancelAppointment`, plus `newStart` or `newDate` + `newTime`. */
+  rescheduleAppointment(request: any): any
+  /** `{retellCallId, customerName, reason?, phone?}` → the callback. */
+  requestCallback(request: any): any
+  /** Callbacks, oldest first: `"open"` (default), `"done"` or `"all"`. */
+  callbackList(status?: string | undefined | null): any
+  /** Marks a callback done; `by` names who called back (default `node`). */
+  callbackDone(id: number, by?: string | undefined | null): any
 }
 export type JsFakeCalcom = FakeCalcom
 /**

@@ -8,7 +8,10 @@ mod convert;
 mod error;
 
 use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
-use callbook::{rules, AppointmentId, Availability, AvailabilityConfig, Callbook, Worker, WorkerHandle};
+use callbook::{
+    rules, AppointmentId, Availability, AvailabilityConfig, CallbackId, CallbackStatus, Callbook, CompanyId, Worker,
+    WorkerHandle,
+};
 use convert::{camel, snake};
 use error::{bad_argument, to_js, to_js_async, Code};
 use napi::bindgen_prelude::{AsyncTask, Result};
@@ -141,6 +144,60 @@ impl JsCallbook {
     #[napi]
     pub fn stats(&self) -> Result<Value, Code> {
         json(&self.inner.stats().map_err(to_js)?)
+    }
+
+    /// What the agent is told when a call starts: `{today, weekday, timeZone, branch, knownCaller, ...}`.
+    #[napi]
+    pub fn call_context(&self, retell_call_id: String) -> Result<Value, Code> {
+        json(&self.inner.call_context(&retell_call_id).map_err(to_js)?)
+    }
+
+    /// The calling customer's upcoming appointments (at most 5), on `date` when given.
+    #[napi]
+    pub fn find_appointments(&self, retell_call_id: String, date: Option<String>) -> Result<Value, Code> {
+        json(&self.inner.find_appointments(&retell_call_id, date.as_deref()).map_err(to_js)?)
+    }
+
+    /// A company's upcoming appointments for a phone number (an operator's search).
+    #[napi]
+    pub fn appointments_by_phone(&self, company_id: i64, phone: String) -> Result<Value, Code> {
+        json(&self.inner.appointments_by_phone(CompanyId(company_id), &phone).map_err(to_js)?)
+    }
+
+    /// `{retellCallId | operator, appointmentId? | date + time?, reason?, confirmed?, force?}`:
+    /// unconfirmed it only says what would happen (`needsConfirmation`).
+    #[napi]
+    pub fn cancel_appointment(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.cancel_appointment(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// As `cancelAppointment`, plus `newStart` or `newDate` + `newTime`.
+    #[napi]
+    pub fn reschedule_appointment(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.reschedule_appointment(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// `{retellCallId, customerName, reason?, phone?}` → the callback.
+    #[napi]
+    pub fn request_callback(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.request_callback(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// Callbacks, oldest first: `"open"` (default), `"done"` or `"all"`.
+    #[napi]
+    pub fn callback_list(&self, status: Option<String>) -> Result<Value, Code> {
+        let status = match status.as_deref().unwrap_or("open") {
+            "all" => None,
+            s => Some(CallbackStatus::parse(s).ok_or_else(|| bad_argument(format!("unknown status {s:?}")))?),
+        };
+        json(&self.inner.callbacks(status).map_err(to_js)?)
+    }
+
+    /// Marks a callback done; `by` names who called back (default `node`).
+    #[napi]
+    pub fn callback_done(&self, id: i64, by: Option<String>) -> Result<Value, Code> {
+        let by = by.unwrap_or_else(|| "node".into());
+        json(&self.inner.callback_done(CallbackId(id), &by).map_err(to_js)?)
     }
 }
 
