@@ -419,3 +419,46 @@ fn absurd_starts_among_concurrent_bookings_answer_alone() {
     times.sort();
     eprintln!("24 concurrent bookings, 12 absurd: p50 {:?}, p99 {:?}", times[11], times[23]);
 }
+
+#[test]
+fn the_rest_of_the_call_over_http_with_its_metrics_and_callbacks() {
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(123, 30)]).expect("fake");
+    let s = serve(fake.url(), 0);
+    let function = |name: &str, from: &str, args: Value| {
+        let body =
+            json!({"name": name, "call": {"call_id": "call_rest", "from_number": from, "to_number": "+49 30 123456"},
+            "args": args})
+            .to_string();
+        retell(&s, &body)
+    };
+    let (_, booked) = retell(&s, &booking_body("call_first", "+49 151 2345678", "2099-04-01T09:00:00Z"));
+    let id = booked["appointment_id"].as_i64().expect("id");
+    let (_, asked) = function("cancel_appointment", "+49 151 2345678", json!({"appointment_id": id}));
+    assert_eq!(asked["needs_confirmation"], true, "{asked}");
+    let (status, done) =
+        function("cancel_appointment", "+49 151 2345678", json!({"appointment_id": id, "confirmed": true}));
+    assert_eq!((status, done["cancelled"].as_bool()), (200, Some(true)), "{done}");
+    let body = json!({"name": "cancel_appointment", "call": {"call_id": "call_hidden", "from_number": "anonymous",
+        "to_number": "+49 30 123456"}, "args": {"appointment_id": id, "confirmed": true}})
+    .to_string();
+    let (status, refused) = retell(&s, &body);
+    assert_eq!((status, refused["code"].as_str()), (200, Some("caller_not_verified")));
+    let (_, filed) =
+        function("request_callback", "+49 151 2345678", json!({"customer_name": "Jürgen", "reason": "new time"}));
+    let callback = filed["callback_id"].as_i64().expect("filed").to_string();
+    // The operator sees it on the command line and marks it done.
+    let listed = cli(&s.db, &["callbacks", "list"]);
+    assert_eq!(listed["callbacks"][0]["phone"], "+491512345678");
+    let done = cli(&s.db, &["callbacks", "done", &callback, "--by", "Ada"]);
+    assert_eq!(done["callback"]["status"], "done");
+    let (_, metrics) = get(&format!("{}/metrics", s.url));
+    for line in [
+        "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"ok\"} 2",
+        "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"caller_not_verified\"} 1",
+        "callbook_agent_answers_total{function=\"request_callback\",result=\"ok\"} 1",
+        "callbook_appointment_changes_total{name=\"cancel\"} 1",
+        "callbook_booking_duration_seconds_count 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+}

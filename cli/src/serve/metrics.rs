@@ -1,5 +1,6 @@
 //! What `/metrics` exports, in Prometheus text format: booking latency,
-//! bookings by caller kind, sync outcomes by class, HTTP answers, Cal.com
+//! bookings by caller kind, the agent's answers by function and result
+//! (refusals by code), cancels and moves, sync outcomes by class, HTTP answers, Cal.com
 //! webhooks, and, read from the store at each scrape, appointments by sync
 //! status, jobs by state, the manual-review gauge and breaker states.
 
@@ -26,6 +27,12 @@ struct One {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    function: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SyncLabels {
     outcome: String,
     code: String,
@@ -42,6 +49,8 @@ pub struct Metrics {
     booking_seconds: Histogram,
     bookings: Family<One, Counter>,
     http: Family<Route, Counter>,
+    answers: Family<Answer, Counter>,
+    changes: Family<One, Counter>,
     sync: Family<SyncLabels, Counter>,
     webhooks: Family<One, Counter>,
     appointments: Family<One, Gauge>,
@@ -63,6 +72,8 @@ impl Metrics {
             booking_seconds,
             bookings: Family::default(),
             http: Family::default(),
+            answers: Family::default(),
+            changes: Family::default(),
             sync: Family::default(),
             webhooks: Family::default(),
             appointments: Family::default(),
@@ -80,6 +91,12 @@ impl Metrics {
         );
         registry.register("bookings", "Confirmed bookings by caller (anonymous or known)", m.bookings.clone());
         registry.register("http_requests", "HTTP requests by route and status", m.http.clone());
+        registry.register(
+            "agent_answers",
+            "Retell function calls by function and result (ok, or the refusal's code)",
+            m.answers.clone(),
+        );
+        registry.register("appointment_changes", "Cancels and moves made by callers", m.changes.clone());
         registry.register("sync_jobs", "Sync jobs run, by outcome and error class", m.sync.clone());
         registry.register("calcom_webhooks", "Cal.com webhook deliveries by result", m.webhooks.clone());
         registry.register("appointments", "Appointments by Cal.com sync status", m.appointments.clone());
@@ -109,6 +126,14 @@ impl Metrics {
             let name = if anonymous { "anonymous" } else { "known" };
             self.bookings.get_or_create(&One { name: name.into() }).inc();
         }
+    }
+
+    pub fn answered(&self, function: &str, result: &str) {
+        self.answers.get_or_create(&Answer { function: function.into(), result: result.into() }).inc();
+    }
+
+    pub fn changed(&self, kind: &str) {
+        self.changes.get_or_create(&One { name: kind.into() }).inc();
     }
 
     pub fn request(&self, route: &str, status: u16) {
