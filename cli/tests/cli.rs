@@ -166,6 +166,16 @@ fn demo_runs_on_its_own_database() {
     assert_eq!(a["checks"].as_u64(), Some(60), "{a}");
     assert_eq!((a["calcom_requests_during_bookings"].as_u64(), a["taken_slot_reviews"].as_u64()), (Some(0), Some(0)));
     assert!(sync["flagged_by_code"].get("slot_unavailable").is_none(), "{sync}");
+    // Callers ringing again: moves and cancels reach Cal.com once each; withheld numbers change nothing.
+    let c = &v["changes"];
+    let m = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+    assert!(m("moved") + m("cancelled") > 0 && m("not_verified") > 0, "{c}");
+    assert_eq!(m("callbacks_filed"), m("not_verified"));
+    assert_eq!(
+        (m("changes_by_unverified_callers"), m("orphan_calcom_bookings"), m("local_without_calcom")),
+        (0, 0, 0),
+        "{c}"
+    );
     assert!(!db.exists(), "the demo never touches --db");
 }
 
