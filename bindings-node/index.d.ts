@@ -107,6 +107,18 @@ export declare class Callbook {
   requestCallback(request: any): any
   /** Callbacks, oldest first: `"open"` (default), `"done"` or `"all"`. */
   callbackList(status?: string | undefined | null): any
+  /**
+   * Holds every Cal.com booking of the companies' event types as an
+   * appointment, off the event loop: `{companyId?, daysBack?, daysAhead?,
+   * calcomUrl?, requestsPerMinute?}`. Resolves the report; resumes where
+   * an interrupted one stopped.
+   */
+  pullFromCalcom(options?: any | undefined | null): Promise<Record<string, number>>
+  /**
+   * Compares Cal.com's bookings with the appointments: resolves `{companies: [{companyId,
+   * missingLocally, missingInCalcom, differentStart, cancelledOneSide}], requests}`.
+   */
+  calcomDrift(options?: any | undefined | null): Promise<Record<string, unknown>>
   /** Marks a callback done; `by` names who called back (default `node`). */
   callbackDone(id: number, by?: string | undefined | null): any
 }
@@ -123,4 +135,9 @@ export declare class FakeCalcom {
   /** Answers the next request with `status` and Cal.com's error body. */
   failNext(status: number, message: string): void
   bookings(): any
+  /**
+   * A booking made on Cal.com's own page (no callbook key): its uid.
+   * `start` is ISO 8601; `attendee` `{name, email?, phoneNumber?}`.
+   */
+  addBookingElsewhere(eventType: number, start: string, attendee: any): string
 }

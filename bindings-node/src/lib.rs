@@ -9,14 +9,14 @@ mod error;
 
 use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
 use callbook::{
-    rules, AppointmentId, Availability, AvailabilityConfig, CallbackId, CallbackStatus, Callbook, CompanyId, Worker,
-    WorkerHandle,
+    rules, AppointmentId, Availability, AvailabilityConfig, CalcomReadOptions, CalcomReader, CallbackId,
+    CallbackStatus, Callbook, CompanyId, Worker, WorkerHandle,
 };
 use convert::{camel, snake};
 use error::{bad_argument, to_js, to_js_async, Code};
 use napi::bindgen_prelude::{AsyncTask, Result};
 use napi::threadsafe_function::{ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, JsFunction, Task};
+use napi::{Env, JsFunction, JsUnknown, Task};
 use napi_derive::napi;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -193,6 +193,22 @@ impl JsCallbook {
         json(&self.inner.callbacks(status).map_err(to_js)?)
     }
 
+    /// Holds every Cal.com booking of the companies' event types as an
+    /// appointment, off the event loop: `{companyId?, daysBack?, daysAhead?,
+    /// calcomUrl?, requestsPerMinute?}`. Resolves the report; resumes where
+    /// an interrupted one stopped.
+    #[napi(ts_return_type = "Promise<Record<string, number>>")]
+    pub fn pull_from_calcom(&self, options: Option<Value>) -> Result<AsyncTask<ReadTask>, Code> {
+        Ok(AsyncTask::new(ReadTask { book: self.inner.clone(), options: parse(options)?, drift: false }))
+    }
+
+    /// Compares Cal.com's bookings with the appointments: resolves `{companies: [{companyId,
+    /// missingLocally, missingInCalcom, differentStart, cancelledOneSide}], requests}`.
+    #[napi(ts_return_type = "Promise<Record<string, unknown>>")]
+    pub fn calcom_drift(&self, options: Option<Value>) -> Result<AsyncTask<ReadTask>, Code> {
+        Ok(AsyncTask::new(ReadTask { book: self.inner.clone(), options: parse(options)?, drift: true }))
+    }
+
     /// Marks a callback done; `by` names who called back (default `node`).
     #[napi]
     pub fn callback_done(&self, id: i64, by: Option<String>) -> Result<Value, Code> {
@@ -242,6 +258,35 @@ impl Task for CheckTask {
 
     fn resolve(&mut self, _env: Env, output: Slots) -> napi::Result<Slots> {
         Ok(output)
+    }
+}
+
+pub struct ReadTask {
+    book: Callbook,
+    options: CalcomReadOptions,
+    drift: bool,
+}
+
+impl Task for ReadTask {
+    type Output = Value;
+    type JsValue = JsUnknown;
+
+    fn compute(&mut self) -> napi::Result<Value> {
+        let reader = CalcomReader::http(self.book.clone(), self.options.clone());
+        // The rate limit waits in real time, on this libuv thread.
+        let book = self.book.clone();
+        let mut sleep = |until: chrono::DateTime<chrono::Utc>| {
+            std::thread::sleep((until - book.now()).to_std().unwrap_or_default());
+        };
+        let report = match self.drift {
+            true => reader.drift(&mut sleep).map(|r| serde_json::to_value(r).map(camel)),
+            false => reader.pull(&mut sleep, &mut |_| {}).map(|r| serde_json::to_value(r).map(camel)),
+        };
+        report.map_err(to_js_async)?.map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    fn resolve(&mut self, env: Env, output: Value) -> napi::Result<JsUnknown> {
+        env.to_js_value(&output)
     }
 }
 
@@ -401,6 +446,14 @@ impl JsFakeCalcom {
     #[napi]
     pub fn bookings(&self) -> Value {
         Value::Array(self.fake.bookings())
+    }
+
+    /// A booking made on Cal.com's own page (no callbook key): its uid.
+    /// `start` is ISO 8601; `attendee` `{name, email?, phoneNumber?}`.
+    #[napi]
+    pub fn add_booking_elsewhere(&self, event_type: i64, start: String, attendee: Value) -> Result<String, Code> {
+        let start = chrono::DateTime::parse_from_rfc3339(&start).map_err(bad_argument)?.with_timezone(&chrono::Utc);
+        self.fake.add_booking_elsewhere(event_type, start, attendee).ok_or_else(|| bad_argument("unknown event type"))
     }
 }
 

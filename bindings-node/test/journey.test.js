@@ -61,3 +61,20 @@ test("operators search by phone and may go past the policy with force", () => {
   const forced = book.rescheduleAppointment({ ...move, force: true });
   assert.equal(forced.startsAt, "2099-03-05T09:00:00Z");
 });
+
+test("bookings made in Cal.com come home: pullFromCalcom, then calcomDrift", async () => {
+  const { FakeCalcom } = require("..");
+  const { eventTypes } = require("./fixture");
+  const book = open();
+  const fake = new FakeCalcom(eventTypes);
+  fake.addBookingElsewhere(1001, "2099-02-01T09:00:00Z", { name: "Guest", email: "guest@example.com", phoneNumber: "+49 151 2345678" });
+  fake.addBookingElsewhere(2001, "2099-02-01T10:00:00Z", { name: "Other" });
+  const options = { calcomUrl: fake.url, daysAhead: 40000 };
+  const pulled = await book.pullFromCalcom(options);
+  assert.equal(pulled.imported, 2);
+  assert.equal((await book.pullFromCalcom(options)).known, 2, "held once");
+  assert.equal(book.appointmentsByPhone(1, "0151 2345678").length, 1);
+  const drift = await book.calcomDrift(options);
+  assert.deepEqual(drift.companies.map((c) => c.missingLocally.length), [0, 0]);
+  await assert.rejects(book.pullFromCalcom({ companyId: 9 }), (e) => e.code === "company_not_found");
+});

@@ -451,8 +451,12 @@ fn the_rest_of_the_call_over_http_with_its_metrics_and_callbacks() {
     assert_eq!(listed["callbacks"][0]["phone"], "+491512345678");
     let done = cli(&s.db, &["callbacks", "done", &callback, "--by", "Ada"]);
     assert_eq!(done["callback"]["status"], "done");
+    // The last drift report shows in /metrics (run by cron, say).
+    let drift = cli(&s.db, &["calcom", "drift", "--calcom-url", fake.url(), "--days-ahead", "40000"]);
+    assert_eq!(drift["companies"][0]["missing_in_calcom"], json!([]));
     let (_, metrics) = get(&format!("{}/metrics", s.url));
     for line in [
+        "callbook_calcom_drift{company=\"1\",kind=\"missing_locally\"} 0",
         "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"ok\"} 2",
         "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"caller_not_verified\"} 1",
         "callbook_agent_answers_total{function=\"request_callback\",result=\"ok\"} 1",

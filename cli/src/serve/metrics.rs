@@ -43,6 +43,12 @@ struct CompanyLabel {
     company: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabel {
+    company: String,
+    kind: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -58,6 +64,7 @@ pub struct Metrics {
     manual_review: Gauge,
     breakers: Family<CompanyLabel, Gauge>,
     connections_refused: Counter,
+    drift: Family<DriftLabel, Gauge>,
     storage_errors: Counter,
     storage_errors_seen: Arc<AtomicU64>,
 }
@@ -81,6 +88,7 @@ impl Metrics {
             manual_review: Gauge::default(),
             breakers: Family::default(),
             connections_refused: Counter::default(),
+            drift: Family::default(),
             storage_errors: Counter::default(),
             storage_errors_seen: Arc::default(),
         };
@@ -106,6 +114,11 @@ impl Metrics {
             "breaker_state",
             "Cal.com circuit breaker of each company's endpoint: 0 closed, 1 half-open, 2 open",
             m.breakers.clone(),
+        );
+        registry.register(
+            "calcom_drift",
+            "The last drift report (callbook calcom drift) per company, by kind",
+            m.drift.clone(),
         );
         registry.register(
             "connections_refused",
@@ -180,6 +193,17 @@ impl Metrics {
                 BreakerState::Open => 2,
             };
             self.breakers.get_or_create(&CompanyLabel { company: company.to_string() }).set(value);
+        }
+        for d in book.last_drift().unwrap_or_default() {
+            for (kind, n) in [
+                ("missing_locally", d.missing_locally),
+                ("missing_in_calcom", d.missing_in_calcom),
+                ("different_start", d.different_start),
+                ("cancelled_one_side", d.cancelled_one_side),
+            ] {
+                let label = DriftLabel { company: d.company_id.to_string(), kind: kind.into() };
+                self.drift.get_or_create(&label).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         let seen = self.storage_errors_seen.swap(worker_storage_errors, Ordering::Relaxed);
         self.storage_errors.inc_by(worker_storage_errors.saturating_sub(seen));

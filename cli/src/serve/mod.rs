@@ -82,7 +82,8 @@ fn log(line: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
-    let failure = |code: &str, message: String| Failure { code: code.into(), message, exit: 1, detail: None };
+    let failure =
+        |code: &str, message: String| Failure { code: code.into(), message, exit: 1, detail: None, output: None };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.http_threads.max(1))
         .enable_all()

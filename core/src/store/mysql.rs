@@ -98,8 +98,12 @@ impl Connector for MyConnector {
     }
 }
 
-const SCHEMA: super::server::Schema =
-    &[include_str!("schema_mysql.sql"), include_str!("schema_mysql_v2.sql"), include_str!("schema_mysql_v3.sql")];
+const SCHEMA: super::server::Schema = &[
+    include_str!("schema_mysql.sql"),
+    include_str!("schema_mysql_v2.sql"),
+    include_str!("schema_mysql_v3.sql"),
+    include_str!("schema_mysql_v4.sql"),
+];
 
 impl ServerStore {
     /// Opens (creating the tables once) the MySQL or MariaDB database at
