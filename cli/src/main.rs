@@ -245,7 +245,13 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn answer(value: Value, text: String, exit: u8) -> Self {
-        Failure { code: String::new(), message: String::new(), exit, detail: None, output: Some(Box::new((value, text))) }
+        Failure {
+            code: String::new(),
+            message: String::new(),
+            exit,
+            detail: None,
+            output: Some(Box::new((value, text))),
+        }
     }
 }
 
