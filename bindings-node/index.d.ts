@@ -90,6 +90,37 @@ export declare class Callbook {
   /** Resolves a review with a note; `by` names the operator (default `node`). */
   reviewResolve(id: number, note: string, by?: string | undefined | null): any
   stats(): any
+  /** What the agent is told when a call starts: `{today, weekday, timeZone, branch, knownCaller, ...}`. */
+  callContext(retellCallId: string): any
+  /** The calling customer's upcoming appointments (at most 5), on `date` when given. */
+  findAppointments(retellCallId: string, date?: string | undefined | null): any
+  /** A company's upcoming appointments for a phone number (an operator's search). */
+  appointmentsByPhone(companyId: number, phone: string): any
+  /**
+   * `{retellCallId | operator, appointmentId? | date + time?, reason?, confirmed?, force?}`:
+   * unconfirmed it only says what would happen (`needsConfirmation`).
+   */
+  cancelAppointment(request: any): any
+  /** As `cancelAppointment`, plus `newStart` or `newDate` + `newTime`. */
+  rescheduleAppointment(request: any): any
+  /** `{retellCallId, customerName, reason?, phone?}` → the callback. */
+  requestCallback(request: any): any
+  /** Callbacks, oldest first: `"open"` (default), `"done"` or `"all"`. */
+  callbackList(status?: string | undefined | null): any
+  /**
+   * Holds every Cal.com booking of the companies' event types as an
+   * appointment, off the event loop: `{companyId?, daysBack?, daysAhead?,
+   * calcomUrl?, requestsPerMinute?}`. Resolves the report; resumes where
+   * an interrupted one stopped.
+   */
+  pullFromCalcom(options?: any | undefined | null): Promise<Record<string, number>>
+  /**
+   * Compares Cal.com's bookings with the appointments: resolves `{companies: [{companyId,
+   * missingLocally, missingInCalcom, differentStart, cancelledOneSide}], requests}`.
+   */
+  calcomDrift(options?: any | undefined | null): Promise<Record<string, unknown>>
+  /** Marks a callback done; `by` names who called back (default `node`). */
+  callbackDone(id: number, by?: string | undefined | null): any
 }
 export type JsFakeCalcom = FakeCalcom
 /**
@@ -104,4 +135,9 @@ export declare class FakeCalcom {
   /** Answers the next request with `status` and Cal.com's error body. */
   failNext(status: number, message: string): void
   bookings(): any
+  /**
+   * A booking made on Cal.com's own page (no callbook key): its uid.
+   * `start` is ISO 8601; `attendee` `{name, email?, phoneNumber?}`.
+   */
+  addBookingElsewhere(eventType: number, start: string, attendee: any): string
 }

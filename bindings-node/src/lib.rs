@@ -8,12 +8,15 @@ mod convert;
 mod error;
 
 use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
-use callbook::{rules, AppointmentId, Availability, AvailabilityConfig, Callbook, Worker, WorkerHandle};
+use callbook::{
+    rules, AppointmentId, Availability, AvailabilityConfig, CalcomReadOptions, CalcomReader, CallbackId,
+    CallbackStatus, Callbook, CompanyId, Worker, WorkerHandle,
+};
 use convert::{camel, snake};
 use error::{bad_argument, to_js, to_js_async, Code};
 use napi::bindgen_prelude::{AsyncTask, Result};
 use napi::threadsafe_function::{ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, JsFunction, Task};
+use napi::{Env, JsFunction, JsUnknown, Task};
 use napi_derive::napi;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -142,6 +145,76 @@ impl JsCallbook {
     pub fn stats(&self) -> Result<Value, Code> {
         json(&self.inner.stats().map_err(to_js)?)
     }
+
+    /// What the agent is told when a call starts: `{today, weekday, timeZone, branch, knownCaller, ...}`.
+    #[napi]
+    pub fn call_context(&self, retell_call_id: String) -> Result<Value, Code> {
+        json(&self.inner.call_context(&retell_call_id).map_err(to_js)?)
+    }
+
+    /// The calling customer's upcoming appointments (at most 5), on `date` when given.
+    #[napi]
+    pub fn find_appointments(&self, retell_call_id: String, date: Option<String>) -> Result<Value, Code> {
+        json(&self.inner.find_appointments(&retell_call_id, date.as_deref()).map_err(to_js)?)
+    }
+
+    /// A company's upcoming appointments for a phone number (an operator's search).
+    #[napi]
+    pub fn appointments_by_phone(&self, company_id: i64, phone: String) -> Result<Value, Code> {
+        json(&self.inner.appointments_by_phone(CompanyId(company_id), &phone).map_err(to_js)?)
+    }
+
+    /// `{retellCallId | operator, appointmentId? | date + time?, reason?, confirmed?, force?}`:
+    /// unconfirmed it only says what would happen (`needsConfirmation`).
+    #[napi]
+    pub fn cancel_appointment(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.cancel_appointment(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// As `cancelAppointment`, plus `newStart` or `newDate` + `newTime`.
+    #[napi]
+    pub fn reschedule_appointment(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.reschedule_appointment(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// `{retellCallId, customerName, reason?, phone?}` → the callback.
+    #[napi]
+    pub fn request_callback(&self, request: Value) -> Result<Value, Code> {
+        json(&self.inner.request_callback(&parse(Some(request))?).map_err(to_js)?)
+    }
+
+    /// Callbacks, oldest first: `"open"` (default), `"done"` or `"all"`.
+    #[napi]
+    pub fn callback_list(&self, status: Option<String>) -> Result<Value, Code> {
+        let status = match status.as_deref().unwrap_or("open") {
+            "all" => None,
+            s => Some(CallbackStatus::parse(s).ok_or_else(|| bad_argument(format!("unknown status {s:?}")))?),
+        };
+        json(&self.inner.callbacks(status).map_err(to_js)?)
+    }
+
+    /// Holds every Cal.com booking of the companies' event types as an
+    /// appointment, off the event loop: `{companyId?, daysBack?, daysAhead?,
+    /// calcomUrl?, requestsPerMinute?}`. Resolves the report; resumes where
+    /// an interrupted one stopped.
+    #[napi(ts_return_type = "Promise<Record<string, number>>")]
+    pub fn pull_from_calcom(&self, options: Option<Value>) -> Result<AsyncTask<ReadTask>, Code> {
+        Ok(AsyncTask::new(ReadTask { book: self.inner.clone(), options: parse(options)?, drift: false }))
+    }
+
+    /// Compares Cal.com's bookings with the appointments: resolves `{companies: [{companyId,
+    /// missingLocally, missingInCalcom, differentStart, cancelledOneSide}], requests}`.
+    #[napi(ts_return_type = "Promise<Record<string, unknown>>")]
+    pub fn calcom_drift(&self, options: Option<Value>) -> Result<AsyncTask<ReadTask>, Code> {
+        Ok(AsyncTask::new(ReadTask { book: self.inner.clone(), options: parse(options)?, drift: true }))
+    }
+
+    /// Marks a callback done; `by` names who called back (default `node`).
+    #[napi]
+    pub fn callback_done(&self, id: i64, by: Option<String>) -> Result<Value, Code> {
+        let by = by.unwrap_or_else(|| "node".into());
+        json(&self.inner.callback_done(CallbackId(id), &by).map_err(to_js)?)
+    }
 }
 
 /// Hands a sync event to every JS listener without blocking the worker.
@@ -185,6 +258,35 @@ impl Task for CheckTask {
 
     fn resolve(&mut self, _env: Env, output: Slots) -> napi::Result<Slots> {
         Ok(output)
+    }
+}
+
+pub struct ReadTask {
+    book: Callbook,
+    options: CalcomReadOptions,
+    drift: bool,
+}
+
+impl Task for ReadTask {
+    type Output = Value;
+    type JsValue = JsUnknown;
+
+    fn compute(&mut self) -> napi::Result<Value> {
+        let reader = CalcomReader::http(self.book.clone(), self.options.clone());
+        // The rate limit waits in real time, on this libuv thread.
+        let book = self.book.clone();
+        let mut sleep = |until: chrono::DateTime<chrono::Utc>| {
+            std::thread::sleep((until - book.now()).to_std().unwrap_or_default());
+        };
+        let report = match self.drift {
+            true => reader.drift(&mut sleep).map(|r| serde_json::to_value(r).map(camel)),
+            false => reader.pull(&mut sleep, &mut |_| {}).map(|r| serde_json::to_value(r).map(camel)),
+        };
+        report.map_err(to_js_async)?.map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    fn resolve(&mut self, env: Env, output: Value) -> napi::Result<JsUnknown> {
+        env.to_js_value(&output)
     }
 }
 
@@ -344,6 +446,14 @@ impl JsFakeCalcom {
     #[napi]
     pub fn bookings(&self) -> Value {
         Value::Array(self.fake.bookings())
+    }
+
+    /// A booking made on Cal.com's own page (no callbook key): its uid.
+    /// `start` is ISO 8601; `attendee` `{name, email?, phoneNumber?}`.
+    #[napi]
+    pub fn add_booking_elsewhere(&self, event_type: i64, start: String, attendee: Value) -> Result<String, Code> {
+        let start = chrono::DateTime::parse_from_rfc3339(&start).map_err(bad_argument)?.with_timezone(&chrono::Utc);
+        self.fake.add_booking_elsewhere(event_type, start, attendee).ok_or_else(|| bad_argument("unknown event type"))
     }
 }
 

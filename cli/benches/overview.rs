@@ -1,6 +1,6 @@
 //! Render time of the operations overview, `GET /admin/health`, over a
 //! database of 1,000,000 appointments, with the schema's indexes and, in the
-//! same run on the same file, without the two the overview added (v7:
+//! same run on the same file, without the two the overview added (v8:
 //! `appointments_created`, `sync_jobs_unfinished_age`): the baseline.
 //!
 //! `cargo bench -p callbook-cli --bench overview [-- --quick]`
@@ -292,7 +292,7 @@ fn main() {
     for window in windows {
         let (times, page) = measure(&agent, &format!("{}/admin/health?window={window}", server.1), runs);
         println!(
-            "  with the v7 indexes     window {window:>3}: p50 {:>8.2} ms  p90 {:>8.2} ms  ({} bookings shown, {} pending over 1 h)",
+            "  with the v8 indexes     window {window:>3}: p50 {:>8.2} ms  p90 {:>8.2} ms  ({} bookings shown, {} pending over 1 h)",
             pct(&times, 0.5),
             pct(&times, 0.9),
             shown(&page, "bookings"),

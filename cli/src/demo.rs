@@ -5,8 +5,8 @@
 
 use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
 use callbook::{
-    AppointmentId, Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest, Callbook, Clock, ImportData,
-    ManualClock, NewCall, RunReport, Worker, WorkerConfig,
+    AppointmentId, AppointmentStatus, Availability, AvailabilityConfig, AvailabilityRequest, BookingRequest,
+    CallbackRequest, Callbook, ChangeRequest, Clock, ImportData, ManualClock, NewCall, RunReport, Worker, WorkerConfig,
 };
 use chrono::Duration;
 use serde::Serialize;
@@ -83,6 +83,32 @@ pub struct Report {
     pub outbox_jobs_pending: u64,
     pub availability: AvailabilitySummary,
     pub sync: SyncSummary,
+    pub changes: ChangesSummary,
+}
+
+/// Callers ringing again to move or cancel what they booked.
+#[derive(Debug, Default, Serialize)]
+pub struct ChangesSummary {
+    pub calls: usize,
+    pub moved: usize,
+    pub cancelled: usize,
+    /// Refused by a rule (slot taken meanwhile, policy, ...), by code.
+    pub refused: std::collections::BTreeMap<String, usize>,
+    /// Withheld numbers asking about an earlier booking: refused, offered a callback.
+    pub not_verified: usize,
+    pub callbacks_filed: usize,
+    /// Changes made by a caller who was not verified (must be 0).
+    pub changes_by_unverified_callers: usize,
+    pub reschedule_p50_us: u64,
+    pub reschedule_p99_us: u64,
+    pub cancel_p50_us: u64,
+    /// After the worker ran: Cal.com's live bookings against the local appointments.
+    pub live_calcom_bookings: usize,
+    /// Live bookings no confirmed appointment holds (a cancel or move that did not arrive).
+    pub orphan_calcom_bookings: usize,
+    /// Confirmed, synced appointments whose uid is not live in Cal.com at their start.
+    pub local_without_calcom: usize,
+    pub calcom_requests: u64,
 }
 
 /// Callers compete for the same times: each call checks its day first.
@@ -146,7 +172,14 @@ impl Report {
              deferred          {} by the open circuit breaker, {} by the 120/min rate limit (no attempt used)\n\
              flagged           {} for manual review: {}\n\
              Cal.com           {} requests, {} answered 429\n\
-             took              {} s simulated, {} ms real",
+             took              {} s simulated, {} ms real\n\
+             \n\
+             callers ringing again to move or cancel ({} calls)\n\
+             moved             {} (p50 {} µs, p99 {} µs per confirmed move; booking p50 {} µs)\n\
+             cancelled         {} (p50 {} µs)\n\
+             refused           {}\n\
+             not verified      {} withheld numbers asked about a booking: {} callbacks filed, {} changes made\n\
+             Cal.com after     {} live bookings, {} orphans, {} local appointments not live there ({} requests)",
             self.calls,
             self.booked,
             self.anonymous_bookings,
@@ -177,7 +210,29 @@ impl Report {
             self.sync.calcom_requests,
             self.sync.calcom_429s,
             self.sync.simulated_seconds,
-            self.sync.real_ms
+            self.sync.real_ms,
+            self.changes.calls,
+            self.changes.moved,
+            self.changes.reschedule_p50_us,
+            self.changes.reschedule_p99_us,
+            self.booking_p50_us,
+            self.changes.cancelled,
+            self.changes.cancel_p50_us,
+            {
+                let refused: Vec<String> = self.changes.refused.iter().map(|(c, n)| format!("{n} {c}")).collect();
+                if refused.is_empty() {
+                    "none".to_string()
+                } else {
+                    refused.join(", ")
+                }
+            },
+            self.changes.not_verified,
+            self.changes.callbacks_filed,
+            self.changes.changes_by_unverified_callers,
+            self.changes.live_calcom_bookings,
+            self.changes.orphan_calcom_bookings,
+            self.changes.local_without_calcom,
+            self.changes.calcom_requests
         )
     }
 }
@@ -242,7 +297,10 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         outbox_jobs_pending: 0,
         availability: AvailabilitySummary::default(),
         sync: SyncSummary::default(),
+        changes: ChangesSummary::default(),
     };
+    // (dialled, caller's number, anonymous, appointment) of every booking.
+    let mut made: Vec<(&str, String, bool, AppointmentId)> = Vec::new();
     let io = |e: std::io::Error| callbook::Error::Storage(format!("fake Cal.com: {e}"));
     let fake = FakeCalcom::with_event_types(clock.clone(), &event_types()).map_err(io)?;
     let config = AvailabilityConfig { calcom_url: fake.url().into(), timeout_ms: 500, ..Default::default() };
@@ -261,7 +319,7 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         let call_id = format!("call_demo_{i:05}");
         book.register_call(&NewCall {
             retell_call_id: call_id.as_str().into(),
-            from_number: Some(from),
+            from_number: Some(from.clone()),
             to_number: Some(to.into()),
             direction: Some("inbound".into()),
             ..Default::default()
@@ -320,6 +378,7 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
         match outcome {
             Ok(b) => {
                 report.booked += 1;
+                made.push((to, from, b.anonymous, b.appointment_id));
                 if b.anonymous {
                     report.anonymous_bookings += 1;
                 } else {
@@ -348,7 +407,138 @@ fn run_in(path: &std::path::Path, calls: usize, seed: u64) -> callbook::Result<R
     report.outbox_jobs_pending = stats.jobs.get("available").copied().unwrap_or(0);
     report.sync = sync_phase(&book, &clock, &fake, report.booked as u64)?;
     report.availability.taken_slot_reviews = report.sync.flagged_by_code.get("slot_unavailable").copied().unwrap_or(0);
+    report.changes = changes_phase(&book, &clock, &fake, &availability, &mut rng, &made)?;
     Ok(report)
+}
+
+/// One caller in three rings again: a known number finds the appointment
+/// and moves it (to a free time of the same day, asked of Cal.com with its
+/// own booking left out) or cancels it; a withheld number is not verified
+/// and leaves a callback. Then the worker carries the changes to Cal.com,
+/// and Cal.com's live bookings are compared with the local appointments.
+fn changes_phase(
+    book: &Callbook,
+    clock: &Arc<ManualClock>,
+    fake: &FakeCalcom,
+    availability: &Availability,
+    rng: &mut Rng,
+    made: &[(&str, String, bool, AppointmentId)],
+) -> callbook::Result<ChangesSummary> {
+    let mut summary = ChangesSummary::default();
+    let before = fake.stats().requests;
+    let (mut moves, mut cancels) = (Vec::new(), Vec::new());
+    for (n, (to, from, anonymous, id)) in made.iter().enumerate() {
+        if rng.below(3) != 0 {
+            continue;
+        }
+        summary.calls += 1;
+        let call_id = format!("call_again_{n:05}");
+        // A withheld caller rings from a withheld number again: a new call, nobody to verify.
+        let from = if *anonymous { rng.pick(WITHHELD).to_string() } else { from.clone() };
+        book.register_call(&NewCall {
+            retell_call_id: call_id.as_str().into(),
+            from_number: Some(from),
+            to_number: Some((*to).into()),
+            ..Default::default()
+        })?;
+        let found = match book.find_appointments(&call_id, None) {
+            Ok(found) => found,
+            Err(e) if e.code() == "caller_not_verified" => {
+                summary.not_verified += 1;
+                let callback = CallbackRequest {
+                    retell_call_id: call_id.clone(),
+                    customer_name: NAMES[n % NAMES.len()].into(),
+                    reason: Some("wants to change a booking".into()),
+                    phone: Some("0170 1234567".into()),
+                    ..Default::default()
+                };
+                book.request_callback(&callback)?;
+                summary.callbacks_filed += 1;
+                // Asking anyway changes nothing.
+                let forced = ChangeRequest {
+                    retell_call_id: Some(call_id.clone()),
+                    appointment_id: Some(id.0),
+                    confirmed: true,
+                    ..Default::default()
+                };
+                summary.changes_by_unverified_callers += usize::from(book.cancel_appointment(&forced).is_ok());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(appointment) = found.iter().find(|a| a.id == *id) else { continue };
+        let request = ChangeRequest {
+            retell_call_id: Some(call_id.clone()),
+            appointment_id: Some(id.0),
+            confirmed: true,
+            ..Default::default()
+        };
+        let outcome = if rng.below(2) == 0 {
+            let started = Instant::now();
+            let done = book.cancel_appointment(&request);
+            cancels.push(started.elapsed().as_micros() as u64);
+            done.map(|_| summary.cancelled += 1)
+        } else {
+            // The free times of that day for this move, remembered for the call.
+            let check = AvailabilityRequest {
+                retell_call_id: Some(call_id.clone()),
+                service_id: Some(appointment.service_id.0),
+                date: appointment.starts_at.date_naive().to_string(),
+                reschedule: Some(appointment.id),
+                ..Default::default()
+            };
+            let free = availability.check(&check).map(|s| s.slots).unwrap_or_default();
+            let choices: Vec<_> = free.iter().filter(|t| **t != appointment.starts_at).collect();
+            let Some(new_start) = choices.get(rng.below(choices.len().max(1))).copied() else { continue };
+            let moving = ChangeRequest { new_start: Some(callbook::format_utc(new_start)), ..request };
+            let started = Instant::now();
+            let done = book.reschedule_appointment(&moving);
+            moves.push(started.elapsed().as_micros() as u64);
+            done.map(|_| summary.moved += 1)
+        };
+        if let Err(e) = outcome {
+            *summary.refused.entry(e.code().to_string()).or_default() += 1;
+        }
+    }
+    let pct = |list: &mut Vec<u64>, p: f64| {
+        list.sort_unstable();
+        list.get(((list.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0)
+    };
+    summary.reschedule_p50_us = pct(&mut moves, 0.50);
+    summary.reschedule_p99_us = pct(&mut moves, 0.99);
+    summary.cancel_p50_us = pct(&mut cancels, 0.50);
+    // The worker carries every change to Cal.com.
+    let config =
+        WorkerConfig { id: "demo-changes".into(), threads: 2, calcom_url: fake.url().into(), ..Default::default() };
+    let worker = Worker::http(book.clone(), config);
+    for _ in 0..3600 {
+        worker.run_once()?;
+        let jobs = book.stats()?.jobs;
+        if ["available", "retryable", "running"].iter().all(|s| jobs.get(*s).copied().unwrap_or(0) == 0) {
+            break;
+        }
+        clock.advance(Duration::seconds(1));
+    }
+    summary.calcom_requests = fake.stats().requests - before;
+    let live: Vec<(String, String)> = fake
+        .bookings()
+        .iter()
+        .filter(|b| b["status"] == "accepted")
+        .map(|b| (b["uid"].as_str().unwrap_or("").to_string(), b["start"].as_str().unwrap_or("").to_string()))
+        .collect();
+    summary.live_calcom_bookings = live.len();
+    let mut held = std::collections::HashSet::new();
+    for (_, _, _, id) in made {
+        let a = book.appointment(*id)?;
+        let Some(uid) = a.calcom_v2_booking_uid.clone() else { continue };
+        if a.status == AppointmentStatus::Confirmed {
+            let start = callbook::format_utc(&a.starts_at).replace('Z', ".000Z");
+            summary.local_without_calcom += usize::from(!live.contains(&(uid.clone(), start)));
+            held.insert(uid);
+        }
+    }
+    summary.orphan_calcom_bookings = live.iter().filter(|(uid, _)| !held.contains(uid)).count();
+    Ok(summary)
 }
 
 fn sync_phase(

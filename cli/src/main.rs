@@ -4,6 +4,7 @@
 //! whose fault it was: 2 bad usage or input, 3 refused by a domain rule, 1 other.
 
 mod about;
+mod calcom;
 mod demo;
 mod health;
 mod journey;
@@ -148,6 +149,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Cal.com's side read back: a backfill of its bookings, a drift report.
+    Calcom {
+        #[command(subcommand)]
+        action: calcom::CalcomAction,
+    },
     /// Callback requests the agent filed.
     Callbacks {
         #[command(subcommand)]
@@ -241,6 +247,20 @@ pub(crate) struct Failure {
     exit: u8,
     /// The core error's JSON (`Error::to_json`), when the failure is one.
     detail: Option<Value>,
+    /// An answer printed as usual, with a non-zero exit (a drift report that found drift).
+    output: Option<Box<(Value, String)>>,
+}
+
+impl Failure {
+    pub(crate) fn answer(value: Value, text: String, exit: u8) -> Self {
+        Failure {
+            code: String::new(),
+            message: String::new(),
+            exit,
+            detail: None,
+            output: Some(Box::new((value, text))),
+        }
+    }
 }
 
 impl From<Error> for Failure {
@@ -250,7 +270,7 @@ impl From<Error> for Failure {
             ErrorKind::Rejected => 3,
             _ => 1,
         };
-        Failure { code: e.code().to_string(), message: e.to_string(), exit, detail: Some(e.to_json()) }
+        Failure { code: e.code().to_string(), message: e.to_string(), exit, detail: Some(e.to_json()), output: None }
     }
 }
 
@@ -264,8 +284,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let failure =
-                Failure { code: "usage".into(), message: e.to_string().trim().to_string(), exit: 2, detail: None };
+            let failure = Failure {
+                code: "usage".into(),
+                message: e.to_string().trim().to_string(),
+                exit: 2,
+                detail: None,
+                output: None,
+            };
             return report(Err(failure), json_wanted);
         }
     };
@@ -292,6 +317,15 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
                 println!("{text}");
             }
             ExitCode::SUCCESS
+        }
+        Err(Failure { output: Some(answer), exit, .. }) => {
+            let (value, text) = *answer;
+            if json {
+                println!("{value}");
+            } else {
+                println!("{text}");
+            }
+            ExitCode::from(exit)
         }
         Err(f) => {
             if json {
@@ -322,6 +356,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                 message: format!("{}: {e}", file.display()),
                 exit: 2,
                 detail: None,
+                output: None,
             })?;
             let data = ImportData::from_json(&text)?;
             let summary = open(&g)?.import(&data)?;
@@ -430,6 +465,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             journey::reschedule(&open(&g)?, &request)
         }
         Command::Callbacks { action } => journey::callbacks(&open(&g)?, action),
+        Command::Calcom { action } => calcom::run(open(&g)?, action),
         Command::CustomerEmail { customer, email } => {
             let queued = open(&g)?.set_customer_email(CustomerId(customer), &email)?;
             Ok((

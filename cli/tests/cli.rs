@@ -39,7 +39,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("cb.db");
     let (v, code) = callbook(&db, &["init"]);
-    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(7)));
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(8)));
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
     let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);
@@ -166,6 +166,16 @@ fn demo_runs_on_its_own_database() {
     assert_eq!(a["checks"].as_u64(), Some(60), "{a}");
     assert_eq!((a["calcom_requests_during_bookings"].as_u64(), a["taken_slot_reviews"].as_u64()), (Some(0), Some(0)));
     assert!(sync["flagged_by_code"].get("slot_unavailable").is_none(), "{sync}");
+    // Callers ringing again: moves and cancels reach Cal.com once each; withheld numbers change nothing.
+    let c = &v["changes"];
+    let m = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+    assert!(m("moved") + m("cancelled") > 0 && m("not_verified") > 0, "{c}");
+    assert_eq!(m("callbacks_filed"), m("not_verified"));
+    assert_eq!(
+        (m("changes_by_unverified_callers"), m("orphan_calcom_bookings"), m("local_without_calcom")),
+        (0, 0, 0),
+        "{c}"
+    );
     assert!(!db.exists(), "the demo never touches --db");
 }
 
@@ -362,7 +372,7 @@ fn db_urls_for_postgres_and_mariadb() {
         sql(&format!("CREATE DATABASE {name}"));
         let db = Path::new(&url);
         let (v, code) = callbook(db, &["init"]);
-        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(4)), "{kind}: {v}");
+        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(5)), "{kind}: {v}");
         assert_eq!(
             v["database"],
             format!("{kind}://127.0.0.1:{}/{name}", if kind == "postgres" { 5432 } else { 3306 })
@@ -415,4 +425,33 @@ fn operators_find_move_and_cancel_a_callers_appointments() {
     assert_eq!((code, list["callbacks"].clone()), (0, serde_json::json!([])));
     let (err, code) = callbook(&db, &["callbacks", "done", "7"]);
     assert_eq!((code, err["error"]["code"].as_str()), (3, Some("callback_not_found")));
+}
+
+#[test]
+fn calcom_pull_holds_cal_com_bookings_and_drift_exits_one_on_a_difference() {
+    let (_dir, db) = setup();
+    let fake = callbook::calcom::fake::FakeCalcom::with_event_types(
+        std::sync::Arc::new(callbook::SystemClock),
+        &[callbook::calcom::fake::EventType::new(123, 30)],
+    )
+    .expect("fake starts");
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&chrono::Utc);
+    let guest = serde_json::json!({"name": "Guest", "email": "guest@example.com", "phoneNumber": "+49 151 2345678"});
+    fake.add_booking_elsewhere(123, at("2099-02-01T09:00:00Z"), guest.clone()).expect("planted");
+    fake.add_booking_elsewhere(123, at("2099-02-02T09:00:00Z"), guest.clone()).expect("planted");
+    let window = ["--calcom-url", fake.url(), "--days-ahead", "40000"];
+    let pull = |extra: &[&str]| callbook(&db, &[&["calcom", "pull"][..], &window, extra].concat());
+    let (first, code) = pull(&[]);
+    assert_eq!((code, first["imported"].as_u64()), (0, Some(2)), "{first}");
+    let (again, _) = pull(&[]);
+    assert_eq!((again["imported"].as_u64(), again["known"].as_u64()), (Some(0), Some(2)));
+    // The attendee's number is a known caller's: they find it on the command line.
+    let (found, _) = callbook(&db, &["appointments", "--company", "1", "--phone", "0151 2345678"]);
+    assert_eq!(found["appointments"].as_array().map(Vec::len), Some(2));
+    let drift = || callbook(&db, &[&["calcom", "drift"][..], &window].concat());
+    let (clean, code) = drift();
+    assert_eq!((code, clean["companies"][0]["missing_locally"].clone()), (0, serde_json::json!([])), "{clean}");
+    let late = fake.add_booking_elsewhere(123, at("2099-02-03T09:00:00Z"), guest).expect("planted");
+    let (found, code) = drift();
+    assert_eq!((code, found["companies"][0]["missing_locally"].clone()), (1, serde_json::json!([late])), "{found}");
 }

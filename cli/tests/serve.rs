@@ -180,7 +180,7 @@ fn the_retell_endpoint_books_refuses_and_rejects_over_http() {
     let (status, metrics) = get(&format!("{}/metrics", s.url));
     assert_eq!(status, 200);
     for line in [
-        "callbook_booking_duration_seconds_count 9",
+        "callbook_booking_duration_seconds_count 3", // the booking calls that parsed: one booked, two refused
         "callbook_bookings_total{name=\"known\"} 1",
         "callbook_sync_jobs_total{outcome=\"synced\",code=\"\"} 1",
         "callbook_manual_review 0",
@@ -535,4 +535,51 @@ fn the_overview_metrics_and_the_health_command_agree() {
     assert_eq!((missed_metric("sync_success_rate"), missed_metric("booking_p50")), (Some(1.0), Some(0.0)));
     assert!(page.contains(r#"data-missed="sync_success_rate,manual_review_rate""#), "the page names the misses");
     assert!(p50 > 0.0 && p50 < 150.0, "a booking takes more than nothing and less than the target: {p50} ms");
+}
+
+#[test]
+fn the_rest_of_the_call_over_http_with_its_metrics_and_callbacks() {
+    let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(123, 30)]).expect("fake");
+    let s = serve(fake.url(), 0);
+    let function = |name: &str, from: &str, args: Value| {
+        let body =
+            json!({"name": name, "call": {"call_id": "call_rest", "from_number": from, "to_number": "+49 30 123456"},
+            "args": args})
+            .to_string();
+        retell(&s, &body)
+    };
+    let (_, booked) = retell(&s, &booking_body("call_first", "+49 151 2345678", "2099-04-01T09:00:00Z"));
+    let id = booked["appointment_id"].as_i64().expect("id");
+    let (_, asked) = function("cancel_appointment", "+49 151 2345678", json!({"appointment_id": id}));
+    assert_eq!(asked["needs_confirmation"], true, "{asked}");
+    let (status, done) =
+        function("cancel_appointment", "+49 151 2345678", json!({"appointment_id": id, "confirmed": true}));
+    assert_eq!((status, done["cancelled"].as_bool()), (200, Some(true)), "{done}");
+    let body = json!({"name": "cancel_appointment", "call": {"call_id": "call_hidden", "from_number": "anonymous",
+        "to_number": "+49 30 123456"}, "args": {"appointment_id": id, "confirmed": true}})
+    .to_string();
+    let (status, refused) = retell(&s, &body);
+    assert_eq!((status, refused["code"].as_str()), (200, Some("caller_not_verified")));
+    let (_, filed) =
+        function("request_callback", "+49 151 2345678", json!({"customer_name": "Jürgen", "reason": "new time"}));
+    let callback = filed["callback_id"].as_i64().expect("filed").to_string();
+    // The operator sees it on the command line and marks it done.
+    let listed = cli(&s.db, &["callbacks", "list"]);
+    assert_eq!(listed["callbacks"][0]["phone"], "+491512345678");
+    let done = cli(&s.db, &["callbacks", "done", &callback, "--by", "Ada"]);
+    assert_eq!(done["callback"]["status"], "done");
+    // The last drift report shows in /metrics (run by cron, say).
+    let drift = cli(&s.db, &["calcom", "drift", "--calcom-url", fake.url(), "--days-ahead", "40000"]);
+    assert_eq!(drift["companies"][0]["missing_in_calcom"], json!([]));
+    let (_, metrics) = get(&format!("{}/metrics", s.url));
+    for line in [
+        "callbook_calcom_drift{company=\"1\",kind=\"missing_locally\"} 0",
+        "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"ok\"} 2",
+        "callbook_agent_answers_total{function=\"cancel_appointment\",result=\"caller_not_verified\"} 1",
+        "callbook_agent_answers_total{function=\"request_callback\",result=\"ok\"} 1",
+        "callbook_appointment_changes_total{name=\"cancel\"} 1",
+        "callbook_booking_duration_seconds_count 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }

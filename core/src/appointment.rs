@@ -84,7 +84,8 @@ pub struct Appointment {
     pub idempotency_key: String,
     /// Microseconds from core taking the booking (`created_at`) to its
     /// insert, waiting for the writer included; the commit is not. `None`
-    /// for appointments booked before it was kept (schema v7).
+    /// for appointments booked before it was kept (schema v8), and for those
+    /// not booked through core (held from Cal.com).
     pub booking_latency_us: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

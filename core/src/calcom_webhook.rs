@@ -1,6 +1,8 @@
 //! Cal.com's webhooks: a booking cancelled or moved in Cal.com is applied to
 //! the local appointment with `sync_origin = calcom`, so the worker never
-//! pushes it back. Events for bookings callbook does not know are ignored.
+//! pushes it back; a booking made in Cal.com (`BOOKING_CREATED`) is held as
+//! an appointment (`calcom_booking`). Cancels and moves of bookings callbook
+//! does not hold are ignored.
 //!
 //! Tenants: Cal.com configures a webhook per user, team or event type, each
 //! with its own secret, so each company has its own secret and URL, and a
@@ -18,12 +20,14 @@
 use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy};
 use crate::calcom::webhook::malformed;
 use crate::calcom::{parse_calcom_webhook, verify_calcom_signature, CalcomWebhook};
+use crate::calcom_booking::{adopt_in, Adopted, ForeignBooking};
 use crate::callbook::Callbook;
 use crate::ids::{AppointmentId, CompanyId};
 use crate::store::{self, CalcomChange, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// How far ahead of this clock a delivery's `createdAt` may be (clock skew):
 /// a later one would make every true delivery after it look stale.
@@ -59,6 +63,17 @@ pub enum WebhookOutcome {
     UnknownBooking {
         uid: String,
     },
+    /// A booking made in Cal.com, now held as an appointment (`BOOKING_CREATED`).
+    Imported {
+        appointment_ids: Vec<AppointmentId>,
+    },
+    /// A booking made in Cal.com that cannot be placed: no one service of
+    /// the company books its event type (`unmapped_event_type`), or the
+    /// company has no branch (`no_branch`).
+    Unplaced {
+        event_type_id: Option<i64>,
+        reason: String,
+    },
     /// A trigger callbook does not act on (BOOKING_CREATED, PING, ...).
     Ignored {
         trigger: String,
@@ -75,6 +90,8 @@ impl WebhookOutcome {
             WebhookOutcome::Stale { .. } => "stale",
             WebhookOutcome::AlreadyCancelled { .. } => "already_cancelled",
             WebhookOutcome::UnknownBooking { .. } => "unknown_booking",
+            WebhookOutcome::Imported { .. } => "imported",
+            WebhookOutcome::Unplaced { .. } => "unplaced",
             WebhookOutcome::Ignored { .. } => "ignored",
         }
     }
@@ -116,6 +133,7 @@ impl Callbook {
             return Err(malformed("createdAt is more than an hour ahead of this clock"));
         }
         let change = match event.trigger.as_str() {
+            "BOOKING_CREATED" => return self.import_created(company, event),
             "BOOKING_CANCELLED" => CalcomChange::Cancelled,
             "BOOKING_RESCHEDULED" => {
                 let (Some(starts_at), Some(ends_at)) = (event.start, event.end) else {
@@ -132,6 +150,44 @@ impl Callbook {
         };
         let event = event.clone();
         store::write(&**self.store(), move |tx| apply(tx, company, &event, &change, now))
+    }
+}
+
+impl Callbook {
+    /// A booking made in Cal.com: held as an appointment, unless it is
+    /// callbook's own echoing back or held already.
+    fn import_created(&self, company: CompanyId, event: &CalcomWebhook) -> Result<WebhookOutcome> {
+        let uid = event.uid.clone().ok_or_else(|| malformed("payload.uid is missing"))?;
+        let (Some(start), Some(end)) = (event.start, event.end) else {
+            return Err(malformed("payload.startTime and payload.endTime are required"));
+        };
+        let booking = ForeignBooking {
+            uid,
+            booking_id: event.booking_id,
+            event_type_id: event.event_type_id,
+            start,
+            end,
+            cancelled: false,
+            attendee_name: event.attendee_name.clone(),
+            attendee_email: event.attendee_email.clone(),
+            attendee_phone: event.attendee_phone.clone(),
+            callbook_key: event.callbook_key.clone(),
+        };
+        let (config, now, trigger) = (Arc::clone(self.config_arc()), self.now(), event.trigger.clone());
+        let adopted = store::write(&**self.store(), move |tx| adopt_in(tx, company, &booking, &config, now))?;
+        Ok(match adopted {
+            Adopted::Created(id) => WebhookOutcome::Imported { appointment_ids: vec![id] },
+            Adopted::Known(id) | Adopted::Ours(Some(id)) => {
+                WebhookOutcome::AlreadyApplied { appointment_ids: vec![id] }
+            }
+            Adopted::Ours(None) | Adopted::Cancelled => WebhookOutcome::Ignored { trigger },
+            Adopted::Unmapped { event_type_id } => {
+                WebhookOutcome::Unplaced { event_type_id, reason: "unmapped_event_type".into() }
+            }
+            Adopted::NoBranch => {
+                WebhookOutcome::Unplaced { event_type_id: event.event_type_id, reason: "no_branch".into() }
+            }
+        })
     }
 }
 

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum CustomerSource {
     RetellWebhook,
     RetellWebhookAnonymous,
+    /// An attendee of a booking made in Cal.com (its webhook, or a backfill).
+    Calcom,
 }
 
 impl CustomerSource {
@@ -21,12 +23,14 @@ impl CustomerSource {
         match self {
             CustomerSource::RetellWebhook => "retell_webhook",
             CustomerSource::RetellWebhookAnonymous => "retell_webhook_anonymous",
+            CustomerSource::Calcom => "calcom",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "retell_webhook" => Some(CustomerSource::RetellWebhook),
             "retell_webhook_anonymous" => Some(CustomerSource::RetellWebhookAnonymous),
+            "calcom" => Some(CustomerSource::Calcom),
             _ => None,
         }
     }

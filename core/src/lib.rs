@@ -30,9 +30,11 @@
 mod agent;
 mod appointment;
 mod availability;
+mod backfill;
 mod booking;
 mod breaker;
 pub mod calcom;
+mod calcom_booking;
 mod calcom_webhook;
 mod call;
 mod callback;
@@ -66,6 +68,7 @@ pub use appointment::{
     Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
 };
 pub use availability::{Availability, AvailabilityConfig, AvailabilityRequest, Slots};
+pub use backfill::{CalcomReadOptions, CalcomReader, CompanyDrift, DriftReport, PullProgress, PullReport};
 pub use booking::{Booking, BookingRequest};
 pub use calcom_webhook::WebhookOutcome;
 pub use call::{Call, NewCall};
@@ -82,7 +85,7 @@ pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, 
 pub use import::{ImportData, ImportSummary};
 pub use queue::{Job, JobKind, JobState, Policy};
 pub use stats::Stats;
-pub use store::{OpenOptions, Synchronous};
+pub use store::{DriftCounts, OpenOptions, Synchronous};
 pub use sync::{RunReport, SyncEvent, SyncOutcome, Worker, WorkerConfig, WorkerHandle};
 pub use utc::format_utc;
 

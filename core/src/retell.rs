@@ -86,6 +86,19 @@ pub enum AgentFunction {
 }
 
 impl AgentFunction {
+    /// The snake_case name (the one in the docs and in metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentFunction::BookAppointment => "book_appointment",
+            AgentFunction::CheckAvailability => "check_availability",
+            AgentFunction::GetCallContext => "get_call_context",
+            AgentFunction::FindAppointments => "find_appointments",
+            AgentFunction::CancelAppointment => "cancel_appointment",
+            AgentFunction::RescheduleAppointment => "reschedule_appointment",
+            AgentFunction::RequestCallback => "request_callback",
+        }
+    }
+
     /// Both spellings agents use (`book_appointment`, `bookAppointment`).
     pub fn parse(name: &str) -> Option<Self> {
         match name {

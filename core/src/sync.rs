@@ -719,6 +719,7 @@ impl Worker {
             attendee_email: None,
             take: 250,
             skip: 0,
+            oldest_first: false,
         };
         let mut ambiguous = false;
         for page in 0..LOOKUP_PAGES {

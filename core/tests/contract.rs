@@ -249,6 +249,7 @@ fn what_the_client_sends_matches_the_request_fixtures() {
         attendee_email: None,
         take: 100,
         skip: 0,
+        oldest_first: false,
     };
     assert_eq!(client.find_bookings(&endpoint, &page).expect("lists").bookings.len(), 1);
     sent("list.json", fake.last_request().expect("recorded"));

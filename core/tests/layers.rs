@@ -11,9 +11,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "start"]),
     ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "config"]),
     ("store", &["store"]),
-    ("operations", &["slots", "booking", "change", "import", "retell", "calcom"]),
+    ("operations", &["slots", "booking", "change", "import", "retell", "calcom", "calcom_booking"]),
     ("facade", &["callbook", "journey", "review", "stats", "health"]),
-    ("services", &["availability", "sync", "agent", "calcom_webhook"]),
+    ("services", &["availability", "sync", "agent", "calcom_webhook", "backfill"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -253,7 +253,7 @@ fn readers_never_wait_for_the_writer() {
     assert!(callbook::store::read(&*store, |tx| tx.company(CompanyId(9))).expect("reads").is_some());
 }
 
-/// The overview's indexes (SQLite v7, servers v4) exist under the same
+/// The overview's indexes (SQLite v8, servers v5) exist under the same
 /// names, over the same columns, on every backend; on SQLite the overview's
 /// window read walks `appointments_created` instead of the whole table.
 mod health_indexes {

@@ -422,6 +422,7 @@ fn the_client_reads_and_cancels_bookings() {
         attendee_email: Some("noreply@example.com".into()),
         take: 10,
         skip: 0,
+        oldest_first: false,
     };
     // `beforeEnd` filters on the booking's end: Cal.com's event type (45 min) outlasts the local service (30).
     assert_eq!(client.find_bookings(&endpoint, &query).expect("lists").bookings.len(), 0);

@@ -106,6 +106,13 @@ fuzz_target!(|data: &[u8]| {
             let ids = appointment_ids.clone();
             assert_eq!(again, WebhookOutcome::AlreadyApplied { appointment_ids: ids }, "a reschedule replayed");
         }
+        // A booking made in Cal.com, held once: the replay finds it held.
+        (WebhookOutcome::Imported { appointment_ids: a }, WebhookOutcome::AlreadyApplied { appointment_ids: b }) => {
+            assert_eq!(a, b);
+            let held = book.appointment(a[0]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((held.company_id, held.sync_origin), (company, SyncOrigin::Calcom));
+        }
+        (WebhookOutcome::Imported { .. }, other) => panic!("an import replayed gave {other:?}"),
         (first, again) => assert_eq!(first, again, "an event that changed nothing changes something on replay"),
     }
     if matches!(again, WebhookOutcome::AlreadyApplied { .. }) {

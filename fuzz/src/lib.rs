@@ -168,6 +168,7 @@ fn booking_for(payload: &Value, seat: bool, n: usize) -> CalBooking {
         email: payload.pointer("/attendee/email").and_then(Value::as_str).map(str::to_string),
         seat_uid: seat_uid.clone(),
         metadata: if seat { metadata.clone() } else { None },
+        phone_number: None,
     };
     CalBooking {
         id: 1000 + n as i64,
@@ -177,6 +178,7 @@ fn booking_for(payload: &Value, seat: bool, n: usize) -> CalBooking {
         status: Some("accepted".into()),
         metadata: if seat { None } else { metadata },
         seat_uid,
+        event_type_id: payload.get("eventTypeId").and_then(Value::as_i64),
         attendees: vec![attendee],
     }
 }

@@ -1,5 +1,6 @@
 //! What `/metrics` exports, in Prometheus text format: booking latency,
-//! bookings by caller kind, sync outcomes by class, HTTP answers, Cal.com
+//! bookings by caller kind, the agent's answers by function and result
+//! (refusals by code), cancels and moves, sync outcomes by class, HTTP answers, Cal.com
 //! webhooks, and, read from the store at each scrape, appointments by sync
 //! status, jobs by state, the manual-review gauge, breaker states, open
 //! callbacks and the operations overview (`callbook_health_*`, the figures
@@ -26,6 +27,12 @@ struct Route {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct One {
     name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    function: String,
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,12 +179,20 @@ impl HealthGauges {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabel {
+    company: String,
+    kind: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<Registry>,
     booking_seconds: Histogram,
     bookings: Family<One, Counter>,
     http: Family<Route, Counter>,
+    answers: Family<Answer, Counter>,
+    changes: Family<One, Counter>,
     sync: Family<SyncLabels, Counter>,
     webhooks: Family<One, Counter>,
     appointments: Family<One, Gauge>,
@@ -185,6 +200,7 @@ pub struct Metrics {
     manual_review: Gauge,
     breakers: Family<CompanyLabel, Gauge>,
     connections_refused: Counter,
+    drift: Family<DriftLabel, Gauge>,
     storage_errors: Counter,
     storage_errors_seen: Arc<AtomicU64>,
     callbacks_open: Gauge,
@@ -203,6 +219,8 @@ impl Metrics {
             booking_seconds,
             bookings: Family::default(),
             http: Family::default(),
+            answers: Family::default(),
+            changes: Family::default(),
             sync: Family::default(),
             webhooks: Family::default(),
             appointments: Family::default(),
@@ -210,6 +228,7 @@ impl Metrics {
             manual_review: Gauge::default(),
             breakers: Family::default(),
             connections_refused: Counter::default(),
+            drift: Family::default(),
             storage_errors: Counter::default(),
             storage_errors_seen: Arc::default(),
             callbacks_open: Gauge::default(),
@@ -223,6 +242,12 @@ impl Metrics {
         );
         registry.register("bookings", "Confirmed bookings by caller (anonymous or known)", m.bookings.clone());
         registry.register("http_requests", "HTTP requests by route and status", m.http.clone());
+        registry.register(
+            "agent_answers",
+            "Retell function calls by function and result (ok, or the refusal's code)",
+            m.answers.clone(),
+        );
+        registry.register("appointment_changes", "Cancels and moves made by callers", m.changes.clone());
         registry.register("sync_jobs", "Sync jobs run, by outcome and error class", m.sync.clone());
         registry.register("calcom_webhooks", "Cal.com webhook deliveries by result", m.webhooks.clone());
         registry.register("appointments", "Appointments by Cal.com sync status", m.appointments.clone());
@@ -232,6 +257,11 @@ impl Metrics {
             "breaker_state",
             "Cal.com circuit breaker of each company's endpoint: 0 closed, 1 half-open, 2 open",
             m.breakers.clone(),
+        );
+        registry.register(
+            "calcom_drift",
+            "The last drift report (callbook calcom drift) per company, by kind",
+            m.drift.clone(),
         );
         registry.register(
             "connections_refused",
@@ -254,6 +284,14 @@ impl Metrics {
             let name = if anonymous { "anonymous" } else { "known" };
             self.bookings.get_or_create(&One { name: name.into() }).inc();
         }
+    }
+
+    pub fn answered(&self, function: &str, result: &str) {
+        self.answers.get_or_create(&Answer { function: function.into(), result: result.into() }).inc();
+    }
+
+    pub fn changed(&self, kind: &str) {
+        self.changes.get_or_create(&One { name: kind.into() }).inc();
     }
 
     pub fn request(&self, route: &str, status: u16) {
@@ -322,6 +360,17 @@ impl Metrics {
                 BreakerState::Open => 2,
             };
             self.breakers.get_or_create(&CompanyLabel { company: company.to_string() }).set(value);
+        }
+        for d in book.last_drift().unwrap_or_default() {
+            for (kind, n) in [
+                ("missing_locally", d.missing_locally),
+                ("missing_in_calcom", d.missing_in_calcom),
+                ("different_start", d.different_start),
+                ("cancelled_one_side", d.cancelled_one_side),
+            ] {
+                let label = DriftLabel { company: d.company_id.to_string(), kind: kind.into() };
+                self.drift.get_or_create(&label).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         let seen = self.storage_errors_seen.swap(worker_storage_errors, Ordering::Relaxed);
         self.storage_errors.inc_by(worker_storage_errors.saturating_sub(seen));

@@ -83,7 +83,8 @@ fn log(line: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
-    let failure = |code: &str, message: String| Failure { code: code.into(), message, exit: 1, detail: None };
+    let failure =
+        |code: &str, message: String| Failure { code: code.into(), message, exit: 1, detail: None, output: None };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.http_threads.max(1))
         .enable_all()
@@ -308,6 +309,7 @@ fn retell(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
     let signature = header(request, "X-Retell-Signature").unwrap_or_default();
     let started = Instant::now();
     let reply = agent.answer(body, signature, function);
+    let function = reply.function.map_or("none", |f| f.as_str());
     if let Some(booking) = &reply.booking {
         app.metrics.booked(started.elapsed().as_secs_f64(), Some(booking.anonymous));
         if !booking.availability_checked {
@@ -316,8 +318,16 @@ fn retell(app: &App, request: &HeaderMap, path: &str, body: &[u8]) -> Reply {
                 booking.appointment_id
             ));
         }
-    } else if reply.body.get("offered").is_none() {
+    } else if function == "book_appointment" {
         app.metrics.booked(started.elapsed().as_secs_f64(), None);
+    }
+    let result = match reply.body["ok"].as_bool() {
+        Some(true) => "ok",
+        _ => reply.body["code"].as_str().unwrap_or("error"),
+    };
+    app.metrics.answered(function, result);
+    if let Some(change) = &reply.change {
+        app.metrics.changed(change.kind.as_str());
     }
     if reply.status >= 500 {
         log(format_args!("retell function failed: {}", reply.body["code"]));

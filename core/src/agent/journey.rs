@@ -160,7 +160,7 @@ impl super::Agent {
             body[if cancel { "cancelled" } else { "rescheduled" }] = true.into();
         }
         let made = !change.needs_confirmation && !change.repeated;
-        AgentReply { status: 200, body, booking: None, change: made.then_some(change) }
+        AgentReply { status: 200, body, booking: None, change: made.then_some(change), function: None }
     }
 
     /// A refusal of a find, cancel or move: `multiple_found` lists the
@@ -232,5 +232,5 @@ fn spoken(found: &[Listed]) -> Vec<(String, DateTime<Utc>)> {
 }
 
 fn ok(body: Value) -> AgentReply {
-    AgentReply { status: 200, body, booking: None, change: None }
+    AgentReply { status: 200, body, booking: None, change: None, function: None }
 }

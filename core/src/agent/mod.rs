@@ -44,6 +44,8 @@ pub struct AgentReply {
     pub booking: Option<Booking>,
     /// The cancel or move made, when one was (confirmed and new).
     pub change: Option<crate::change::Change>,
+    /// The function answered (`None`: the body named none callbook runs).
+    pub function: Option<AgentFunction>,
 }
 
 impl AgentReply {
@@ -53,7 +55,7 @@ impl AgentReply {
         if let Error::SlotUnavailable { alternatives } = error {
             body["alternatives"] = alternatives.iter().map(format_utc).collect();
         }
-        AgentReply { status, body, booking: None, change: None }
+        AgentReply { status, body, booking: None, change: None, function: None }
     }
 }
 
@@ -96,7 +98,7 @@ impl Agent {
 
     /// Runs a parsed (and already verified) function call.
     pub fn run(&self, call: &FunctionCall) -> AgentReply {
-        match call.function {
+        let reply = match call.function {
             AgentFunction::BookAppointment => self.book_appointment(call),
             AgentFunction::CheckAvailability => self.check_availability(call),
             AgentFunction::GetCallContext => self.get_call_context(call),
@@ -104,7 +106,8 @@ impl Agent {
             AgentFunction::CancelAppointment => self.cancel_appointment(call),
             AgentFunction::RescheduleAppointment => self.reschedule_appointment(call),
             AgentFunction::RequestCallback => self.request_callback(call),
-        }
+        };
+        AgentReply { function: Some(call.function), ..reply }
     }
 
     fn check_availability(&self, call: &FunctionCall) -> AgentReply {
@@ -162,6 +165,7 @@ impl Agent {
                     }),
                     booking: None,
                     change: None,
+                    function: None,
                 }
             }
             Err(error) => refusal(&error, branch.as_ref()),
@@ -194,6 +198,7 @@ impl Agent {
                     }),
                     booking: Some(booking),
                     change: None,
+                    function: None,
                 }
             }
             Err(error) => refusal(&error, self.branch_for(call).as_ref()),

@@ -1014,7 +1014,11 @@ fn list(s: &State, path: &str, q: &HashMap<String, String>, now: DateTime<Utc>) 
                 })
         })
         .collect();
+    // `sortStart` asc or desc (a listing without a sort comes oldest first here).
     found.sort_by_key(|b| (b.start, b.id));
+    if q.get("sortStart").is_some_and(|o| o == "desc") {
+        found.reverse();
+    }
     let total = found.len();
     let page: Vec<Value> = found.iter().skip(skip).take(take).map(|b| booking_json(b, s)).collect();
     let returned = page.len();

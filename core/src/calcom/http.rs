@@ -95,6 +95,9 @@ impl CalcomApi for HttpCalcom {
         if let Some(email) = &q.attendee_email {
             request = request.query("attendeeEmail", email);
         }
+        if q.oldest_first {
+            request = request.query("sortStart", "asc");
+        }
         parse_booking_page(&self.send(endpoint, request, None)?).map_err(ApiFailure::BadAnswer)
     }
 

@@ -86,6 +86,8 @@ pub struct CalBooking {
     #[serde(default)]
     pub seat_uid: Option<String>,
     #[serde(default)]
+    pub event_type_id: Option<i64>,
+    #[serde(default)]
     pub attendees: Vec<CalAttendee>,
 }
 
@@ -101,6 +103,8 @@ pub struct CalAttendee {
     pub seat_uid: Option<String>,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub phone_number: Option<String>,
 }
 
 /// Whether a booking Cal.com lists is the one an appointment made.
@@ -149,6 +153,8 @@ pub struct BookingQuery {
     /// Page size, 1..=250.
     pub take: u32,
     pub skip: u32,
+    /// `sortStart=asc`: oldest first, so a long listing can resume after the last start read.
+    pub oldest_first: bool,
 }
 
 /// One page of `GET /v2/bookings`.

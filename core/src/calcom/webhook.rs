@@ -50,6 +50,15 @@ pub struct CalcomWebhook {
     pub reason: Option<String>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
+    /// `payload.eventTypeId`.
+    pub event_type_id: Option<i64>,
+    /// The first attendee: `payload.attendees[0]` (`name`, `email`,
+    /// `phoneNumber`, else `responses.attendeePhoneNumber`).
+    pub attendee_name: Option<String>,
+    pub attendee_email: Option<String>,
+    pub attendee_phone: Option<String>,
+    /// `payload.metadata.callbook_key`: a booking callbook made.
+    pub callbook_key: Option<String>,
 }
 
 pub(crate) fn malformed(message: impl Into<String>) -> Error {
@@ -73,6 +82,10 @@ pub fn parse_calcom_webhook(body: &[u8]) -> Result<CalcomWebhook> {
     let text = |key: &str| payload.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_string);
     let time = |key: &str| text(key).map(|t| iso_time(&t, &format!("payload.{key}"))).transpose();
     let (start, end) = (time("startTime")?, time("endTime")?);
+    let attendee = |key: &str| {
+        let first = payload.and_then(|p| p.get("attendees")).and_then(|a| a.get(0));
+        first.and_then(|a| a.get(key)).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string)
+    };
     if let (Some(start), Some(end)) = (start, end) {
         if end <= start {
             return Err(malformed("payload.endTime is not after payload.startTime"));
@@ -90,6 +103,17 @@ pub fn parse_calcom_webhook(body: &[u8]) -> Result<CalcomWebhook> {
             .map(|r| r.chars().take(crate::error::MAX_NOTE).collect()),
         start,
         end,
+        event_type_id: payload.and_then(|p| p.get("eventTypeId")).and_then(Value::as_i64),
+        attendee_name: attendee("name"),
+        attendee_email: attendee("email"),
+        attendee_phone: attendee("phoneNumber").or_else(|| {
+            let phone = payload.and_then(|p| p.pointer("/responses/attendeePhoneNumber/value"));
+            phone.and_then(Value::as_str).map(str::to_string)
+        }),
+        callbook_key: payload
+            .and_then(|p| p.pointer("/metadata/callbook_key"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
         trigger,
     })
 }

@@ -3,7 +3,8 @@
 //! show that a failed transaction leaves nothing behind.
 
 use super::{
-    open_work_of, CalcomChange, Counts, HealthRow, NewAppointment, Offered, OpenWork, Store, SyncFailure, Tx, WriteFn,
+    open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace, Store,
+    SyncFailure, Tx, WriteFn,
 };
 use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
@@ -34,6 +35,8 @@ struct State {
     remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Offered>,
     changes: Vec<AppointmentChange>,
     callbacks: BTreeMap<CallbackId, Callback>,
+    pulls: BTreeMap<(CompanyId, i64), PullPlace>,
+    drift: BTreeMap<CompanyId, DriftCounts>,
 }
 
 /// Keeps everything in a `Mutex`; a write works on a copy that replaces the
@@ -509,6 +512,48 @@ impl Tx for MemoryTx<'_> {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn appointments_starting(
+        &mut self,
+        company: CompanyId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>> {
+        let mut found: Vec<Appointment> = self
+            .state
+            .appointments
+            .values()
+            .filter(|a| a.company_id == company && a.starts_at >= from && a.starts_at < to)
+            .cloned()
+            .collect();
+        found.sort_by_key(|a| (a.starts_at, a.id));
+        Ok(found)
+    }
+    fn pull_place(&mut self, company: CompanyId, event_type: i64) -> Result<Option<PullPlace>> {
+        Ok(self.state.pulls.get(&(company, event_type)).copied())
+    }
+    fn put_pull_place(
+        &mut self,
+        company: CompanyId,
+        event_type: i64,
+        place: Option<PullPlace>,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.writing()?;
+        match place {
+            Some(p) => self.state.pulls.insert((company, event_type), p),
+            None => self.state.pulls.remove(&(company, event_type)),
+        };
+        Ok(())
+    }
+    fn put_drift(&mut self, counts: &DriftCounts) -> Result<()> {
+        self.writing()?;
+        self.state.drift.insert(counts.company_id, *counts);
+        Ok(())
+    }
+    fn drift(&mut self) -> Result<Vec<DriftCounts>> {
+        Ok(self.state.drift.values().copied().collect())
     }
 
     fn insert_callback(&mut self, c: &NewCallback) -> Result<CallbackId> {

@@ -197,6 +197,25 @@ pub enum CalcomChange {
     Rescheduled { booking_id: Option<i64>, uid: String, starts_at: DateTime<Utc>, ends_at: DateTime<Utc> },
 }
 
+/// Where an interrupted backfill of one event type resumes: after this
+/// start, past the first `skip` bookings listed at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullPlace {
+    pub after_start: DateTime<Utc>,
+    pub skip: u32,
+}
+
+/// The last drift report's counts for one company.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DriftCounts {
+    pub company_id: CompanyId,
+    pub checked_at: DateTime<Utc>,
+    pub missing_locally: u64,
+    pub missing_in_calcom: u64,
+    pub different_start: u64,
+    pub cancelled_one_side: u64,
+}
+
 /// Counts for `stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -370,6 +389,25 @@ pub trait Tx {
         kind: JobKind,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+
+    /// A company's appointments starting in `[from, to)`, any service, any status.
+    fn appointments_starting(
+        &mut self,
+        company: CompanyId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>>;
+    fn pull_place(&mut self, company: CompanyId, event_type: i64) -> Result<Option<PullPlace>>;
+    /// `None` forgets the place (the backfill of that event type finished).
+    fn put_pull_place(
+        &mut self,
+        company: CompanyId,
+        event_type: i64,
+        place: Option<PullPlace>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    fn put_drift(&mut self, counts: &DriftCounts) -> Result<()>;
+    fn drift(&mut self) -> Result<Vec<DriftCounts>>;
 
     fn insert_callback(&mut self, callback: &NewCallback) -> Result<CallbackId>;
     fn callback(&mut self, id: CallbackId) -> Result<Option<Callback>>;

@@ -103,6 +103,7 @@ const SCHEMA: super::server::Schema = &[
     include_str!("schema_mysql_v2.sql"),
     include_str!("schema_mysql_v3.sql"),
     include_str!("schema_mysql_v4.sql"),
+    include_str!("schema_mysql_v5.sql"),
 ];
 
 impl ServerStore {

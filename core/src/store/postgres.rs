@@ -128,6 +128,7 @@ const SCHEMA: super::server::Schema = &[
     include_str!("schema_postgres_v2.sql"),
     include_str!("schema_postgres_v3.sql"),
     include_str!("schema_postgres_v4.sql"),
+    include_str!("schema_postgres_v5.sql"),
 ];
 
 impl ServerStore {

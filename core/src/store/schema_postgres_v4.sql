@@ -1,6 +1,19 @@
--- v4 (SQLite v7): the operations overview (Callbook::health). How long each
--- booking took in core, and the indexes that keep the overview's reads to
--- its window (the same on every backend).
-ALTER TABLE appointments ADD COLUMN booking_latency_us BIGINT;
-CREATE INDEX appointments_created ON appointments(created_at);
-CREATE INDEX sync_jobs_unfinished_age ON sync_jobs(state, company_id, created_at);
+-- v4 (SQLite v7): bookings made in Cal.com come home. A backfill's place per
+-- (company, event type), so an interrupted one resumes, and the last drift
+-- report per company, for /metrics.
+CREATE TABLE calcom_pulls (
+    company_id BIGINT NOT NULL REFERENCES companies(id),
+    event_type_id BIGINT NOT NULL,
+    after_start TEXT NOT NULL,
+    skip_count BIGINT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (company_id, event_type_id)
+);
+CREATE TABLE calcom_drift (
+    company_id BIGINT PRIMARY KEY REFERENCES companies(id),
+    checked_at TEXT NOT NULL,
+    missing_locally BIGINT NOT NULL,
+    missing_in_calcom BIGINT NOT NULL,
+    different_start BIGINT NOT NULL,
+    cancelled_one_side BIGINT NOT NULL
+);

@@ -1,7 +1,19 @@
--- v7: the operations overview (Callbook::health). How long each booking took
--- in core (NULL for bookings made before), and the indexes that keep the
--- overview's reads to its window: appointments by creation time, and
--- unfinished jobs by age per company. The same indexes exist on every backend.
-ALTER TABLE appointments ADD COLUMN booking_latency_us INTEGER;
-CREATE INDEX appointments_created ON appointments(created_at);
-CREATE INDEX sync_jobs_unfinished_age ON sync_jobs(state, company_id, created_at);
+-- v7: bookings made in Cal.com come home. A backfill's place per
+-- (company, event type), so an interrupted one resumes, and the last drift
+-- report per company, for /metrics.
+CREATE TABLE calcom_pulls (
+    company_id INTEGER NOT NULL REFERENCES companies(id),
+    event_type_id INTEGER NOT NULL,
+    after_start TEXT NOT NULL,
+    skip_count INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (company_id, event_type_id)
+);
+CREATE TABLE calcom_drift (
+    company_id INTEGER PRIMARY KEY REFERENCES companies(id),
+    checked_at TEXT NOT NULL,
+    missing_locally INTEGER NOT NULL,
+    missing_in_calcom INTEGER NOT NULL,
+    different_start INTEGER NOT NULL,
+    cancelled_one_side INTEGER NOT NULL
+);

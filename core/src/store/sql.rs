@@ -9,7 +9,10 @@
 //! `dyn Conn`.
 
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
-use super::{open_work_of, CalcomChange, Counts, HealthRow, NewAppointment, Offered, OpenWork, SyncFailure, Tx};
+use super::{
+    open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace,
+    SyncFailure, Tx,
+};
 use crate::appointment::{
     Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
 };
@@ -900,6 +903,81 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         self.conn.execute(sql, &[at(now), company.0.into(), id.0.into(), kind.as_str().into()])
     }
 
+    fn appointments_starting(
+        &mut self,
+        company: CompanyId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>> {
+        let sql = concat!(
+            "SELECT ",
+            appointment_cols!(),
+            " FROM appointments WHERE company_id = ? AND starts_at >= ? AND starts_at < ? ORDER BY starts_at, id"
+        );
+        self.all(sql, &[company.0.into(), at(from), at(to)], appointment_row)
+    }
+    fn pull_place(&mut self, company: CompanyId, event_type: i64) -> Result<Option<PullPlace>> {
+        let sql = "SELECT after_start, skip_count FROM calcom_pulls WHERE company_id = ? AND event_type_id = ?";
+        self.one(sql, &[company.0.into(), event_type.into()], |r| {
+            Ok(PullPlace { after_start: r.time(0)?, skip: r.small(1, "skip_count")? })
+        })
+    }
+    fn put_pull_place(
+        &mut self,
+        company: CompanyId,
+        event_type: i64,
+        place: Option<PullPlace>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        match place {
+            None => self.run(
+                "DELETE FROM calcom_pulls WHERE company_id = ? AND event_type_id = ?",
+                &[company.0.into(), event_type.into()],
+            ),
+            Some(p) => {
+                let cols = ["company_id", "event_type_id", "after_start", "skip_count", "updated_at"];
+                let params = [company.0.into(), event_type.into(), at(p.after_start), p.skip.into(), at(now)];
+                self.upsert("calcom_pulls", &["company_id", "event_type_id"], &cols, &params)
+            }
+        }
+    }
+    fn put_drift(&mut self, d: &DriftCounts) -> Result<()> {
+        let cols = [
+            "company_id",
+            "checked_at",
+            "missing_locally",
+            "missing_in_calcom",
+            "different_start",
+            "cancelled_one_side",
+        ];
+        let n = |v: u64| Val::from(i64::try_from(v).unwrap_or(i64::MAX));
+        let params = [
+            d.company_id.0.into(),
+            at(d.checked_at),
+            n(d.missing_locally),
+            n(d.missing_in_calcom),
+            n(d.different_start),
+            n(d.cancelled_one_side),
+        ];
+        self.upsert("calcom_drift", &["company_id"], &cols, &params)
+    }
+    fn drift(&mut self) -> Result<Vec<DriftCounts>> {
+        let sql =
+            "SELECT company_id, checked_at, missing_locally, missing_in_calcom, different_start, cancelled_one_side
+                   FROM calcom_drift ORDER BY company_id";
+        let n = |r: &dyn SqlRow, i| Ok::<u64, Error>(u64::try_from(r.int(i)?).unwrap_or(0));
+        self.all(sql, &[], |r| {
+            Ok(DriftCounts {
+                company_id: CompanyId(r.int(0)?),
+                checked_at: r.time(1)?,
+                missing_locally: n(r, 2)?,
+                missing_in_calcom: n(r, 3)?,
+                different_start: n(r, 4)?,
+                cancelled_one_side: n(r, 5)?,
+            })
+        })
+    }
+
     fn insert_callback(&mut self, c: &NewCallback) -> Result<CallbackId> {
         let sql =
             "INSERT INTO callbacks (company_id, branch_id, call_id, customer_name, phone, reason, status, created_at)
@@ -1183,7 +1261,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         })
     }
 
-    /// Walks `appointments_created` (v7) for the window only, and each
+    /// Walks `appointments_created` (v8) for the window only, and each
     /// row's customer by its key.
     fn health_rows(&mut self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<HealthRow>> {
         let sql =
@@ -1208,7 +1286,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         })
     }
     /// Three grouped counts, each on its own index: `appointments_review`,
-    /// `callbacks_status`, and `sync_jobs_unfinished_age` (v7).
+    /// `callbacks_status`, and `sync_jobs_unfinished_age` (v8).
     fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>> {
         let mut out: Vec<OpenWork> = Vec::new();
         let count = |r: &dyn SqlRow, i| -> Result<u64> { Ok(u64::try_from(r.int(i)?).unwrap_or(0)) };

@@ -421,3 +421,106 @@ pub fn the_agent_answers_the_rest_of_the_call(make: MakeStore) {
     let bad = stranger("request_callback", serde_json::json!({"customer_name": 5}));
     assert_eq!((bad.status, bad.body["code"].as_str()), (400, Some("invalid_argument")));
 }
+
+pub fn bookings_made_in_calcom_are_held_once(make: MakeStore) {
+    let e = env(make);
+    let known = e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+    let max = e.book.appointment(known.appointment_id).expect("a").customer_id;
+    let created = |minutes: i64, uid: &str, event_type: i64, attendee: serde_json::Value| {
+        hook(
+            "BOOKING_CREATED",
+            minutes,
+            serde_json::json!({"uid": uid, "bookingId": 9000 + minutes, "eventTypeId": event_type,
+                "startTime": "2030-01-09T09:00:00Z", "endTime": "2030-01-09T09:45:00Z", "attendees": [attendee],
+                "metadata": {"videoCallUrl": "https://app.cal.com/video/x"}, "status": "ACCEPTED"}),
+        )
+    };
+    let deliver = |body: &str| deliver_as(&e, 1, "whsec_one", body);
+    // Booked on Cal.com's page by a known caller: held, their customer, synced, never pushed back.
+    let by_max = created(
+        1,
+        "cal-max",
+        1001,
+        serde_json::json!({"name": "Max M.", "email": "max@example.com", "phoneNumber": "0151 2345678"}),
+    );
+    let WebhookOutcome::Imported { appointment_ids } = deliver(&by_max).expect("imports") else {
+        panic!("not imported")
+    };
+    let held = e.book.appointment(appointment_ids[0]).expect("held");
+    assert_eq!((held.customer_id, held.service_id, held.sync_origin), (max, ServiceId(1), SyncOrigin::Calcom));
+    assert_eq!((held.calcom_sync_status, held.calcom_v2_booking_uid.as_deref()), (SyncStatus::Synced, Some("cal-max")));
+    assert_eq!(format_utc(&held.ends_at), "2030-01-09T09:45:00Z", "Cal.com's end");
+    assert!(e.book.jobs_of(held.id).expect("jobs").is_empty(), "nothing to push back");
+    // A redelivery holds nothing twice.
+    let before = totals(&e.book);
+    assert_eq!(deliver(&by_max).expect("again"), WebhookOutcome::AlreadyApplied { appointment_ids: vec![held.id] });
+    assert_eq!(totals(&e.book), before);
+    // The caller finds it by phone, and Cal.com's later changes reach it.
+    assert!(e
+        .book
+        .find_appointments("call_known_c", Some("2030-01-09"))
+        .expect("finds")
+        .iter()
+        .any(|a| a.id == held.id));
+    let moved = hook(
+        "BOOKING_RESCHEDULED",
+        2,
+        serde_json::json!({"uid": "cal-max-2", "rescheduleUid": "cal-max",
+        "startTime": "2030-01-10T09:00:00Z", "endTime": "2030-01-10T09:45:00Z"}),
+    );
+    assert_eq!(deliver(&moved).expect("moves"), WebhookOutcome::Rescheduled { appointment_ids: vec![held.id] });
+    let gone = hook("BOOKING_CANCELLED", 3, serde_json::json!({"uid": "cal-max-2"}));
+    assert_eq!(deliver(&gone).expect("cancels"), WebhookOutcome::Cancelled { appointment_ids: vec![held.id] });
+    // A new attendee by email only, and one with nothing: customers of the company, never a match by name.
+    let by_mail = created(4, "cal-mail", 1001, serde_json::json!({"name": "Max", "email": "new@example.com"}));
+    let WebhookOutcome::Imported { appointment_ids } = deliver(&by_mail).expect("imports") else {
+        panic!("not imported")
+    };
+    let a = e.book.appointment(appointment_ids[0]).expect("held");
+    let c = e.book.customer(CompanyId(1), a.customer_id).expect("reads").expect("customer");
+    assert_ne!(c.id, max, "not matched by name");
+    assert_eq!(
+        (c.source, c.email.as_deref(), c.phone.starts_with("anonymous_")),
+        (CustomerSource::Calcom, Some("new@example.com"), true)
+    );
+    let nobody = created(5, "cal-nobody", 1001, serde_json::json!({"name": "Walk-in"}));
+    let WebhookOutcome::Imported { appointment_ids } = deliver(&nobody).expect("imports") else {
+        panic!("not imported")
+    };
+    let walk_in = e.book.appointment(appointment_ids[0]).expect("held").customer_id;
+    assert!(e.book.customer(CompanyId(1), walk_in).expect("reads").expect("c").phone.starts_with("anonymous_"));
+    // An event type no service books, or another tenant's: not placed, nothing written.
+    let before = totals(&e.book);
+    let unknown = created(6, "cal-unknown", 9999, serde_json::json!({"name": "X"}));
+    let placed = deliver(&unknown).expect("answers");
+    assert_eq!(placed, WebhookOutcome::Unplaced { event_type_id: Some(9999), reason: "unmapped_event_type".into() });
+    let theirs = created(7, "cal-theirs", 2001, serde_json::json!({"name": "X"}));
+    assert!(matches!(deliver(&theirs).expect("answers"), WebhookOutcome::Unplaced { .. }), "company 2's event type");
+    // callbook's own booking echoing back: recognised by its key, nothing changes.
+    let key = e.book.appointment(known.appointment_id).expect("a").idempotency_key;
+    let echo = hook(
+        "BOOKING_CREATED",
+        8,
+        serde_json::json!({"uid": "cal-echo", "eventTypeId": 1001,
+        "startTime": "2030-01-08T09:00:00Z", "endTime": "2030-01-08T09:45:00Z", "attendees": [{"name": "Max"}],
+        "metadata": {"callbook_key": key}}),
+    );
+    assert_eq!(
+        deliver(&echo).expect("echo"),
+        WebhookOutcome::AlreadyApplied { appointment_ids: vec![known.appointment_id] }
+    );
+    assert_eq!(totals(&e.book), before);
+    // A capacity service counts what came from Cal.com.
+    let colour = |minutes, uid: &str| {
+        hook(
+            "BOOKING_CREATED",
+            minutes,
+            serde_json::json!({"uid": uid, "eventTypeId": 1002,
+            "startTime": "2030-01-11T09:00:00Z", "endTime": "2030-01-11T10:00:00Z", "attendees": [{"name": "C"}]}),
+        )
+    };
+    deliver(&colour(9, "cal-c1")).expect("imports");
+    deliver(&colour(10, "cal-c2")).expect("imports");
+    let full = BookingRequest { service_id: Some(3), ..request("call_known_a", "Max", "2030-01-11T09:00:00Z") };
+    assert_eq!(code(e.book.book(&full)), "slot_unavailable");
+}

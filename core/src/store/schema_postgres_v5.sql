@@ -1,0 +1,6 @@
+-- v5 (SQLite v8): the operations overview (Callbook::health). How long each
+-- booking took in core, and the indexes that keep the overview's reads to
+-- its window (the same on every backend).
+ALTER TABLE appointments ADD COLUMN booking_latency_us BIGINT;
+CREATE INDEX appointments_created ON appointments(created_at);
+CREATE INDEX sync_jobs_unfinished_age ON sync_jobs(state, company_id, created_at);
