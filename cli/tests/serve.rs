@@ -571,6 +571,14 @@ fn the_rest_of_the_call_over_http_with_its_metrics_and_callbacks() {
     // The last drift report shows in /metrics (run by cron, say).
     let drift = cli(&s.db, &["calcom", "drift", "--calcom-url", fake.url(), "--days-ahead", "40000"]);
     assert_eq!(drift["companies"][0]["missing_in_calcom"], json!([]));
+    // ... and on the operator's overview.
+    let overview = ureq::get(&format!("{}/admin/health", s.url))
+        .set("Authorization", "Bearer admin-token")
+        .call()
+        .expect("answers")
+        .into_string()
+        .expect("html");
+    assert!(overview.contains("<tr data-drift=\"1\">"), "{overview}");
     let (_, metrics) = get(&format!("{}/metrics", s.url));
     for line in [
         "callbook_calcom_drift{company=\"1\",kind=\"missing_locally\"} 0",

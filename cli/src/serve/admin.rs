@@ -257,8 +257,10 @@ fn signed_in(book: &Callbook, request: &Request<'_>, operator: &str) -> Page {
                 Ok(window) => window,
                 Err(e) => return failed(&e, &nav(Section::Overview), "/admin/health"),
             };
-            match book.health(window) {
-                Ok(health) => html(200, "Overview", Some(&nav(Section::Overview)), pages::overview(&health)),
+            match book.health(window).and_then(|h| Ok((h, book.last_drift()?))) {
+                Ok((health, drift)) => {
+                    html(200, "Overview", Some(&nav(Section::Overview)), pages::overview(&health, &drift))
+                }
                 Err(e) => failed(&e, &nav(Section::Overview), "/admin/health"),
             }
         }

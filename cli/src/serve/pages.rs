@@ -198,7 +198,7 @@ fn breaker_text(state: BreakerState) -> &'static str {
 }
 
 /// The operations overview of one window.
-pub fn overview(h: &Health) -> Markup {
+pub fn overview(h: &Health, drift: &[callbook::DriftCounts]) -> Markup {
     let missed = &h.total.targets_missed;
     html! {
         p.tabs {
@@ -270,6 +270,25 @@ pub fn overview(h: &Health) -> Markup {
                             td { (b.open_until.as_ref().map(callbook::format_utc).unwrap_or_default()) }
                             td { (callbook::format_utc(&b.since)) }
                             td { (b.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Cal.com drift" }
+        @if drift.is_empty() {
+            p #drift { "No drift report yet: " code { "callbook calcom drift" } " (from cron, say) compares Cal.com with the database." }
+        } @else {
+            table #drift {
+                thead { tr { th { "Company" } th { "Checked (UTC)" } th { "Missing here" } th { "Missing in Cal.com" } th { "Different start" } th { "Cancelled on one side" } } }
+                tbody {
+                    @for d in drift {
+                        tr data-drift=(d.company_id) {
+                            td { (d.company_id) }
+                            td { (callbook::format_utc(&d.checked_at)) }
+                            @for n in [d.missing_locally, d.missing_in_calcom, d.different_start, d.cancelled_one_side] {
+                                @if n == 0 { td.num { (n) } } @else { td.num.miss { (n) } }
+                            }
                         }
                     }
                 }
