@@ -166,13 +166,13 @@ fn main() {
     // End to end with a worker running beside the bookings.
     let s = setup();
     let booked_at: Arc<Mutex<HashMap<AppointmentId, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let (b2, l2) = (Arc::clone(&booked_at), Arc::clone(&latencies));
+    // When each was synced: the worker may sync one before book() has
+    // returned to this thread, so the two are matched afterwards.
+    let synced_at: Arc<Mutex<HashMap<AppointmentId, Instant>>> = Arc::default();
+    let s2 = Arc::clone(&synced_at);
     let w = worker(&s, 2).on_event(move |e| {
         if matches!(e.outcome, SyncOutcome::Synced { .. }) {
-            if let Some(t) = b2.lock().expect("lock").get(&e.appointment_id) {
-                l2.lock().expect("lock").push(t.elapsed().as_nanos() as u64);
-            }
+            s2.lock().expect("lock").insert(e.appointment_id, Instant::now());
         }
     });
     let stop = AtomicBool::new(false);
@@ -193,12 +193,16 @@ fn main() {
             booked_at.lock().expect("lock").insert(b.appointment_id, Instant::now());
             std::thread::sleep(std::time::Duration::from_millis(2)); // ~500 bookings/s offered
         }
-        while latencies.lock().expect("lock").len() < e2e {
+        while synced_at.lock().expect("lock").len() < e2e {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         stop.store(true, Ordering::SeqCst);
     });
-    let mut l = latencies.lock().expect("lock").clone();
+    let (booked, synced) = (booked_at.lock().expect("lock"), synced_at.lock().expect("lock"));
+    let mut l: Vec<u64> = booked
+        .iter()
+        .map(|(id, at)| synced.get(id).map_or(0, |s| s.saturating_duration_since(*at).as_nanos() as u64))
+        .collect();
     println!(
         "  end to end, book() returned -> synced: p50 {:.2} ms, p99 {:.2} ms ({e2e} bookings)",
         pct(&mut l, 0.5) / 1000.0,
