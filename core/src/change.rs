@@ -394,13 +394,17 @@ pub(crate) fn cancel_in(
 ) -> Result<Change> {
     let reason = check_reason(request)?;
     let who = who(tx, request, config, now)?;
-    if request.confirmed {
-        if let Some(a) = repeated(tx, &who, request, ChangeKind::Cancel, None, now)? {
-            let (zone, _) = time_zone_of(tx, &a)?;
-            return Ok(Change { repeated: true, ..change_of(&a, ChangeKind::Cancel, zone) });
-        }
-    }
-    let a = target(tx, &who, request, now)?;
+    let a = match target(tx, &who, request, now) {
+        Ok(a) => a,
+        // Nothing matches any more: this call may have cancelled it already (Retell retries).
+        Err(e) => match repeated(tx, &who, request, ChangeKind::Cancel, None, now)? {
+            Some(a) => {
+                let (zone, _) = time_zone_of(tx, &a)?;
+                return Ok(Change { repeated: true, ..change_of(&a, ChangeKind::Cancel, zone) });
+            }
+            None => return Err(e),
+        },
+    };
     let (zone, _) = time_zone_of(tx, &a)?;
     if a.status == AppointmentStatus::Cancelled {
         return Ok(Change { repeated: true, ..change_of(&a, ChangeKind::Cancel, zone) });
@@ -458,22 +462,24 @@ pub(crate) fn reschedule_in(
     })?;
     let who = who(tx, request, config, now)?;
     // The new start is read in the zone of the branch asking (a call's), or the appointment's.
-    let a = match request.confirmed {
-        true => {
+    let a = match target(tx, &who, request, now) {
+        Ok(a) => a,
+        // Nothing matches any more: this call may have moved it already (Retell retries,
+        // or the agent's question before a retried confirmation), read in the call's zone.
+        Err(e) => {
             let zone = match &who {
                 Who::Caller { branch, .. } => Some(parse_timezone(&branch.timezone)?),
                 Who::Operator { .. } => None,
             };
-            let early = zone.map(|tz| resolve_start(&spec, tz, now)).transpose().ok().flatten();
-            match repeated(tx, &who, request, ChangeKind::Reschedule, early, now)? {
+            let to = zone.map(|tz| resolve_start(&spec, tz, now)).transpose().ok().flatten();
+            match repeated(tx, &who, request, ChangeKind::Reschedule, to, now)? {
                 Some(a) => {
                     let (zone, _) = time_zone_of(tx, &a)?;
                     return Ok(Change { repeated: true, ..change_of(&a, ChangeKind::Reschedule, zone) });
                 }
-                None => target(tx, &who, request, now)?,
+                None => return Err(e),
             }
         }
-        false => target(tx, &who, request, now)?,
     };
     let (zone, tz) = time_zone_of(tx, &a)?;
     if a.status == AppointmentStatus::Cancelled {

@@ -308,3 +308,32 @@ fn the_agent_moves_only_to_times_cal_com_has_free_its_own_excepted() {
     );
     assert_eq!(live.len(), 2, "the move and the booking made elsewhere");
 }
+
+#[test]
+fn a_retried_move_by_date_through_the_agent_answers_the_move_again() {
+    let e = env();
+    let w = worker(&e, http());
+    let config = AvailabilityConfig { calcom_url: e.fake.url().into(), ..Default::default() };
+    let availability = Arc::new(Availability::new(e.book.clone(), http(), config));
+    let agent = Agent::new(e.book.clone(), Secret::new(conformance::RETELL_KEY)).with_availability(availability);
+    let a = e.book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+    drain(&e, &w);
+    // Matched by the old date, as a caller says it, moved to another day; Retell sends the
+    // confirmed call twice, and the old date matches nothing any more.
+    let body = serde_json::json!({"name": "reschedule_appointment", "call": {"call_id": "call_known_a"},
+        "args": {"date": "2030-01-08", "new_start": "2030-01-09T10:00:00Z", "confirmed": true}})
+    .to_string();
+    let first = conformance::retell(&agent, &body);
+    assert_eq!(first.body["rescheduled"], true, "{}", first.body);
+    assert_eq!(first.body["repeated"], false, "{}", first.body);
+    let again = conformance::retell(&agent, &body);
+    assert_eq!(
+        (again.body["rescheduled"].as_bool(), again.body["repeated"].as_bool()),
+        (Some(true), Some(true)),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.body["appointment_id"], a.appointment_id.0);
+    drain(&e, &w);
+    assert_eq!(live_at(&e).len(), 1, "one move reached Cal.com");
+}
