@@ -146,7 +146,7 @@ impl Callbook {
         let now = self.now();
         let lease_until = now + self.config.policy.lease;
         let worker = worker.to_string();
-        store::write(&*self.store, move |tx| tx.claim_jobs(now, limit, &worker, lease_until))
+        store::write_background(&*self.store, move |tx| tx.claim_jobs(now, limit, &worker, lease_until))
     }
 
     /// Applies an event to a job this worker holds. `Ok(false)`: the lease
@@ -155,14 +155,14 @@ impl Callbook {
         let job = job.clone();
         let error = error.map(str::to_string);
         let now = self.now();
-        store::write(&*self.store, move |tx| apply_in(tx, &job, &event, error.as_deref(), now))
+        store::write_background(&*self.store, move |tx| apply_in(tx, &job, &event, error.as_deref(), now))
     }
 
     /// Discards running jobs whose lease ran out on their last attempt and
     /// flags their appointments for review. Returns how many.
     pub fn rescue_expired(&self) -> Result<usize> {
         let now = self.now();
-        store::write(&*self.store, move |tx| {
+        store::write_background(&*self.store, move |tx| {
             let jobs = tx.expired_exhausted_jobs(now, 1000)?;
             let mut rescued = 0;
             for job in &jobs {

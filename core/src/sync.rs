@@ -751,7 +751,7 @@ impl Worker {
     fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {
         let key = key.to_string();
         let policy = self.config.breaker.clone();
-        store::write(&**self.book.store(), move |tx| {
+        store::write_background(&**self.book.store(), move |tx| {
             let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
             let admission = breaker::admit(&current, now, &policy);
             if let Admission::Probe(probing) = &admission {
@@ -766,7 +766,7 @@ impl Worker {
         let key = key.to_string();
         let policy = self.config.breaker.clone();
         let now = self.book.now();
-        store::write(&**self.book.store(), move |tx| breaker_in(tx, &key, outcome, now, &policy))
+        store::write_background(&**self.book.store(), move |tx| breaker_in(tx, &key, outcome, now, &policy))
     }
 
     fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str, error: Option<&str>) -> Result<SyncOutcome> {
@@ -796,7 +796,7 @@ impl Worker {
         let (company, appointment) = (job.company_id, ctx.appointment.id);
         let sent_start = ctx.appointment.starts_at;
         match answer {
-            Ok(booked) => store::write(&**self.book.store(), move |tx| {
+            Ok(booked) => store::write_background(&**self.book.store(), move |tx| {
                 note(tx)?;
                 // Moved again while this move was out: run once more with the newest time.
                 let moved_since = job.kind == JobKind::Reschedule
@@ -831,7 +831,7 @@ impl Worker {
                     flag: discarded,
                 };
                 let message = failure.message.clone();
-                store::write(&**self.book.store(), move |tx: &mut dyn Tx| {
+                store::write_background(&**self.book.store(), move |tx: &mut dyn Tx| {
                     note(tx)?;
                     if !apply_in(tx, &job, &event, Some(&message), now)? {
                         return Ok(SyncOutcome::Lost);

@@ -154,6 +154,41 @@ mod group_commit {
         assert_eq!(s.customers_known, 1, "the same known phone is one customer");
         assert_eq!(s.customers_anonymous, 2 * per_thread as u64, "anonymous callers are never merged");
     }
+
+    /// The worker's bookkeeping waits for the bookings (#20): while bookings
+    /// flow it rides along with the next one's commit instead of holding the
+    /// writer (and a booking arriving meanwhile) for a sync of its own; with
+    /// no booking lately it commits at once.
+    #[test]
+    fn bookings_commit_before_the_workers_bookkeeping() {
+        use callbook::store::{SqliteOptions, SqliteStore, Store};
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A patience no test run reaches, so the outcome does not depend on timing.
+        let options = SqliteOptions { background_patience: std::time::Duration::from_secs(600), ..Default::default() };
+        let store = Arc::new(SqliteStore::open_with(dir.path().join("lanes.db"), options).expect("opens"));
+        let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
+        // Nothing written yet: bookkeeping is not held back.
+        let lone = store.writer_stats();
+        store.write_background(Box::new(|_| Ok(()))).expect("commits at once");
+        assert_eq!(store.writer_stats().transactions, lone.transactions + 1);
+        book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+
+        book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+        let before = store.writer_stats();
+        let worker = {
+            let store = store.clone();
+            std::thread::spawn(move || store.write_background(Box::new(|_| Ok(()))))
+        };
+        while store.queued() == 0 {
+            std::thread::yield_now();
+        }
+        // Bookings flow: the bookkeeping waits in the queue for the next booking.
+        assert_eq!(store.writer_stats(), before);
+        book.book(&request("call_known_b", "Eva", "2030-01-08T10:00:00Z")).expect("books");
+        worker.join().expect("joins").expect("committed with the booking");
+        let after = store.writer_stats();
+        assert_eq!((after.transactions - before.transactions, after.writes - before.writes), (1, 2));
+    }
 }
 
 /// A write that panics inside a group commit (issue 16: an absurd start

@@ -42,6 +42,11 @@ pub type WriteFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<()> + Send>;
 pub trait Store: Send + Sync {
     /// Runs `work` in one write transaction: all of it is committed, or none.
     fn write(&self, work: WriteFn) -> Result<()>;
+    /// As `write`, for the worker's bookkeeping (claims, outcomes, breaker):
+    /// a store with one writer commits the bookings waiting with it first.
+    fn write_background(&self, work: WriteFn) -> Result<()> {
+        self.write(work)
+    }
     /// Runs `work` on a consistent read snapshot; it must not write.
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
     /// The schema version the database is at (0: none kept, in memory).
@@ -127,13 +132,33 @@ pub fn write<R: Send + 'static>(
     store: &dyn Store,
     f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
 ) -> Result<R> {
+    write_as(store, false, f)
+}
+
+/// As [`write`], through `Store::write_background`: the worker's bookkeeping.
+pub fn write_background<R: Send + 'static>(
+    store: &dyn Store,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+) -> Result<R> {
+    write_as(store, true, f)
+}
+
+fn write_as<R: Send + 'static>(
+    store: &dyn Store,
+    background: bool,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+) -> Result<R> {
     let slot = Arc::new(Mutex::new(None));
     let out = Arc::clone(&slot);
-    store.write(Box::new(move |tx| {
+    let work: WriteFn = Box::new(move |tx| {
         let value = f(tx)?;
         *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
         Ok(())
-    }))?;
+    });
+    match background {
+        true => store.write_background(work)?,
+        false => store.write(work)?,
+    }
     let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     value.ok_or_else(|| Error::Storage("write finished without a result".into()))
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The schema, one file per version (`PRAGMA user_version` records it).
 const SCHEMA: &[&str] = &[
@@ -44,6 +44,13 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     pub busy_timeout: Duration,
     pub checkpoint: Checkpoint,
+    /// How long the worker's bookkeeping (`Store::write_background`) may
+    /// wait to ride along with the next write's commit while writes flow
+    /// (one committed within this time); otherwise it commits at once. Its
+    /// own commit would hold the writer, and a booking arriving meanwhile
+    /// would wait a sync for it. Default 20 ms: bookings that come more
+    /// rarely seldom meet the worker's commits anyway.
+    pub background_patience: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -52,6 +59,7 @@ impl Default for SqliteOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             checkpoint: Checkpoint::Auto,
+            background_patience: Duration::from_millis(20),
         }
     }
 }
@@ -84,6 +92,8 @@ pub struct SqliteStore {
 struct Group {
     queue: Mutex<VecDeque<Queued>>,
     released: Condvar,
+    /// When a group with a booking (a foreground write) last committed.
+    last_foreground: Mutex<Option<Instant>>,
 }
 
 impl Group {
@@ -102,6 +112,26 @@ const MAX_BATCH: usize = 64;
 struct Queued {
     work: WriteFn,
     slot: Arc<Slot>,
+    /// The worker's bookkeeping: committed after the bookings queued with it.
+    background: bool,
+    since: Instant,
+}
+
+/// The next group from the queue: bookings first (in order), then the
+/// background writes (in order) to fill it; the rest stays queued.
+fn next_batch(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
+    let (mut batch, background): (Vec<Queued>, Vec<Queued>) = queue.drain(..).partition(|q| !q.background);
+    let mut rest: VecDeque<Queued> = batch.split_off(batch.len().min(MAX_BATCH)).into();
+    let mut background: VecDeque<Queued> = background.into();
+    while batch.len() < MAX_BATCH {
+        match background.pop_front() {
+            Some(q) => batch.push(q),
+            None => break,
+        }
+    }
+    rest.extend(background);
+    *queue = rest;
+    batch
 }
 
 impl std::fmt::Debug for Queued {
@@ -220,6 +250,73 @@ impl SqliteStore {
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).stats
     }
+
+    /// Queues a write and commits groups until its own result is in (see
+    /// `Store::write`).
+    fn enqueue(&self, work: WriteFn, background: bool) -> Result<()> {
+        let slot = Arc::new(Slot::default());
+        let mut queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back(Queued { work, slot: Arc::clone(&slot), background, since: Instant::now() });
+        loop {
+            // A group committed while this write waited may have included it.
+            if let Some(result) = slot.take() {
+                return result;
+            }
+            let writer = match self.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    // Someone is committing (or checkpointing): wait for the signal. The
+                    // timeout only guards against a holder that never signals.
+                    queue = self
+                        .group
+                        .released
+                        .wait_timeout(queue, Duration::from_millis(50))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
+            };
+            if let Some(wait) = self.hold_background(&queue) {
+                drop(writer);
+                queue = self.group.released.wait_timeout(queue, wait).unwrap_or_else(|p| p.into_inner()).0;
+                continue;
+            }
+            let batch = next_batch(&mut queue);
+            let bookings = batch.iter().any(|q| !q.background);
+            drop(queue);
+            let mut writer = writer;
+            // Every write's panic is caught inside; should the commit itself
+            // panic, no write of the group may be left waiting for an answer.
+            let slots: Vec<Arc<Slot>> = batch.iter().map(|q| Arc::clone(&q.slot)).collect();
+            if std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut writer, batch))).is_err() {
+                slots.iter().for_each(|s| s.fill_if_empty(Err(Error::Internal("the commit panicked".into()))));
+            }
+            drop(writer);
+            if bookings {
+                *self.group.last_foreground.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
+            queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.group.released.notify_all();
+        }
+    }
+
+    /// How long the writer should leave the queue alone: only background
+    /// writes wait, a booking committed within the patience (bookings flow),
+    /// and the oldest of them has waited less than it.
+    fn hold_background(&self, queue: &VecDeque<Queued>) -> Option<Duration> {
+        let oldest = queue.iter().try_fold(None::<Instant>, |oldest, q| {
+            q.background.then(|| Some(oldest.map_or(q.since, |o: Instant| o.min(q.since))))
+        })??;
+        let last = (*self.group.last_foreground.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let patience = self.options.background_patience;
+        (last.elapsed() < patience).then(|| patience.checked_sub(oldest.elapsed())).flatten().filter(|d| !d.is_zero())
+    }
+
+    /// Writes waiting in the group-commit queue (for tests).
+    pub fn queued(&self) -> usize {
+        self.group.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
@@ -268,43 +365,13 @@ impl Store for SqliteStore {
     /// SAVEPOINT, commits once (one sync), and answers them all. A lone
     /// write is committed at once: nothing waits for company.
     fn write(&self, work: WriteFn) -> Result<()> {
-        let slot = Arc::new(Slot::default());
-        let mut queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push_back(Queued { work, slot: Arc::clone(&slot) });
-        loop {
-            // A group committed while this write waited may have included it.
-            if let Some(result) = slot.take() {
-                return result;
-            }
-            let writer = match self.writer.try_lock() {
-                Ok(writer) => writer,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    // Someone is committing (or checkpointing): wait for the signal. The
-                    // timeout only guards against a holder that never signals.
-                    queue = self
-                        .group
-                        .released
-                        .wait_timeout(queue, Duration::from_millis(50))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    continue;
-                }
-            };
-            let n = queue.len().min(MAX_BATCH);
-            let batch: Vec<Queued> = queue.drain(..n).collect();
-            drop(queue);
-            let mut writer = writer;
-            // Every write's panic is caught inside; should the commit itself
-            // panic, no write of the group may be left waiting for an answer.
-            let slots: Vec<Arc<Slot>> = batch.iter().map(|q| Arc::clone(&q.slot)).collect();
-            if std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut writer, batch))).is_err() {
-                slots.iter().for_each(|s| s.fill_if_empty(Err(Error::Internal("the commit panicked".into()))));
-            }
-            drop(writer);
-            queue = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
-            self.group.released.notify_all();
-        }
+        self.enqueue(work, false)
+    }
+
+    /// Bookings queued with it commit first; while bookings flow it waits
+    /// (up to `background_patience`) to ride along with the next one.
+    fn write_background(&self, work: WriteFn) -> Result<()> {
+        self.enqueue(work, true)
     }
 
     fn schema_version(&self) -> Result<i64> {
