@@ -56,6 +56,27 @@ final class FakeCalcom
         return json_decode($this->send('bookings'), true, 512, JSON_THROW_ON_ERROR);
     }
 
+    /** The bookings not cancelled. */
+    public function liveBookings(): array
+    {
+        return array_values(array_filter($this->bookings(), static fn (array $b): bool => $b['status'] !== 'cancelled'));
+    }
+
+    /**
+     * A booking made on Cal.com's own page (no callbook key), as core's
+     * `FakeCalcom::add_booking_elsewhere`: its uid.
+     *
+     * @param array $attendee `['name' =>, 'email'?, 'phoneNumber'?]`
+     */
+    public function addBookingElsewhere(int $eventType, string $start, array $attendee): string
+    {
+        $uid = $this->send("elsewhere $eventType $start " . json_encode($attendee, JSON_THROW_ON_ERROR));
+        if ($uid === '' || str_starts_with($uid, 'error')) {
+            throw new \RuntimeException("fake Cal.com: $uid");
+        }
+        return $uid;
+    }
+
     public function __destruct()
     {
         fclose($this->pipes[0]);
