@@ -50,7 +50,6 @@ fn generate(config: Config) -> String {
         .with_config(config)
         .with_src(crate_dir().join("src/lib.rs"))
         .with_src(crate_dir().join("src/ffi.rs"))
-        .with_src(crate_dir().join("src/journey.rs"))
         .generate()
         .expect("cbindgen reads bindings-c/src")
         .write(&mut out);
