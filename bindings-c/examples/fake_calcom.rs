@@ -6,7 +6,7 @@
 //!
 //! - `down` / `up`: every request answers 503 until `up` (an outage)
 //! - `fail STATUS [N]`: the next N requests (default 1) answer STATUS
-//! - `stats`: `{"requests","bookings","creates","duplicated_keys","rate_limited"}`
+//! - `stats`: `{"requests","bookings","live_bookings","creates","duplicated_keys","rate_limited"}`
 //! - `bookings`: the bookings it holds, as a JSON array
 //! - `elsewhere EVENT_TYPE START ATTENDEE_JSON`: a booking made on Cal.com's
 //!   own page (no callbook key; `START` RFC 3339, the attendee `{"name",

@@ -45,7 +45,7 @@ final class FakeCalcom
         return trim((string) fgets($this->pipes[1]));
     }
 
-    /** `['requests', 'bookings', 'creates', 'duplicated_keys', 'rate_limited']` */
+    /** `['requests', 'bookings', 'live_bookings', 'creates', 'duplicated_keys', 'rate_limited']` */
     public function stats(): array
     {
         return json_decode($this->send('stats'), true, 512, JSON_THROW_ON_ERROR);
