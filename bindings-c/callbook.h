@@ -44,10 +44,12 @@ extern "C" {
 /*
  Opens (creating and migrating) the SQLite file `target`, or the database
  a `postgres://` or `mysql://` URL names. `options_json` may be NULL or
- `{"synchronous":"full"|"normal"}` (default full: a confirmed booking
- survives a power cut). On success `*out` is the handle and `*error_json`
- NULL; on failure `*out` is NULL and `*error_json` (when `error_json` is
- not NULL) the error object. Close the handle with `callbook_close`.
+ `{"synchronous":"full"|"normal", "horizon_days"?, "retell_api_key"?}`
+ (default full: a confirmed booking survives a power cut; the Retell key
+ lets `callbook_agent_answer` verify function calls). On success `*out`
+ is the handle and `*error_json` NULL; on failure `*out` is NULL and
+ `*error_json` (when `error_json` is not NULL) the error object. Close the
+ handle with `callbook_close`.
  */
 int32_t callbook_open(const char *target,
                       const char *options_json,
@@ -177,6 +179,143 @@ int32_t callbook_verify_retell_signature(const char *body,
                                          const char *api_key,
                                          int64_t now_ms,
                                          char **out_json);
+
+/*
+ What the agent is told when a call starts: `{"today", "weekday",
+ "time_zone", "branch", "known_caller", "customer_name"?, "upcoming",
+ "services": [{"service_id", "name", "duration_minutes"}]}`.
+ */
+int32_t callbook_call_context(struct CallbookHandle *handle,
+                              const char *retell_call_id,
+                              char **out_json);
+
+/*
+ The calling customer's upcoming confirmed appointments (at most 5,
+ soonest first), on one local day when `date` is not NULL →
+ `{"appointments": [...]}`; `caller_not_verified` for a caller nobody
+ knows with nothing booked in this call.
+ */
+int32_t callbook_find_appointments(struct CallbookHandle *handle,
+                                   const char *retell_call_id,
+                                   const char *date,
+                                   char **out_json);
+
+/*
+ A company's upcoming appointments for a phone number (an operator's
+ search, the CLI's `appointments`) → `{"appointments": [...]}`.
+ */
+int32_t callbook_appointments_by_phone(struct CallbookHandle *handle,
+                                       int64_t company_id,
+                                       const char *phone,
+                                       char **out_json);
+
+/*
+ Cancels `{"retell_call_id" | "operator", "appointment_id"? | "date" +
+ "time"?, "reason"?, "confirmed"?, "force"?}` (a caller their own
+ appointments only; unconfirmed nothing is written) → `{"change":
+ {"appointment_id", "kind", "needs_confirmation", "repeated", "starts_at",
+ "status", "calcom_sync_status"}}`.
+ */
+int32_t callbook_cancel_appointment(struct CallbookHandle *handle,
+                                    const char *request_json,
+                                    char **out_json);
+
+/*
+ Moves an appointment: the cancel's request plus `"new_start"` or
+ `"new_date"` + `"new_time"`; every booking rule applies to the new start
+ → `{"change": {..., "previous_starts_at"}}`.
+ */
+int32_t callbook_reschedule_appointment(struct CallbookHandle *handle,
+                                        const char *request_json,
+                                        char **out_json);
+
+/*
+ An appointment's cancels and moves, oldest first → `{"changes": [...]}`.
+ */
+int32_t callbook_appointment_changes(struct CallbookHandle *handle,
+                                     int64_t appointment_id,
+                                     char **out_json);
+
+/*
+ Files a callback `{"retell_call_id", "customer_name", "reason"?,
+ "phone"?}` (the caller's own number when the call showed one) →
+ `{"callback": {...}}`.
+ */
+int32_t callbook_request_callback(struct CallbookHandle *handle,
+                                  const char *request_json,
+                                  char **out_json);
+
+/*
+ Callbacks, oldest first: `status` "open" (also NULL), "done" or "all" →
+ `{"callbacks": [...]}`.
+ */
+int32_t callbook_callback_list(struct CallbookHandle *handle, const char *status, char **out_json);
+
+/*
+ Marks a callback done by `by` (NULL: "operator", as the CLI) →
+ `{"callback": {...}}`; one done already is answered as it is.
+ */
+int32_t callbook_callback_done(struct CallbookHandle *handle,
+                               int64_t callback_id,
+                               const char *by,
+                               char **out_json);
+
+/*
+ Answers one Retell custom function call exactly as `callbook serve`
+ answers `POST /retell/function`: the raw body (`body_len` bytes at
+ `body`) is verified against `signature` (the `x-retell-signature`
+ header) with the handle's `retell_api_key`, parsed and run (any of the
+ agent's functions). `function` names the function for the "args only"
+ form (serve's `/retell/function/{name}`), else NULL. → `{"http_status",
+ "body", "function"}`: the HTTP answer to send (401 bad signature, 400
+ malformed, 200 `{"ok": false, "code"}` refused, 200 `{"ok": true}`). A
+ handle opened without a key answers `not_configured`.
+ */
+int32_t callbook_agent_answer(struct CallbookHandle *handle,
+                              const char *body,
+                              size_t body_len,
+                              const char *signature,
+                              const char *function,
+                              char **out_json);
+
+/*
+ Applies one Cal.com webhook delivery (the raw body, `body_len` bytes at
+ `body`, and its `X-Cal-Signature-256` header) to company `company_id`,
+ verified with that company's `calcom_webhook_secret` (serve's `POST
+ /calcom/webhook/{company}`) → `{"result": "imported" | "cancelled" |
+ "rescheduled" | "already_applied" | ..., ...}`; `bad_signature`,
+ `company_not_found`, `webhook_not_configured` are errors.
+ */
+int32_t callbook_calcom_webhook(struct CallbookHandle *handle,
+                                int64_t company_id,
+                                const char *body,
+                                size_t body_len,
+                                const char *signature,
+                                char **out_json);
+
+/*
+ Holds every Cal.com booking of the companies' event types as an
+ appointment (the CLI's `calcom pull`; resumes where an interrupted one
+ stopped). `options_json` may be NULL or `{"company_id"?, "days_back"?,
+ "days_ahead"?, "calcom_url"?, "requests_per_minute"?, "timeout_ms"?}` →
+ `{"companies", "event_types", "resumed", "requests", "listed",
+ "imported", "known", "ours", "cancelled", "unplaced"}`. The rate limit
+ waits on the calling thread.
+ */
+int32_t callbook_pull_from_calcom(struct CallbookHandle *handle,
+                                  const char *options_json,
+                                  char **out_json);
+
+/*
+ Where Cal.com and the appointments disagree, from now on (the CLI's
+ `calcom drift`; the counts are stored for `/metrics`): the pull's
+ options → `{"companies": [{"company_id", "missing_locally",
+ "missing_in_calcom", "different_start", "cancelled_one_side"}],
+ "requests"}`. Drift is an answer, not an error (status 0).
+ */
+int32_t callbook_calcom_drift(struct CallbookHandle *handle,
+                              const char *options_json,
+                              char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -6,8 +6,11 @@
 //!
 //! - `down` / `up`: every request answers 503 until `up` (an outage)
 //! - `fail STATUS [N]`: the next N requests (default 1) answer STATUS
-//! - `stats`: `{"requests","bookings","creates","duplicated_keys","rate_limited"}`
+//! - `stats`: `{"requests","bookings","live_bookings","creates","duplicated_keys","rate_limited"}`
 //! - `bookings`: the bookings it holds, as a JSON array
+//! - `elsewhere EVENT_TYPE START ATTENDEE_JSON`: a booking made on Cal.com's
+//!   own page (no callbook key; `START` RFC 3339, the attendee `{"name",
+//!   "email"?, "phoneNumber"?}`); answers its uid
 //!
 //! Arguments name the event types it holds, as `ID:LENGTH_MINUTES` (others
 //! answer 404, as Cal.com does): `cargo run -p callbook-c --example fake_calcom -- 123:30`
@@ -34,6 +37,7 @@ fn main() -> std::io::Result<()> {
         let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match words.as_slice() {
+            ["elsewhere", ..] => elsewhere(&fake, &line),
             ["down"] => {
                 // A year is "until further notice": `up` ends it.
                 fake.outage_until(chrono::Utc::now() + chrono::Duration::days(365));
@@ -60,4 +64,21 @@ fn main() -> std::io::Result<()> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// `elsewhere EVENT_TYPE START ATTENDEE_JSON` (the JSON may hold spaces) → the uid, or `error: ...`.
+fn elsewhere(fake: &FakeCalcom, line: &str) -> String {
+    let mut parts = line.trim().splitn(4, char::is_whitespace).skip(1);
+    let (event_type, start, attendee) = (parts.next(), parts.next(), parts.next().unwrap_or("{}"));
+    let parsed = (|| {
+        let event_type: i64 = event_type?.parse().ok()?;
+        let start = chrono::DateTime::parse_from_rfc3339(start?).ok()?.with_timezone(&chrono::Utc);
+        Some((event_type, start, serde_json::from_str(attendee).ok()?))
+    })();
+    match parsed {
+        Some((event_type, start, attendee)) => fake
+            .add_booking_elsewhere(event_type, start, attendee)
+            .unwrap_or_else(|| format!("error: unknown event type {event_type}")),
+        None => "error: elsewhere EVENT_TYPE START ATTENDEE_JSON".to_string(),
+    }
 }

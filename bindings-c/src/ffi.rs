@@ -176,6 +176,26 @@ pub(crate) fn options<T: DeserializeOwned + Default>(p: *const c_char, name: &st
     json(p, name)
 }
 
+/// `callbook_open`'s options: the core's `OpenOptions` (misspelt keys are
+/// refused), plus the Retell API key the handle's agent verifies with (an
+/// empty one is none).
+pub(crate) fn open_options(p: *const c_char) -> Outcome<(callbook::OpenOptions, Option<callbook::Secret>)> {
+    let mut options: serde_json::Map<String, serde_json::Value> = options(p, "options_json")?;
+    let key = match options.remove("retell_api_key") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(key)) => (!key.is_empty()).then(|| callbook::Secret::new(key)),
+        Some(_) => return Err(Failure::input("invalid_json", "options_json: retell_api_key is not a string")),
+    };
+    let open = serde_json::from_value(serde_json::Value::Object(options))
+        .map_err(|e| Failure::input("invalid_json", format!("options_json: {e}")))?;
+    Ok((open, key))
+}
+
+/// Waits in real time until `until` (a Cal.com rate limit), on the calling thread.
+pub(crate) fn sleep_until(until: chrono::DateTime<chrono::Utc>) {
+    std::thread::sleep((until - chrono::Utc::now()).to_std().unwrap_or_default());
+}
+
 /// Open handles by token. Tokens count up from 1 and are never reused, so a
 /// closed handle stays invalid for good.
 static HANDLES: LazyLock<RwLock<HashMap<usize, Arc<Handle>>>> = LazyLock::new(RwLock::default);
@@ -271,6 +291,25 @@ mod tests {
         assert!(!take_back(p));
         let mut local = *b"abc\0";
         assert!(!take_back(local.as_mut_ptr().cast()));
+    }
+
+    #[test]
+    fn open_options_take_the_retell_key_apart_and_refuse_a_misspelt_option() {
+        let opened = |text: &str| {
+            let c = CString::new(text).unwrap_or_default();
+            open_options(c.as_ptr()).map(|(_, key)| key.map(|k| k.expose().to_string()))
+        };
+        assert_eq!(opened(r#"{"synchronous":"normal","retell_api_key":"key_1"}"#).ok(), Some(Some("key_1".into())));
+        assert_eq!(opened(r#"{"retell_api_key":""}"#).ok(), Some(None), "an empty key is none");
+        assert_eq!(opened("{}").ok(), Some(None));
+        assert_eq!(open_options(std::ptr::null()).ok().map(|(_, key)| key.is_none()), Some(true), "NULL: defaults");
+        for bad in [r#"{"retell_api_key":5}"#, r#"{"synchronus":"normal"}"#, r#"{"retell_api_key":"k","x":1}"#] {
+            assert_eq!(
+                opened(bad).err().map(|f| f.error["code"].clone()),
+                Some(serde_json::json!("invalid_json")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -17,25 +17,33 @@
 
 mod ffi;
 
-use callbook::{rules, AppointmentId, Availability, AvailabilityConfig, CallDbId, Callbook, Worker};
+mod journey;
+
+use callbook::{rules, Agent, AppointmentId, Availability, AvailabilityConfig, CallDbId, Callbook, Worker};
 use ffi::{json, opt_text, options as opts, respond, text};
 pub use ffi::{CallbookHandle, CallbookStatus};
 use serde_json::json;
 use std::ffi::c_char;
+use std::sync::Arc;
 
 /// An open database and what its calls keep between them.
 pub(crate) struct Handle {
     book: Callbook,
     /// One availability checker, and its short cache, for every Cal.com base.
-    availability: Availability,
+    availability: Arc<Availability>,
+    /// The Retell function dispatcher, when the handle was opened with a
+    /// `retell_api_key` (as `callbook serve` with `RETELL_API_KEY`).
+    agent: Option<Agent>,
 }
 
 /// Opens (creating and migrating) the SQLite file `target`, or the database
 /// a `postgres://` or `mysql://` URL names. `options_json` may be NULL or
-/// `{"synchronous":"full"|"normal"}` (default full: a confirmed booking
-/// survives a power cut). On success `*out` is the handle and `*error_json`
-/// NULL; on failure `*out` is NULL and `*error_json` (when `error_json` is
-/// not NULL) the error object. Close the handle with `callbook_close`.
+/// `{"synchronous":"full"|"normal", "horizon_days"?, "retell_api_key"?}`
+/// (default full: a confirmed booking survives a power cut; the Retell key
+/// lets `callbook_agent_answer` verify function calls). On success `*out`
+/// is the handle and `*error_json` NULL; on failure `*out` is NULL and
+/// `*error_json` (when `error_json` is not NULL) the error object. Close the
+/// handle with `callbook_close`.
 #[no_mangle]
 pub extern "C" fn callbook_open(
     target: *const c_char,
@@ -44,8 +52,12 @@ pub extern "C" fn callbook_open(
     error_json: *mut *mut c_char,
 ) -> i32 {
     ffi::respond_open(out, error_json, || {
-        let book = Callbook::open_with(text(target, "target")?, &opts(options_json, "options_json")?)?;
-        Ok(Handle { availability: Availability::http(book.clone(), AvailabilityConfig::default()), book })
+        let (options, retell_api_key) = ffi::open_options(options_json)?;
+        let book = Callbook::open_with(text(target, "target")?, &options)?;
+        let availability = Arc::new(Availability::http(book.clone(), AvailabilityConfig::default()));
+        let agent =
+            retell_api_key.map(|key| Agent::new(book.clone(), key).with_availability(Arc::clone(&availability)));
+        Ok(Handle { availability, agent, book })
     })
 }
 

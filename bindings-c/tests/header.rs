@@ -69,14 +69,28 @@ fn check(path: &Path, generated: &str) {
     );
 }
 
+/// Each function declared once (C and `FFI::cdef` accept a repeated
+/// declaration silently, so a source read twice would go unnoticed).
+fn assert_declared_once(text: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("int32_t callbook_")) {
+        let name = line.split('(').next().unwrap_or(line);
+        assert!(seen.insert(name.to_string()), "{name} is declared twice");
+    }
+    assert!(seen.len() >= 30, "only {} functions declared", seen.len());
+}
+
 #[test]
 fn c_header_is_current() {
-    check(&crate_dir().join("callbook.h"), &generate(c_header()));
+    let text = generate(c_header());
+    assert_declared_once(&text);
+    check(&crate_dir().join("callbook.h"), &text);
 }
 
 #[test]
 fn php_cdef_copy_is_current() {
     let text = generate(php_cdef());
     assert!(!text.lines().any(|l| l.trim_start().starts_with('#')), "FFI::cdef takes no preprocessor line");
+    assert_declared_once(&text);
     check(&crate_dir().join("../bindings-php/ffi/callbook.h"), &text);
 }

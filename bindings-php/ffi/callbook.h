@@ -65,3 +65,62 @@ int32_t callbook_verify_retell_signature(const char *body,
                                          const char *api_key,
                                          int64_t now_ms,
                                          char **out_json);
+
+int32_t callbook_call_context(struct CallbookHandle *handle,
+                              const char *retell_call_id,
+                              char **out_json);
+
+int32_t callbook_find_appointments(struct CallbookHandle *handle,
+                                   const char *retell_call_id,
+                                   const char *date,
+                                   char **out_json);
+
+int32_t callbook_appointments_by_phone(struct CallbookHandle *handle,
+                                       int64_t company_id,
+                                       const char *phone,
+                                       char **out_json);
+
+int32_t callbook_cancel_appointment(struct CallbookHandle *handle,
+                                    const char *request_json,
+                                    char **out_json);
+
+int32_t callbook_reschedule_appointment(struct CallbookHandle *handle,
+                                        const char *request_json,
+                                        char **out_json);
+
+int32_t callbook_appointment_changes(struct CallbookHandle *handle,
+                                     int64_t appointment_id,
+                                     char **out_json);
+
+int32_t callbook_request_callback(struct CallbookHandle *handle,
+                                  const char *request_json,
+                                  char **out_json);
+
+int32_t callbook_callback_list(struct CallbookHandle *handle, const char *status, char **out_json);
+
+int32_t callbook_callback_done(struct CallbookHandle *handle,
+                               int64_t callback_id,
+                               const char *by,
+                               char **out_json);
+
+int32_t callbook_agent_answer(struct CallbookHandle *handle,
+                              const char *body,
+                              size_t body_len,
+                              const char *signature,
+                              const char *function,
+                              char **out_json);
+
+int32_t callbook_calcom_webhook(struct CallbookHandle *handle,
+                                int64_t company_id,
+                                const char *body,
+                                size_t body_len,
+                                const char *signature,
+                                char **out_json);
+
+int32_t callbook_pull_from_calcom(struct CallbookHandle *handle,
+                                  const char *options_json,
+                                  char **out_json);
+
+int32_t callbook_calcom_drift(struct CallbookHandle *handle,
+                              const char *options_json,
+                              char **out_json);

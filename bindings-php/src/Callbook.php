@@ -27,9 +27,10 @@ final class Callbook
     /**
      * Opens (creating and migrating) a SQLite file, or a postgres:// or
      * mysql:// URL. Options: `library` (path of libcallbook.so; else env
-     * CALLBOOK_LIBRARY, else <repo>/target/release/libcallbook.so) and
+     * CALLBOOK_LIBRARY, else <repo>/target/release/libcallbook.so),
      * `synchronous` ("full", the default: a confirmed booking survives a
-     * power cut; or "normal").
+     * power cut; or "normal"), `horizon_days`, and `retell_api_key` (what
+     * agentAnswer() verifies Retell's signatures with).
      */
     public function __construct(string $dbPathOrUrl, array $options = [])
     {
@@ -127,6 +128,113 @@ final class Callbook
         return $this->call('callbook_stats');
     }
 
+    /**
+     * What the agent is told when a call starts: `['today', 'weekday', 'time_zone',
+     * 'branch', 'known_caller', 'customer_name'?, 'upcoming', 'services']`.
+     */
+    public function callContext(string $retellCallId): array
+    {
+        return $this->call('callbook_call_context', $retellCallId);
+    }
+
+    /**
+     * The calling customer's upcoming appointments (at most 5), on one local
+     * day when `$date` is given → `['appointments' => [...]]`; throws
+     * `caller_not_verified` for a caller nobody knows.
+     */
+    public function findAppointments(string $retellCallId, ?string $date = null): array
+    {
+        return $this->call('callbook_find_appointments', $retellCallId, $date);
+    }
+
+    /** A company's upcoming appointments for a phone number (an operator's search) → `['appointments' => [...]]`. */
+    public function appointmentsByPhone(int $companyId, string $phone): array
+    {
+        return $this->call('callbook_appointments_by_phone', $companyId, $phone);
+    }
+
+    /**
+     * `['retell_call_id' | 'operator', 'appointment_id'? | 'date' + 'time'?, 'reason'?,
+     * 'confirmed'?, 'force'?]` → `['change' => ['appointment_id', 'kind', 'needs_confirmation',
+     * 'repeated', 'starts_at', 'status', 'calcom_sync_status']]`. Unconfirmed, nothing is written.
+     */
+    public function cancelAppointment(array $request): array
+    {
+        return $this->call('callbook_cancel_appointment', self::encode($request));
+    }
+
+    /** As cancelAppointment(), plus `new_start` or `new_date` + `new_time` → `['change' => [..., 'previous_starts_at']]`. */
+    public function rescheduleAppointment(array $request): array
+    {
+        return $this->call('callbook_reschedule_appointment', self::encode($request));
+    }
+
+    /** An appointment's cancels and moves, oldest first → `['changes' => [...]]`. */
+    public function appointmentChanges(int $appointmentId): array
+    {
+        return $this->call('callbook_appointment_changes', $appointmentId);
+    }
+
+    /** `['retell_call_id', 'customer_name', 'reason'?, 'phone'?]` → `['callback' => [...]]`. */
+    public function requestCallback(array $request): array
+    {
+        return $this->call('callbook_request_callback', self::encode($request));
+    }
+
+    /** Callbacks, oldest first: "open", "done" or "all" → `['callbacks' => [...]]`. */
+    public function callbackList(string $status = 'open'): array
+    {
+        return $this->call('callbook_callback_list', $status);
+    }
+
+    /** Marks a callback done, by whom (default "operator") → `['callback' => [...]]`. */
+    public function callbackDone(int $callbackId, ?string $by = null): array
+    {
+        return $this->call('callbook_callback_done', $callbackId, $by);
+    }
+
+    /**
+     * Answers one Retell custom function call as `callbook serve` answers
+     * `POST /retell/function`: the raw body and its `x-retell-signature`,
+     * verified with the `retell_api_key` this object was opened with;
+     * `$function` names the function for the "args only" form →
+     * `['http_status' => int, 'body' => [...], 'function' => ?string]`.
+     */
+    public function agentAnswer(string $rawBody, string $signature, ?string $function = null): array
+    {
+        return $this->call('callbook_agent_answer', $rawBody, strlen($rawBody), $signature, $function);
+    }
+
+    /**
+     * Applies one Cal.com webhook delivery (raw body, `X-Cal-Signature-256`)
+     * to a company, verified with its `calcom_webhook_secret` →
+     * `['result' => 'imported' | 'cancelled' | 'rescheduled' | 'already_applied' | ..., ...]`.
+     */
+    public function calcomWebhook(int $companyId, string $rawBody, string $signature): array
+    {
+        return $this->call('callbook_calcom_webhook', $companyId, $rawBody, strlen($rawBody), $signature);
+    }
+
+    /**
+     * Holds every Cal.com booking of the companies' event types as an
+     * appointment (resumable). Options: `company_id`, `days_back`,
+     * `days_ahead`, `calcom_url`, `requests_per_minute`, `timeout_ms` → the report.
+     */
+    public function pullFromCalcom(array $options = []): array
+    {
+        return $this->call('callbook_pull_from_calcom', $options === [] ? null : self::encode($options));
+    }
+
+    /**
+     * Where Cal.com and the appointments disagree (the pull's options) →
+     * `['companies' => [['company_id', 'missing_locally', 'missing_in_calcom',
+     * 'different_start', 'cancelled_one_side']], 'requests']`.
+     */
+    public function calcomDrift(array $options = []): array
+    {
+        return $this->call('callbook_calcom_drift', $options === [] ? null : self::encode($options));
+    }
+
     /** `['anonymous' => bool, 'reason' => ?string]`; null means no number at all. */
     public static function detectAnonymous(?string $fromNumber): array
     {
@@ -220,7 +328,8 @@ final class Callbook
     private static function failure(string $json, int $status): CallbookException
     {
         $error = json_decode($json, true)['error'] ?? ['code' => 'internal', 'message' => $json];
-        return new CallbookException($error['code'], $error['message'], $status, $error['alternatives'] ?? []);
+        $details = array_diff_key($error, ['code' => true, 'message' => true]);
+        return new CallbookException($error['code'], $error['message'], $status, $error['alternatives'] ?? [], $details);
     }
 
     /** JSON for the library; an empty array is an empty object. */

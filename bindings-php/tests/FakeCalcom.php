@@ -45,7 +45,7 @@ final class FakeCalcom
         return trim((string) fgets($this->pipes[1]));
     }
 
-    /** `['requests', 'bookings', 'creates', 'duplicated_keys', 'rate_limited']` */
+    /** `['requests', 'bookings', 'live_bookings', 'creates', 'duplicated_keys', 'rate_limited']` */
     public function stats(): array
     {
         return json_decode($this->send('stats'), true, 512, JSON_THROW_ON_ERROR);
@@ -54,6 +54,27 @@ final class FakeCalcom
     public function bookings(): array
     {
         return json_decode($this->send('bookings'), true, 512, JSON_THROW_ON_ERROR);
+    }
+
+    /** The bookings not cancelled. */
+    public function liveBookings(): array
+    {
+        return array_values(array_filter($this->bookings(), static fn (array $b): bool => $b['status'] !== 'cancelled'));
+    }
+
+    /**
+     * A booking made on Cal.com's own page (no callbook key), as core's
+     * `FakeCalcom::add_booking_elsewhere`: its uid.
+     *
+     * @param array $attendee `['name' =>, 'email'?, 'phoneNumber'?]`
+     */
+    public function addBookingElsewhere(int $eventType, string $start, array $attendee): string
+    {
+        $uid = $this->send("elsewhere $eventType $start " . json_encode($attendee, JSON_THROW_ON_ERROR));
+        if ($uid === '' || str_starts_with($uid, 'error')) {
+            throw new \RuntimeException("fake Cal.com: $uid");
+        }
+        return $uid;
     }
 
     public function __destruct()

@@ -25,9 +25,14 @@ try {
 }
 var_dump(Callbook::detectAnonymous('+49 151 2345678')); // ['anonymous' => false, 'reason' => null]
 
+// The caller changes their mind in the same call: cancelled (with a real caller id, any later call from that number may too).
+$cancel = $book->cancelAppointment(['retell_call_id' => 'call_1', 'appointment_id' => $booking['appointment_id'], 'confirmed' => true]);
+echo json_encode($cancel['change']), "\n"; // {"appointment_id":1,"kind":"cancel",...,"status":"cancelled","calcom_sync_status":"pending"}
+
 // Later, or in a worker process: push pending appointments to Cal.com.
 // $book->syncOnce(['calcom_url' => 'https://api.cal.com']);
 
 $book->close();
 array_map('unlink', glob("$db*"));
-exit($booking['anonymous'] && $booking['status'] === 'confirmed' && isset($e) && $e->errorCode === 'call_not_found' ? 0 : 1);
+exit($booking['anonymous'] && $booking['status'] === 'confirmed' && isset($e) && $e->errorCode === 'call_not_found'
+    && $cancel['change']['status'] === 'cancelled' ? 0 : 1);

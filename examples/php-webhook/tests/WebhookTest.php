@@ -5,27 +5,36 @@ declare(strict_types=1);
 namespace CallbookExample\Tests;
 
 use Callbook\Callbook;
+use Callbook\Tests\FakeCalcom;
 use Callbook\Tests\Fixture;
 use PHPUnit\Framework\TestCase;
 
 /**
  * The example endpoint over real HTTP: `php -S` on a free loopback port,
- * signed and unsigned requests, anonymous and known callers, malformed
- * bodies (4xx, nothing written).
+ * signed and unsigned requests, anonymous and known callers booking,
+ * cancelling and moving, malformed bodies (4xx, nothing written), and
+ * Cal.com's webhook per company. Cal.com is core's fake (the agent asks it
+ * for free starts before a move).
  */
 final class WebhookTest extends TestCase
 {
     private const KEY = 'key_retell_test';
+    private const CALCOM_SECRET = 'whsec_example';
 
     /** @var resource */
     private static $server;
+    private static string $base;
     private static string $url;
     private static string $db;
+    private static ?FakeCalcom $calcom = null;
 
     public static function setUpBeforeClass(): void
     {
         self::$db = Fixture::path();
-        (new Callbook(self::$db, ['horizon_days' => 40000]))->import(Fixture::DIRECTORY);
+        self::$calcom = new FakeCalcom();
+        $directory = Fixture::DIRECTORY;
+        $directory['companies'][0] += ['calcom_api_base' => self::$calcom->url, 'calcom_webhook_secret' => self::CALCOM_SECRET];
+        (new Callbook(self::$db, ['horizon_days' => 40000]))->import($directory);
         $probe = stream_socket_server('tcp://127.0.0.1:0');
         $address = stream_socket_get_name($probe, false);
         fclose($probe);
@@ -38,7 +47,8 @@ final class WebhookTest extends TestCase
             dirname(__DIR__),
             $env,
         );
-        self::$url = "http://$address/retell/function";
+        self::$base = "http://$address";
+        self::$url = self::$base . '/retell/function';
         for ($i = 0; $i < 100; $i++) {
             $socket = @stream_socket_client("tcp://$address", $errno, $error, 0.1);
             if ($socket !== false) {
@@ -54,6 +64,7 @@ final class WebhookTest extends TestCase
     {
         proc_terminate(self::$server);
         proc_close(self::$server);
+        self::$calcom = null; // its stdin closes: it exits
         Fixture::cleanup();
     }
 
@@ -64,12 +75,12 @@ final class WebhookTest extends TestCase
     }
 
     /** @return array{int, array} */
-    private static function post(string $body, ?string $signature): array
+    private static function post(string $body, ?string $signature, ?string $url = null, string $header = 'x-retell-signature'): array
     {
-        $headers = "Content-Type: application/json\r\n" . ($signature === null ? '' : "x-retell-signature: $signature\r\n");
+        $headers = "Content-Type: application/json\r\n" . ($signature === null ? '' : "$header: $signature\r\n");
         $context = stream_context_create(['http' => ['method' => 'POST', 'header' => $headers, 'content' => $body,
             'ignore_errors' => true, 'timeout' => 10]]);
-        $answer = file_get_contents(self::$url, false, $context);
+        $answer = file_get_contents($url ?? self::$url, false, $context);
         $status = (int) explode(' ', $http_response_header[0] ?? 'HTTP/1.1 0')[1];
         return [$status, json_decode((string) $answer, true) ?? ['raw' => $answer]];
     }
@@ -92,7 +103,8 @@ final class WebhookTest extends TestCase
             'args' => ['customer_name' => 'Jürgen Müller', 'date' => '2099-01-08', 'time' => '14:30']]);
         [$status, $a] = self::post($known, self::sign($known));
         $this->assertSame([200, true], [$status, $a['ok']], json_encode($a));
-        $this->assertSame("You're booked for Thursday, 8 January at 14:30. We look forward to seeing you.", $a['message']);
+        // The branch is in Germany: the agent speaks German.
+        $this->assertSame('Ihr Termin ist gebucht: Donnerstag, 8. Januar um 14:30 Uhr. Wir freuen uns auf Sie.', $a['message']);
         $this->assertIsInt($a['appointment_id']);
         [, $again] = self::post($known, self::sign($known));
         $this->assertSame($a['appointment_id'], $again['appointment_id'], 'Retell retries: the same appointment');
@@ -139,5 +151,63 @@ final class WebhookTest extends TestCase
         $this->assertSame($before, self::counts(), 'nothing written on 4xx');
         [$status, $ok] = self::post($good, self::sign($good));
         $this->assertSame([200, true], [$status, $ok['ok']], 'the same body, signed: booked');
+    }
+
+    private static function function(string $name, string $callId, string $from, array $args): array
+    {
+        $body = json_encode(['name' => $name, 'call' => self::call($callId, $from), 'args' => $args]);
+        return self::post($body, self::sign($body));
+    }
+
+    public function testACallerMovesAndCancelsOverHttpAndAStrangerIsOfferedACallback(): void
+    {
+        [, $booked] = self::function('book_appointment', 'call_m1', '+49 170 5550001',
+            ['customer_name' => 'Mia', 'date' => '2099-03-02', 'time' => '10:00']);
+        $id = $booked['appointment_id'];
+        $book = new Callbook(self::$db, ['horizon_days' => 40000]);
+
+        // Another call from the same number: found, asked, moved.
+        [$status, $found] = self::function('find_appointments', 'call_m2', '+491705550001', ['date' => '2099-03-02']);
+        $this->assertSame([200, [$id]], [$status, array_column($found['appointments'], 'appointment_id')], json_encode($found));
+        $move = ['appointment_id' => $id, 'new_date' => '2099-03-03', 'new_time' => '11:30'];
+        [$status, $asked] = self::function('reschedule_appointment', 'call_m2', '+491705550001', $move);
+        $this->assertSame([200, true, true], [$status, $asked['ok'], $asked['needs_confirmation']], json_encode($asked));
+        $this->assertStringContainsString('11:30', $asked['message']);
+        $this->assertSame([], $book->appointmentChanges($id)['changes'], 'the question writes nothing');
+        [$status, $moved] = self::function('reschedule_appointment', 'call_m2', '+491705550001', $move + ['confirmed' => true]);
+        $this->assertSame([200, true], [$status, $moved['ok']], json_encode($moved));
+        $this->assertSame('2099-03-03T10:30:00Z', $book->findAppointments('call_m2')['appointments'][0]['starts_at']);
+
+        // A withheld number: refused, nothing revealed, a callback offered.
+        [$status, $stranger] = self::function('cancel_appointment', 'call_m3', 'anonymous', ['appointment_id' => $id, 'confirmed' => true]);
+        $this->assertSame([200, false, 'caller_not_verified', true],
+            [$status, $stranger['ok'], $stranger['code'], $stranger['offer_callback']]);
+
+        // The "args only" form, the function named by the URL: cancelled, and Retell's retry answers the same.
+        $args = json_encode(['call_id' => 'call_m1', 'appointment_id' => $id, 'confirmed' => true]);
+        foreach (['cancelled', 'retried'] as $attempt) {
+            [$status, $cancelled] = self::post($args, self::sign($args), self::$url . '/cancel_appointment');
+            $this->assertSame([200, true], [$status, $cancelled['ok']], "$attempt: " . json_encode($cancelled));
+        }
+        $this->assertSame(['reschedule', 'cancel'], array_column($book->appointmentChanges($id)['changes'], 'kind'));
+        $this->assertSame([], $book->findAppointments('call_m1')['appointments']);
+    }
+
+    public function testCalcomWebhookPerCompany(): void
+    {
+        $body = json_encode(['triggerEvent' => 'BOOKING_CREATED', 'createdAt' => gmdate('Y-m-d\TH:i:s\Z'), 'payload' => [
+            'uid' => 'cal-example-1', 'bookingId' => 77, 'eventTypeId' => 123, 'startTime' => '2099-04-01T09:00:00Z',
+            'endTime' => '2099-04-01T09:30:00Z', 'attendees' => [['name' => 'Online', 'email' => 'online@example.com']]]]);
+        $deliver = static fn (string $secret, string $company = '1'): array =>
+            self::post($body, hash_hmac('sha256', $body, $secret), self::$base . "/calcom/webhook/$company", 'X-Cal-Signature-256');
+        [$status, $imported] = $deliver(self::CALCOM_SECRET);
+        $this->assertSame([200, true, 'imported'], [$status, $imported['ok'], $imported['result']], json_encode($imported));
+        [$status, $again] = $deliver(self::CALCOM_SECRET);
+        $this->assertSame([200, 'already_applied'], [$status, $again['result']], 'Cal.com retries: held once');
+        [$status, $bad] = $deliver('not_the_secret');
+        $this->assertSame([401, 'bad_signature'], [$status, $bad['code']]);
+        [$status, $other] = $deliver(self::CALCOM_SECRET, '9');
+        $this->assertSame([404, 'company_not_found'], [$status, $other['code']]);
+        $this->assertSame(404, self::post($body, null, self::$base . '/calcom/webhook/x')[0]);
     }
 }
