@@ -673,6 +673,7 @@ fn select_sql(table: &Table, quote: fn(&str) -> String, order: fn(&str, Kind) ->
     format!("SELECT {} FROM {} ORDER BY {}", columns.join(", "), quote(table.name), key.join(", "))
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 fn insert_sql(table: &Table, quote: fn(&str) -> String, rows: usize) -> String {
     let columns: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
     let one = format!("({})", vec!["?"; columns.len()].join(", "));
