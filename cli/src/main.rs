@@ -358,7 +358,6 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(Value, String), Failure> {
-    let json = cli.json;
     let g = Global { db: cli.db, synchronous: cli.synchronous, horizon_days: cli.horizon_days };
     match cli.command {
         Command::Init => {
@@ -531,7 +530,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             );
             Ok((json!(report), text))
         }
-        Command::Migrate { from, to, append, batch } => migrate::run(&from, &to, append, batch, json),
+        Command::Migrate { from, to, append, batch } => migrate::run(&from, &to, append, batch),
         Command::Demo { calls, seed } => {
             let report = demo::run(calls, seed)?;
             let text = report.to_text();

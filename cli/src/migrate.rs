@@ -7,9 +7,9 @@ use callbook::{MigrateOptions, MigratePhase, MigrateProgress, MigrateReport};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 
-pub fn run(from: &str, to: &str, append: bool, batch: usize, json_output: bool) -> Result<(Value, String), Failure> {
-    // On a terminal a bar on stderr (stdout keeps the one answer); elsewhere nothing.
-    let bar = (std::io::stderr().is_terminal() && !json_output).then(|| {
+pub fn run(from: &str, to: &str, append: bool, batch: usize) -> Result<(Value, String), Failure> {
+    // On a terminal a bar on stderr (stdout keeps the one answer, `--json` too); elsewhere nothing.
+    let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         let style = indicatif::ProgressStyle::with_template("{msg:>22} {bar:40} {pos}/{len} rows")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
