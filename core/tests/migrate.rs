@@ -326,11 +326,13 @@ fn a_write_during_the_copy_is_not_in_it() {
     let source = filled(dir.path(), 6);
     let sums = checksums(&source.path).expect("checksums");
     let pg = TempDb::new("postgres");
+    let my = TempDb::new("mysql");
     let copy = dir.path().join("copy.db");
-    // SQLite, then PostgreSQL as the source: a booking lands in it while its first batch is copied.
+    // Each backend as the source: a booking lands in it while its first batch is copied.
     for (from, to, start) in [
         (source.path.to_string_lossy().into_owned(), pg.url.clone(), "2030-03-02T09:00:00Z"),
-        (pg.url.clone(), copy.to_string_lossy().into_owned(), "2030-03-02T10:00:00Z"),
+        (pg.url.clone(), my.url.clone(), "2030-03-02T10:00:00Z"),
+        (my.url.clone(), copy.to_string_lossy().into_owned(), "2030-03-02T11:00:00Z"),
     ] {
         let writer = open(&from, &source.clock);
         let (tx, rx) = std::sync::mpsc::channel();
