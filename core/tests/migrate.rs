@@ -243,6 +243,9 @@ fn a_round_trip_through_every_backend_keeps_every_row() {
         let refused = migrate(&source.path, &target, MigrateOptions::default());
         assert!(matches!(&refused, Err(Error::TargetNotEmpty { table }) if table == "companies"), "{refused:?}");
         assert_eq!(code(refused), "target_not_empty");
+        // With --append the same ids are taken: a conflict (the driver's unique violation, typed), nothing kept.
+        let again = migrate(&source.path, &target, MigrateOptions { append: true, ..Default::default() });
+        assert!(matches!(&again, Err(Error::MigrateConflict { table }) if table == "companies"), "{again:?}");
         assert_eq!(checksums(&target).expect("checksums"), sums);
     }
 
