@@ -8,6 +8,7 @@ mod calcom;
 mod demo;
 mod health;
 mod journey;
+mod migrate;
 mod serve;
 
 use callbook::{
@@ -207,6 +208,23 @@ enum Command {
         /// Open connections at most; more are closed at once.
         #[arg(long, default_value_t = 512)]
         max_connections: usize,
+    },
+    /// Copy every table of one database into another (SQLite file or
+    /// postgres:// / mysql:// URL), in one snapshot of the source, keeping
+    /// ids; verifies row counts and checksums. --db is not used.
+    Migrate {
+        /// The database to copy: a SQLite file or a server URL.
+        #[arg(long)]
+        from: String,
+        /// The database to fill (created or migrated first): empty unless --append.
+        #[arg(long)]
+        to: String,
+        /// Copy into a target that already holds rows (the source's ids must be free there).
+        #[arg(long)]
+        append: bool,
+        /// Rows per read and per write (1 to 10000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
     },
     /// Book a realistic mix of callers on a temporary database and report.
     Demo {
@@ -512,6 +530,7 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
             );
             Ok((json!(report), text))
         }
+        Command::Migrate { from, to, append, batch } => migrate::run(&from, &to, append, batch),
         Command::Demo { calls, seed } => {
             let report = demo::run(calls, seed)?;
             let text = report.to_text();

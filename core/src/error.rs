@@ -111,6 +111,19 @@ pub enum Error {
     /// A delivery that names no company while several exist (`POST /calcom/webhook/{company_id}`).
     #[error("this install has several companies: deliver to the company's own webhook URL")]
     TenantRequired,
+    /// `callbook migrate` into a database that holds rows (without `append`): the first table holding one.
+    #[error(
+        "the target database is not empty (table {table} holds rows); migrate into an empty database or pass --append"
+    )]
+    TargetNotEmpty { table: String },
+    /// `callbook migrate --append`: a row of the source has a key (its id,
+    /// or another unique key) already taken in the target; nothing was written.
+    #[error("a row of table {table} has a key already taken in the target (ids are kept); nothing was written")]
+    MigrateConflict { table: String },
+    /// `callbook migrate`: a table read back from the target differs from
+    /// the source (row count or checksum); nothing was committed.
+    #[error("table {table} differs after the copy: {detail}; nothing was committed")]
+    MigrateMismatch { table: String, detail: String },
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
@@ -176,6 +189,9 @@ impl Error {
             Error::SlotUnavailable { .. } => "slot_unavailable",
             Error::ServiceNotInCalcom(_) => "service_not_in_calcom",
             Error::CalcomUnavailable(_) => "calcom_unavailable",
+            Error::TargetNotEmpty { .. } => "target_not_empty",
+            Error::MigrateConflict { .. } => "migrate_conflict",
+            Error::MigrateMismatch { .. } => "migrate_mismatch",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
             #[cfg(feature = "fault-injection")]
@@ -186,7 +202,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
-            Error::Storage(_) | Error::Internal(_) | Error::CalcomUnavailable(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::Internal(_) | Error::CalcomUnavailable(_) | Error::MigrateMismatch { .. } => {
+                ErrorKind::Internal
+            }
             #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => ErrorKind::Internal,
             _ => ErrorKind::Rejected,
@@ -203,6 +221,11 @@ impl Error {
         }
         match self {
             Error::MultipleFound { appointments } => out["appointments"] = serde_json::json!(appointments),
+            Error::TargetNotEmpty { table }
+            | Error::MigrateConflict { table }
+            | Error::MigrateMismatch { table, .. } => {
+                out["table"] = table.as_str().into();
+            }
             Error::TooLateToCancel { deadline } | Error::TooLateToReschedule { deadline } => {
                 out["deadline"] = crate::utc::format_utc(deadline).into();
             }

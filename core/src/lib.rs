@@ -51,6 +51,8 @@ mod health;
 mod ids;
 mod import;
 mod journey;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod migrate;
 mod queue;
 pub mod retell;
 mod review;
@@ -83,6 +85,10 @@ pub use error::{Error, ErrorKind, Problem};
 pub use health::{Bucket, CompanyHealth, EndpointBreaker, Figures, Health, Latency, Targets, Window, TARGET_NAMES};
 pub use ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 pub use import::{ImportData, ImportSummary};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use migrate::{
+    checksums, migrate, migrated_tables, MigrateOptions, MigratePhase, MigrateProgress, MigrateReport, TableChecksum,
+};
 pub use queue::{Job, JobKind, JobState, Policy};
 pub use stats::Stats;
 pub use store::{DriftCounts, OpenOptions, Synchronous};

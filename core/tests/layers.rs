@@ -11,7 +11,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "start"]),
     ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "config"]),
     ("store", &["store"]),
-    ("operations", &["slots", "booking", "change", "import", "retell", "calcom", "calcom_booking"]),
+    ("operations", &["slots", "booking", "change", "import", "retell", "calcom", "calcom_booking", "migrate"]),
     ("facade", &["callbook", "journey", "review", "stats", "health"]),
     ("services", &["availability", "sync", "agent", "calcom_webhook", "backfill"]),
 ];
