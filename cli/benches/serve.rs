@@ -18,8 +18,8 @@ use callbook::calcom::fake::{EventType, FakeCalcom};
 use callbook::retell::sign_retell;
 use callbook::SystemClock;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,7 +146,8 @@ impl Server {
         )
         .expect("writes");
         let bin = env!("CARGO_BIN_EXE_callbook");
-        let status = Command::new(bin).arg("--db").arg(&db).arg("import").arg(&directory).stdout(Stdio::null()).status();
+        let status =
+            Command::new(bin).arg("--db").arg(&db).arg("import").arg(&directory).stdout(Stdio::null()).status();
         assert!(status.expect("import runs").success());
         let mut child = Command::new(bin)
             .arg("--db")

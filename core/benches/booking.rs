@@ -3,7 +3,8 @@
 //! transaction per booking, in the same run; then both again with a million
 //! appointments already stored.
 //!
-//! `cargo bench -p callbook --bench booking` (full), `-- --quick` (smoke run).
+//! `cargo bench -p callbook --bench booking` (full), `-- --quick` (smoke run),
+//! `-- --profile N [--raw]` (N bookings alone, for callgrind).
 //! Env: CALLBOOK_BENCH_N (bookings per run), CALLBOOK_BENCH_ROWS (pre-stored appointments).
 
 use callbook::rules::{idempotency_key, placeholder_phone};
@@ -326,6 +327,19 @@ fn main() {
         "callbook booking benchmark (SQLite file, WAL, synchronous=NORMAL){}",
         if quick { " [quick]" } else { "" }
     );
+    // `--profile N [--raw]`: N bookings and nothing else, for a profiler
+    // (README: the booking profile under callgrind).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args.iter().position(|a| a == "--profile").and_then(|i| args.get(i + 1)?.parse().ok()) {
+        let db = dir.path().join("profile.db");
+        prepare(&db, 0, n);
+        let run = match args.iter().any(|a| a == "--raw") {
+            true => run_raw(&db, "raw", n, 1, Synchronous::Normal),
+            false => run_callbook(&db, "callbook", n, 1, Synchronous::Normal),
+        };
+        run.print();
+        return;
+    }
     if std::env::args().any(|a| a == "--concurrency") {
         concurrency(dir.path(), quick);
         return;

@@ -202,7 +202,10 @@ fn parse_phone(text: &str, region: Option<phonenumber::country::Id>) -> Option<S
     if !phonenumber::is_viable(cleaned) && !cleaned.starts_with('+') {
         return None;
     }
-    let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+    // E.164 is the country code and the national number with its leading
+    // zeros: written here, as libphonenumber's formatter would, without its
+    // format-pattern lookup (a tenth of a booking's instructions).
+    let e164 = format!("+{}{}", parsed.country().code(), parsed.national());
     // A number must have at least a country code and a few digits to identify anyone.
     (e164.len() >= 8).then_some(e164)
 }
