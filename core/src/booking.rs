@@ -3,8 +3,10 @@
 //! nothing in it waits for Cal.com.
 
 use crate::appointment::{AppointmentStatus, SyncOrigin, SyncStatus};
+use crate::call::Call;
 use crate::caller::{classify_caller, phone_region, region_of, Caller};
 use crate::clock::Clock;
+use crate::company::Branch;
 use crate::config::Config;
 use crate::customer::{placeholder_phone, Customer, CustomerSource, NewCustomer};
 use crate::email::{normalize_email, EmailInput};
@@ -143,12 +145,29 @@ pub(crate) fn book_in(
     now: DateTime<Utc>,
     clock: &dyn Clock,
 ) -> Result<Booking> {
+    book_with(tx, None, request, config, now, clock).map(|(booking, _)| booking)
+}
+
+/// [`book_in`] with the call when it was inserted in this transaction (so
+/// it has no remembered answer and need not be read again), answering the
+/// branch too (the agent's sentence is in its language).
+pub(crate) fn book_with(
+    tx: &mut dyn Tx,
+    inserted: Option<Call>,
+    request: &BookingRequest,
+    config: &Config,
+    now: DateTime<Utc>,
+    clock: &dyn Clock,
+) -> Result<(Booking, Branch)> {
     let problems = validate_booking_request(request);
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
     }
     let call_id = CallId(request.retell_call_id.trim().to_string());
-    let call = tx.call(&call_id)?.ok_or_else(|| Error::CallNotFound(call_id.0.clone()))?;
+    let (call, offers) = match inserted.filter(|c| c.retell_call_id == call_id) {
+        Some(call) => (call, Vec::new()),
+        None => tx.call_with_offers(&call_id)?.ok_or_else(|| Error::CallNotFound(call_id.0.clone()))?,
+    };
     let company_id = call.company_id.ok_or_else(|| Error::CallMissingCompany(call_id.0.clone()))?;
     let branch_id = call.branch_id.ok_or_else(|| Error::CallMissingBranch(call_id.0.clone()))?;
     tx.lock_company(company_id)?;
@@ -173,7 +192,7 @@ pub(crate) fn book_in(
         let customer = tx
             .customer(company_id, existing.customer_id)?
             .ok_or_else(|| Error::Storage("appointment without its customer".into()))?;
-        return Ok(Booking {
+        let booking = Booking {
             appointment_id: existing.id,
             customer_id: customer.id,
             anonymous: customer.is_anonymous(),
@@ -182,13 +201,14 @@ pub(crate) fn book_in(
             status: existing.status,
             calcom_sync_status: existing.calcom_sync_status,
             availability_checked: false,
-        });
+        };
+        return Ok((booking, branch));
     }
 
     // The answer this call was given (check_availability): a start outside
     // it is refused before anything is written, with the nearest free ones.
     let day = starts_at.with_timezone(&tz).date_naive();
-    let remembered = tx.remembered_slots(call.id, service.id, day)?;
+    let remembered = offers.into_iter().find(|o| o.service_id == service.id && o.day == day).map(|o| o.offered);
     let duration = crate::slots::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
     let local = match (&remembered, service.capacity) {
         (None, None) => Vec::new(),
@@ -245,7 +265,7 @@ pub(crate) fn book_in(
     if resolved.email_set {
         enqueue_attendee_updates(tx, company_id, resolved.customer.id, config, now)?;
     }
-    Ok(Booking {
+    let booking = Booking {
         appointment_id,
         customer_id: resolved.customer.id,
         anonymous: resolved.customer.is_anonymous(),
@@ -254,7 +274,8 @@ pub(crate) fn book_in(
         status: AppointmentStatus::Confirmed,
         calcom_sync_status: SyncStatus::Pending,
         availability_checked: remembered.is_some(),
-    })
+    };
+    Ok((booking, branch))
 }
 
 /// The region a branch's callers' national numbers are read in: its

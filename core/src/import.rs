@@ -127,10 +127,22 @@ pub(crate) enum CallRow {
 /// from Retell's call-started event, or from the call object inside a
 /// function call. The branch is found by the dialled number unless named.
 pub(crate) fn register_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) -> Result<Call> {
-    let row = match resolve_call(tx, new)? {
-        CallRow::Known(call) => return Ok(call),
-        CallRow::New(row) => row,
-    };
+    match resolve_call(tx, new)? {
+        CallRow::Known(call) => Ok(call),
+        CallRow::New(row) => insert_call(tx, row, now),
+    }
+}
+
+/// Registers a call; the call when this inserted it (it then has nothing
+/// remembered yet), `None` when it was known.
+pub(crate) fn register_new_call(tx: &mut dyn Tx, new: &NewCall, now: DateTime<Utc>) -> Result<Option<Call>> {
+    match resolve_call(tx, new)? {
+        CallRow::Known(_) => Ok(None),
+        CallRow::New(row) => insert_call(tx, row, now).map(Some),
+    }
+}
+
+fn insert_call(tx: &mut dyn Tx, row: NewCall, now: DateTime<Utc>) -> Result<Call> {
     let id = tx.insert_call(&row, now)?;
     Ok(Call {
         id,

@@ -155,6 +155,32 @@ mod group_commit {
         assert_eq!(s.customers_anonymous, 2 * per_thread as u64, "anonymous callers are never merged");
     }
 
+    /// Statements a booking runs on SQLite (#20 point 4), for a known caller
+    /// booking for the first time: `book()` with the call registered before,
+    /// and the agent registering the call from Retell's call object and
+    /// booking in one transaction. A read added to the path fails this.
+    #[test]
+    fn statements_per_booking() {
+        use callbook::store::SqliteStore;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteStore::open(dir.path().join("count.db")).expect("opens"));
+        let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
+        book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+        let before = store.writer_stats();
+        book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
+        let by_book = store.writer_stats().statements - before.statements;
+        let agent = Agent::new(book.clone(), Secret::new(crate::conformance::RETELL_KEY));
+        let body = r#"{"name":"book_appointment","call":{"call_id":"call_new","from_number":"+49 151 999 0000",
+            "to_number":"+49301234567","direction":"inbound"},"args":{"customer_name":"Jürgen","date":"2030-01-08","time":"14:30","service_id":"1"}}"#;
+        let before = store.writer_stats();
+        let reply = crate::conformance::retell(&agent, body);
+        assert_eq!(reply.body["ok"], true, "{}", reply.body);
+        let by_agent = store.writer_stats().statements - before.statements;
+        // Before #20: 9 and 14 (the remembered answer read on its own; the agent read
+        // the call again in the booking and call and branch again for its sentence).
+        assert_eq!((by_book, by_agent), (8, 10), "statements per booking: book(), agent");
+    }
+
     /// The worker's bookkeeping waits for the bookings (#20): while bookings
     /// flow it rides along with the next one's commit instead of holding the
     /// writer (and a booking arriving meanwhile) for a sync of its own; with

@@ -18,13 +18,13 @@ pub use speech::{
 };
 
 use crate::availability::{Availability, AvailabilityRequest};
-use crate::booking::{book_in, validate_booking_request, Booking, BookingRequest};
+use crate::booking::{book_with, validate_booking_request, Booking, BookingRequest};
 use crate::call::NewCall;
 use crate::callbook::Callbook;
 use crate::company::{Branch, Secret};
 use crate::error::{ErrorKind, Problem};
 use crate::ids::CallId;
-use crate::import::register_call;
+use crate::import::register_new_call;
 use crate::retell::{
     bad, booking_request_from_args, id_arg, parse_function_call, text_arg, AgentFunction, FunctionCall,
 };
@@ -211,12 +211,12 @@ impl Agent {
         let clock = Arc::clone(self.book.clock());
         let now = self.book.now();
         store::write(&**self.book.store(), move |tx| {
-            if let Some(call) = &call {
-                register_call(tx, call, now)?;
-            }
-            let booking = book_in(tx, &request, &config, now, &*clock)?;
-            let branch = branch_of(tx, &CallId(request.retell_call_id.trim().to_string()))?;
-            Ok((booking, branch))
+            let inserted = match &call {
+                Some(call) => register_new_call(tx, call, now)?,
+                None => None,
+            };
+            let (booking, branch) = book_with(tx, inserted, &request, &config, now, &*clock)?;
+            Ok((booking, Some(branch)))
         })
     }
 

@@ -3,8 +3,8 @@
 //! show that a failed transaction leaves nothing behind.
 
 use super::{
-    open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace, Store,
-    SyncFailure, Tx, WriteFn,
+    open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace,
+    RememberedOffer, Store, SyncFailure, Tx, WriteFn,
 };
 use crate::appointment::{Appointment, AppointmentChange, AppointmentStatus, SyncOrigin, SyncStatus};
 use crate::breaker::Breaker;
@@ -178,6 +178,18 @@ impl Tx for MemoryTx<'_> {
 
     fn call(&mut self, id: &CallId) -> Result<Option<Call>> {
         Ok(self.state.calls.values().find(|c| &c.retell_call_id == id).cloned())
+    }
+    fn call_with_offers(&mut self, id: &CallId) -> Result<Option<(Call, Vec<RememberedOffer>)>> {
+        let Some(call) = self.call(id)? else { return Ok(None) };
+        let offers = (self.state.remembered.iter())
+            .filter(|((c, _, _), _)| *c == call.id)
+            .map(|((_, service_id, day), offered)| RememberedOffer {
+                service_id: *service_id,
+                day: *day,
+                offered: offered.clone(),
+            })
+            .collect();
+        Ok(Some((call, offers)))
     }
     fn insert_call(&mut self, call: &NewCall, _now: DateTime<Utc>) -> Result<CallDbId> {
         self.writing()?;

@@ -173,6 +173,14 @@ pub fn read<R>(store: &dyn Store, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -
     out.ok_or_else(|| Error::Storage("read finished without a result".into()))
 }
 
+/// Free starts a call was offered for a service on a local day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RememberedOffer {
+    pub service_id: ServiceId,
+    pub day: NaiveDate,
+    pub offered: Offered,
+}
+
 /// A new appointment; the store assigns the id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAppointment {
@@ -307,6 +315,9 @@ pub trait Tx {
     fn upsert_service(&mut self, service: &Service, now: DateTime<Utc>) -> Result<()>;
 
     fn call(&mut self, id: &CallId) -> Result<Option<Call>>;
+    /// A call with every answer [`Tx::remember_slots`] stored for it (one
+    /// read where a booking would otherwise make two).
+    fn call_with_offers(&mut self, id: &CallId) -> Result<Option<(Call, Vec<RememberedOffer>)>>;
     fn insert_call(&mut self, call: &NewCall, now: DateTime<Utc>) -> Result<CallDbId>;
 
     fn customer(&mut self, company: CompanyId, id: CustomerId) -> Result<Option<Customer>>;

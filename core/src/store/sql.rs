@@ -11,7 +11,7 @@
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{
     open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace,
-    SyncFailure, Tx,
+    RememberedOffer, SyncFailure, Tx,
 };
 use crate::appointment::{
     Appointment, AppointmentChange, AppointmentStatus, ChangeKind, ChangedBy, SyncOrigin, SyncStatus,
@@ -591,6 +591,24 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         let sql = "SELECT id, retell_call_id, company_id, branch_id, from_number, to_number, direction
                    FROM calls WHERE retell_call_id = ?";
         self.one(sql, &[(&id.0).into()], call_row)
+    }
+    fn call_with_offers(&mut self, id: &CallId) -> Result<Option<(Call, Vec<RememberedOffer>)>> {
+        let sql = "SELECT c.id, c.retell_call_id, c.company_id, c.branch_id, c.from_number, c.to_number, c.direction,
+                   a.service_id, a.day, a.slots
+                   FROM calls c LEFT JOIN call_availability a ON a.call_id = c.id WHERE c.retell_call_id = ?";
+        let mut found: Option<(Call, Vec<RememberedOffer>)> = None;
+        self.conn.each(sql, &[(&id.0).into()], &mut |r| {
+            let (_, offers) = match &mut found {
+                Some(found) => found,
+                None => found.insert((call_row(r)?, Vec::new())),
+            };
+            if let (Some(service), Some(day), Some(slots)) = (r.opt_int(7)?, r.opt_text(8)?, r.opt_text(9)?) {
+                let day = day.parse().map_err(|_| Error::Storage(format!("bad day in database: {day:?}")))?;
+                offers.push(RememberedOffer { service_id: ServiceId(service), day, offered: slots_from_db(&slots)? });
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
     fn insert_call(&mut self, c: &NewCall, now: DateTime<Utc>) -> Result<CallDbId> {
         let params = [

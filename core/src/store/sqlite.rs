@@ -162,6 +162,22 @@ pub struct WriterStats {
     pub transactions: u64,
     /// Writes done in them; more writes than transactions means group commit happened.
     pub writes: u64,
+    /// SQL statements the writes ran (transaction control not counted).
+    pub statements: u64,
+}
+
+std::thread_local! {
+    /// Statements run on this thread's connections: a group runs on the
+    /// thread that commits it, so the difference across it is the group's.
+    static STATEMENTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_statement() {
+    STATEMENTS.with(|n| n.set(n.get() + 1));
+}
+
+fn statements_so_far() -> u64 {
+    STATEMENTS.with(|n| n.get())
 }
 
 /// Commits between two WAL checkpoints (SQLite's own default is ~1000 pages).
@@ -412,6 +428,7 @@ fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
         }
     };
     let mut results = Vec::with_capacity(batch.len());
+    let statements = statements_so_far();
     if batch.len() == 1 {
         results.extend(batch.into_iter().map(|q| (run_caught(&tx, q.work), q.slot)));
     } else {
@@ -424,6 +441,7 @@ fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
     let committed = if lone_failed { tx.rollback().map_err(Error::from) } else { tx.commit().map_err(Error::from) };
     writer.stats.transactions += 1;
     writer.stats.writes += results.len() as u64;
+    writer.stats.statements += statements_so_far() - statements;
     for (result, slot) in results {
         slot.fill(match (&committed, result) {
             (Err(e), Ok(())) => Err(storage(e)),
@@ -488,6 +506,7 @@ impl Conn for SqliteConn<'_> {
         Dialect::Sqlite
     }
     fn each(&mut self, sql: &str, params: &[Val<'_>], row: &mut dyn FnMut(&dyn SqlRow) -> Result<()>) -> Result<()> {
+        count_statement();
         let mut statement = self.0.prepare_cached(sql)?;
         let mut rows = statement.query(rusqlite::params_from_iter(params))?;
         while let Some(r) = rows.next()? {
@@ -496,6 +515,7 @@ impl Conn for SqliteConn<'_> {
         Ok(())
     }
     fn execute(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
+        count_statement();
         Ok(self.0.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))? as u64)
     }
     fn insert(&mut self, sql: &str, params: &[Val<'_>]) -> Result<i64> {
