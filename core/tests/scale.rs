@@ -330,11 +330,22 @@ fn throughput_directory(companies: usize, total: usize) -> ImportData {
     ImportData::from_json(&json.to_string()).expect("directory parses")
 }
 
-/// Booking `g`'s company and caller: every third anonymous, the others 50
-/// regulars per company whose numbers every process books at once.
+/// Booking `g`'s company and caller: every third anonymous, the others one
+/// of 50 regulars per company, company and regular drawn from `g` (a fixed
+/// hash, the same in every run). Not `g % 50`: process `k` books `g = k *
+/// per + i`, so with `per` a multiple of 50 every process would book the
+/// same regular (and with `g % 8` the same two companies) at the same
+/// moment, a lockstep no real load has.
 fn throughput_caller(g: usize, companies: usize) -> (usize, String) {
-    let from = if g % 3 == 0 { "anonymous".to_string() } else { format!("+4915100000{:02}", g % 50) };
-    (1 + g % companies, from)
+    let mix = |x: u64| {
+        // SplitMix64's finaliser.
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as usize
+    };
+    let from = if g % 3 == 0 { "anonymous".to_string() } else { format!("+4915100000{:02}", mix(g as u64) % 50) };
+    (1 + mix(!(g as u64)) % companies, from)
 }
 
 /// Booking `g`'s start: quarter hours from midnight (UTC) 30 days ahead,
@@ -370,7 +381,8 @@ mod raw {
     const BRANCH: &str = "SELECT id, company_id, name, timezone, country, phone_number FROM branches WHERE id = $1";
     const SERVICE: &str = "SELECT id, company_id, name, calcom_event_type_id, duration_minutes, capacity, \
                            min_cancel_notice_hours, min_reschedule_notice_hours, max_reschedules FROM services WHERE id = $1";
-    const BY_KEY: &str = "SELECT id, customer_id, status FROM appointments WHERE company_id = $1 AND idempotency_key = $2";
+    const BY_KEY: &str =
+        "SELECT id, customer_id, status FROM appointments WHERE company_id = $1 AND idempotency_key = $2";
     const SLOTS: &str = "SELECT slots FROM call_availability WHERE call_id = $1 AND service_id = $2 AND day = $3";
     const CUSTOMER: &str = "SELECT id, company_id, name, email, phone, source, anonymity_reason, created_at, \
                             updated_at FROM customers WHERE company_id = $1 AND phone = $2 ORDER BY id LIMIT 1";
@@ -439,7 +451,11 @@ mod raw {
                     let (phone, source, reason) = if known {
                         (from.clone(), "retell_webhook", None)
                     } else {
-                        (format!("anonymous_{}_{call_db:08x}", now.timestamp()), "retell_webhook_anonymous", Some("anonymous"))
+                        (
+                            format!("anonymous_{}_{call_db:08x}", now.timestamp()),
+                            "retell_webhook_anonymous",
+                            Some("anonymous"),
+                        )
                     };
                     let row = tx
                         .query_one(&new_customer, &[&company, &"Scale Caller", &phone, &source, &reason, &ts(now)])
@@ -447,12 +463,25 @@ mod raw {
                     row.get(0)
                 }
             };
-            let metadata = serde_json::json!({"customer_name": "Scale Caller", "customer_email": null, "customer_phone": from}).to_string();
+            let metadata =
+                serde_json::json!({"customer_name": "Scale Caller", "customer_email": null, "customer_phone": from})
+                    .to_string();
             let ends = starts_at + chrono::Duration::minutes(minutes);
             let a = tx
                 .query_one(
                     &new_appointment,
-                    &[&customer_id, &company, &branch_id, &service_id, &call_db, &ts(starts_at), &ts(ends), &metadata, &k, &ts(now)],
+                    &[
+                        &customer_id,
+                        &company,
+                        &branch_id,
+                        &service_id,
+                        &call_db,
+                        &ts(starts_at),
+                        &ts(ends),
+                        &metadata,
+                        &k,
+                        &ts(now),
+                    ],
                 )
                 .expect("appointment");
             let appointment: i64 = a.get(0);
@@ -495,7 +524,11 @@ mod raw {
                     let (phone, source, reason) = if known {
                         (from.clone(), "retell_webhook", None)
                     } else {
-                        (format!("anonymous_{}_{call_db:08x}", now.timestamp()), "retell_webhook_anonymous", Some("anonymous"))
+                        (
+                            format!("anonymous_{}_{call_db:08x}", now.timestamp()),
+                            "retell_webhook_anonymous",
+                            Some("anonymous"),
+                        )
                     };
                     // `$6` twice: MySQL's `?` are positional, so the value is bound twice.
                     tx.exec_drop(&new_customer, (company, "Scale Caller", &phone, source, reason, ts(now), ts(now)))
@@ -503,11 +536,22 @@ mod raw {
                     tx.last_insert_id().expect("id") as i64
                 }
             };
-            let metadata = serde_json::json!({"customer_name": "Scale Caller", "customer_email": null, "customer_phone": from}).to_string();
+            let metadata =
+                serde_json::json!({"customer_name": "Scale Caller", "customer_email": null, "customer_phone": from})
+                    .to_string();
             let ends = starts_at + chrono::Duration::minutes(minutes);
             let params: Vec<mysql::Value> = vec![
-                customer_id.into(), company.into(), branch_id.into(), service_id.into(), call_db.into(),
-                ts(starts_at).into(), ts(ends).into(), metadata.into(), k.into(), ts(now).into(), ts(now).into(),
+                customer_id.into(),
+                company.into(),
+                branch_id.into(),
+                service_id.into(),
+                call_db.into(),
+                ts(starts_at).into(),
+                ts(ends).into(),
+                metadata.into(),
+                k.into(),
+                ts(now).into(),
+                ts(now).into(),
             ];
             tx.exec_drop(&new_appointment, params).expect("appointment");
             let appointment = tx.last_insert_id().expect("id") as i64;
@@ -554,14 +598,15 @@ fn throughput_run(kind: &'static str, test: &str, how: &str, companies: usize) -
     let stats = book.stats().expect("stats");
     assert_eq!(stats.appointments["pending"], total as u64);
     if how == "callbook" {
-        let phones: std::collections::HashSet<(usize, String)> = (0..total)
-            .filter(|g| g % 3 != 0)
-            .map(|g| throughput_caller(g, companies))
-            .collect();
+        let phones: std::collections::HashSet<(usize, String)> =
+            (0..total).filter(|g| g % 3 != 0).map(|g| throughput_caller(g, companies)).collect();
         assert_eq!(stats.customers_known, phones.len() as u64, "one customer per (company, known phone)");
         assert_eq!(stats.customers_anonymous, (0..total).filter(|g| g % 3 == 0).count() as u64);
     }
-    println!("{kind}: {how:>8}, {companies} compan{}: {total} bookings, {rate:.0}/s", if companies == 1 { "y  " } else { "ies" });
+    println!(
+        "{kind}: {how:>8}, {companies} compan{}: {total} bookings, {rate:.0}/s",
+        if companies == 1 { "y  " } else { "ies" }
+    );
     rate
 }
 
@@ -605,4 +650,171 @@ fn booking_throughput_on_postgres() {
 #[ignore = "a benchmark: cargo test --release --test scale -- --ignored"]
 fn booking_throughput_on_mariadb() {
     throughput("mysql", "booking_throughput_on_mariadb");
+}
+
+// ------------------------------------------------------- rules under load
+//
+// The rules that a booking reads before it writes, with 8 processes booking
+// the same slots at once on one server: a capacity of 2 is never exceeded,
+// a start a call was offered is never given to two overlapping
+// appointments, and one known phone is one customer. These are what the
+// finer locks of issue 19 (phone, slot, spans) must keep; before them, the
+// company's row lock did.
+
+/// The directory: one company, a service with a capacity of 2 and one of
+/// 30 minutes without a capacity, booked through remembered free starts.
+const RULES_DIRECTORY: &str = r#"{"companies": [{"id": 1, "name": "Rules"}],
+    "branches": [{"id": 1, "company_id": 1, "name": "Mitte", "country": "DE", "phone_number": "+4930123456"}],
+    "services": [{"id": 1, "company_id": 1, "name": "Course", "calcom_event_type_id": 1, "duration_minutes": 60, "capacity": 2},
+                 {"id": 2, "company_id": 1, "name": "Cut", "calcom_event_type_id": 2, "duration_minutes": 30}]}"#;
+
+const RULE_STARTS: usize = 6;
+const RULE_ROUNDS: usize = 3;
+
+/// 09:00 UTC 30 days ahead (10:00 in the branch's Berlin), the same in every process.
+fn rules_day0() -> chrono::DateTime<chrono::Utc> {
+    (chrono::Utc::now() + Duration::days(30)).date_naive().and_hms_opt(9, 0, 0).expect("nine").and_utc()
+}
+
+/// A process: for each round and start, a new call books the capacity
+/// service at the start, and another the 30-minute service at the start
+/// plus 0 or 15 minutes (offered every 15 minutes, so bookings overlap).
+/// Callers: 5 known numbers shared by every process, and anonymous ones.
+fn rules_booker(url: &str, index: usize, go_at_ms: i64) -> ! {
+    let book = Callbook::open(url).expect("opens");
+    let offered: Vec<_> = (0..RULE_STARTS as i64 * 4).map(|q| rules_day0() + Duration::minutes(15 * q)).collect();
+    // First every call is registered (and offered its starts); then all
+    // processes book at one moment, so their bookings meet.
+    let mut requests = Vec::new();
+    for round in 0..RULE_ROUNDS {
+        for s in 0..RULE_STARTS {
+            for service in [1i64, 2] {
+                let call = format!("call_rules_{index}_{round}_{s}_{service}");
+                let from =
+                    if (index + s) % 2 == 0 { "anonymous".to_string() } else { format!("+491700000{:03}", s % 5) };
+                let new = NewCall {
+                    retell_call_id: CallId(call.clone()),
+                    company_id: Some(CompanyId(1)),
+                    branch_id: Some(BranchId(1)),
+                    from_number: Some(from),
+                    ..Default::default()
+                };
+                let registered = book.register_call(&new).expect("registers");
+                let start = match service {
+                    1 => rules_day0() + Duration::hours(s as i64),
+                    _ => {
+                        rules_day0() + Duration::hours(s as i64) + Duration::minutes(15 * ((index + round) % 2) as i64)
+                    }
+                };
+                if service == 2 {
+                    // The call was offered every quarter hour of the day (its check_availability).
+                    let day = start.date_naive();
+                    let remembered = store::Offered { starts: offered.clone(), length_minutes: None };
+                    store::write(&**book.store(), move |tx| {
+                        tx.remember_slots(registered.id, ServiceId(2), day, &remembered, chrono::Utc::now())
+                    })
+                    .expect("remembers");
+                }
+                requests.push(BookingRequest {
+                    service_id: Some(service),
+                    ..conformance::request(&call, "Rule", &format_utc(&start))
+                });
+            }
+        }
+    }
+    let wait = go_at_ms - chrono::Utc::now().timestamp_millis();
+    std::thread::sleep(std::time::Duration::from_millis(wait.max(0) as u64));
+    let mut outcomes = HashMap::<String, usize>::new();
+    for request in &requests {
+        let outcome = match book.book(request) {
+            Ok(_) => "booked".to_string(),
+            Err(e) => e.code().to_string(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    println!("{}", serde_json::to_string(&outcomes).expect("json"));
+    std::process::exit(0)
+}
+
+fn rules_hold_across_processes(kind: &'static str, test: &str) {
+    if let Some(role) = children_role() {
+        match role.as_slice() {
+            [r, url, i, go] if r == "rules" => rules_booker(url, i.parse().expect("i"), go.parse().expect("go")),
+            _ => panic!("unknown role {role:?}"),
+        }
+    }
+    let name = fresh_name(&format!("rules_{kind}"));
+    let url = create(kind, &name);
+    struct Cleanup(&'static str, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            drop_database(self.0, &self.1);
+        }
+    }
+    let _cleanup = Cleanup(kind, name);
+    let book = Callbook::open(&url).expect("opens");
+    book.import(&ImportData::from_json(RULES_DIRECTORY).expect("parses")).expect("imports");
+    // Time enough for every process to start and register its calls.
+    let go_at = chrono::Utc::now().timestamp_millis() + 3_000;
+    let children: Vec<Child> = (0..BOOKERS).map(|i| spawn(test, &format!("rules|{url}|{i}|{go_at}"), true)).collect();
+    let mut outcomes = HashMap::<String, usize>::new();
+    for mut child in children {
+        let out = BufReader::new(child.stdout.take().expect("stdout")).lines().map_while(|l| l.ok()).last();
+        assert!(child.wait().expect("waits").success(), "a booking process failed");
+        // The harness has printed "test <name> ... " on the same line before it.
+        let out = out.expect("a summary");
+        let counts: HashMap<String, usize> = serde_json::from_str(&out[out.find('{').expect("json")..]).expect("json");
+        for (k, v) in counts {
+            *outcomes.entry(k).or_default() += v;
+        }
+    }
+    let all = callbook::store::read(&**book.store(), |tx| {
+        let from = rules_day0() - Duration::days(1);
+        tx.appointments_starting(CompanyId(1), from, from + Duration::days(3))
+    })
+    .expect("reads");
+    // Capacity 2 per start, never more, and every start full (16 tries for 2 places each).
+    let course: Vec<_> = all.iter().filter(|a| a.service_id == ServiceId(1)).collect();
+    for s in 0..RULE_STARTS {
+        let at = rules_day0() + Duration::hours(s as i64);
+        assert_eq!(course.iter().filter(|a| a.starts_at == at).count(), 2, "capacity at {at}");
+    }
+    // The remembered answer: no two appointments of the 30-minute service overlap.
+    let mut cuts: Vec<_> = all.iter().filter(|a| a.service_id == ServiceId(2)).collect();
+    cuts.sort_by_key(|a| a.starts_at);
+    assert!(cuts.windows(2).all(|w| w[0].ends_at <= w[1].starts_at), "overlapping appointments: {cuts:#?}");
+    assert_eq!(cuts.len(), RULE_STARTS, "one of the two overlapping starts per hour");
+    // One customer per known phone, across processes: the appointments'
+    // known customers have as many phones as ids, and there are no others.
+    let customers = callbook::store::read(&**book.store(), |tx| {
+        let mut ids: Vec<CustomerId> = all.iter().map(|a| a.customer_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.iter().map(|id| tx.customer(CompanyId(1), *id)).collect::<Result<Vec<_>>>()
+    })
+    .expect("reads");
+    let known: Vec<_> = customers.iter().flatten().filter(|c| !c.is_anonymous()).collect();
+    let phones: std::collections::HashSet<&str> = known.iter().map(|c| c.phone.as_str()).collect();
+    assert_eq!(phones.len(), known.len(), "two customers for one known phone");
+    assert_eq!(book.stats().expect("stats").customers_known, known.len() as u64);
+    let booked = outcomes.get("booked").copied().unwrap_or(0);
+    assert_eq!(booked, all.len(), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("slot_unavailable").copied().unwrap_or(0) + booked,
+        BOOKERS * RULE_ROUNDS * RULE_STARTS * 2,
+        "{outcomes:?}"
+    );
+    println!("{kind}: rules held across {BOOKERS} processes: {outcomes:?}");
+}
+
+#[test]
+#[ignore = "processes: cargo test --release --test scale -- --ignored"]
+fn rules_hold_across_processes_on_postgres() {
+    rules_hold_across_processes("postgres", "rules_hold_across_processes_on_postgres");
+}
+
+#[test]
+#[ignore = "processes: cargo test --release --test scale -- --ignored"]
+fn rules_hold_across_processes_on_mariadb() {
+    rules_hold_across_processes("mysql", "rules_hold_across_processes_on_mariadb");
 }
