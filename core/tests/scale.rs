@@ -595,6 +595,10 @@ fn throughput_run(kind: &'static str, test: &str, how: &str, companies: usize) -
         assert!(child.wait().expect("waits").success(), "a {how} booking process failed");
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{kind}: {how:>8}, {companies} compan{}: {total} bookings, {rate:.0}/s",
+        if companies == 1 { "y  " } else { "ies" }
+    );
     let stats = book.stats().expect("stats");
     assert_eq!(stats.appointments["pending"], total as u64);
     if how == "callbook" {
@@ -603,10 +607,6 @@ fn throughput_run(kind: &'static str, test: &str, how: &str, companies: usize) -
         assert_eq!(stats.customers_known, phones.len() as u64, "one customer per (company, known phone)");
         assert_eq!(stats.customers_anonymous, (0..total).filter(|g| g % 3 == 0).count() as u64);
     }
-    println!(
-        "{kind}: {how:>8}, {companies} compan{}: {total} bookings, {rate:.0}/s",
-        if companies == 1 { "y  " } else { "ies" }
-    );
     rate
 }
 
