@@ -33,7 +33,8 @@ pub(crate) struct Handle {
 /// Opens (creating and migrating) the SQLite file `target`, or the database
 /// a `postgres://` or `mysql://` URL names. `options_json` may be NULL or
 /// `{"synchronous":"full"|"normal"}` (default full: a confirmed booking
-/// survives a power cut). On success `*out` is the handle and `*error_json`
+/// survives a power cut) and `"poolSize"` (connections per process on a
+/// database server, default 16). On success `*out` is the handle and `*error_json`
 /// NULL; on failure `*out` is NULL and `*error_json` (when `error_json` is
 /// not NULL) the error object. Close the handle with `callbook_close`.
 #[no_mangle]

@@ -29,7 +29,8 @@ final class Callbook
      * mysql:// URL. Options: `library` (path of libcallbook.so; else env
      * CALLBOOK_LIBRARY, else <repo>/target/release/libcallbook.so) and
      * `synchronous` ("full", the default: a confirmed booking survives a
-     * power cut; or "normal").
+     * power cut; or "normal") and `pool_size` (connections per process on a
+     * database server, default 16).
      */
     public function __construct(string $dbPathOrUrl, array $options = [])
     {

@@ -243,7 +243,10 @@ impl ServerStore {
         let mut tried = 0;
         loop {
             tried += 1;
-            let Err(e) = self.run_once(work, read_only) else {
+            // No connection free for `POOL_WAIT`: answered as it is, not
+            // retried (each retry would wait as long again).
+            let conn = self.begin(read_only)?;
+            let Err(e) = self.run_once(conn, work) else {
                 return Ok(());
             };
             let jitter = self.jitter.lock().unwrap_or_else(|p| p.into_inner()).next_unit();
@@ -262,23 +265,28 @@ impl ServerStore {
         }
     }
 
-    fn run_once(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>, read_only: bool) -> Result<()> {
+    /// A connection with a transaction begun on it. An idle connection may
+    /// have died meanwhile (the server restarted): its BEGIN fails before
+    /// anything of the work was sent, so the next one is tried, and at last
+    /// a new one, whose failure is the answer.
+    fn begin(&self, read_only: bool) -> Result<Box<dyn Conn + Send>> {
         let begin = if read_only { "START TRANSACTION READ ONLY" } else { "START TRANSACTION" };
-        // An idle connection may have died meanwhile (the server restarted):
-        // its BEGIN fails before anything of the work was sent, so the next
-        // one is tried, and at last a new one, whose failure is the answer.
-        let mut conn = loop {
+        loop {
             let (mut conn, fresh) = self.take()?;
             match conn.batch(begin) {
-                Ok(()) => break conn,
+                Ok(()) => return Ok(conn),
                 Err(e) => {
+                    drop(conn);
                     self.discard();
                     if fresh || !matches!(e, Error::StorageUnavailable(_)) {
                         return Err(e);
                     }
                 }
             }
-        };
+        }
+    }
+
+    fn run_once(&self, mut conn: Box<dyn Conn + Send>, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
         // A panicking write is rolled back like a failed one and answers `internal`.
         let mut outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut SqlTx::new(&mut *conn))))
             .unwrap_or_else(|_| Err(Error::Internal("the write panicked; nothing of it was kept".into())));
@@ -335,5 +343,37 @@ impl Store for ServerStore {
 
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
         self.run(work, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_pool_size;
+
+    #[test]
+    fn pool_size_is_taken_off_the_url_and_the_rest_kept() {
+        let split = |url| split_pool_size(url).expect("valid");
+        assert_eq!(split("postgres://app@db/callbook?pool_size=8"), ("postgres://app@db/callbook".into(), Some(8)));
+        assert_eq!(
+            split("mysql://root@127.0.0.1/cb?prefer_socket=false&pool_size=2&tcp_nodelay=true"),
+            ("mysql://root@127.0.0.1/cb?prefer_socket=false&tcp_nodelay=true".into(), Some(2))
+        );
+        assert_eq!(split("postgres://app@db/callbook"), ("postgres://app@db/callbook".into(), None));
+        assert_eq!(
+            split("postgres://app@db/cb?sslmode=disable"),
+            ("postgres://app@db/cb?sslmode=disable".into(), None)
+        );
+        for bad in ["0", "1001", "eight", ""] {
+            let err = split_pool_size(&format!("postgres://db/cb?pool_size={bad}")).expect_err("refused");
+            assert_eq!(err.code(), "storage", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_open_options_name_it_as_every_binding_does() {
+        for json in [r#"{"poolSize": 4}"#, r#"{"pool_size": 4}"#] {
+            let options: crate::store::OpenOptions = serde_json::from_str(json).expect("parses");
+            assert_eq!(options.pool_size, Some(4), "{json}");
+        }
     }
 }
