@@ -59,7 +59,8 @@ export declare class Callbook {
   /**
    * Opens (creating and migrating) the SQLite database at `dbPath`, or the
    * server database a `postgres://` or `mysql://` URL names.
-   * Options: `{ synchronous: "full" | "normal" }` (default full: durable).
+   * Options: `{ synchronous: "full" | "normal" }` (default full: durable);
+   * `poolSize`: connections per process on a database server (default 16).
    */
   constructor(dbPath: string, options?: any | undefined | null)
   /** Loads companies, branches, services and calls (the CLI's import JSON). */

@@ -38,12 +38,13 @@ pub(crate) struct Handle {
 
 /// Opens (creating and migrating) the SQLite file `target`, or the database
 /// a `postgres://` or `mysql://` URL names. `options_json` may be NULL or
-/// `{"synchronous":"full"|"normal", "horizon_days"?, "retell_api_key"?}`
-/// (default full: a confirmed booking survives a power cut; the Retell key
-/// lets `callbook_agent_answer` verify function calls). On success `*out`
-/// is the handle and `*error_json` NULL; on failure `*out` is NULL and
-/// `*error_json` (when `error_json` is not NULL) the error object. Close the
-/// handle with `callbook_close`.
+/// `{"synchronous":"full"|"normal", "horizon_days"?, "retell_api_key"?,
+/// "poolSize"?}` (default full: a confirmed booking survives a power cut;
+/// the Retell key lets `callbook_agent_answer` verify function calls;
+/// `poolSize`: connections per process on a database server, default 16).
+/// On success `*out` is the handle and `*error_json` NULL; on failure
+/// `*out` is NULL and `*error_json` (when `error_json` is not NULL) the
+/// error object. Close the handle with `callbook_close`.
 #[no_mangle]
 pub extern "C" fn callbook_open(
     target: *const c_char,

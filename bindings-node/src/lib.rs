@@ -47,7 +47,8 @@ pub struct JsCallbook {
 impl JsCallbook {
     /// Opens (creating and migrating) the SQLite database at `dbPath`, or the
     /// server database a `postgres://` or `mysql://` URL names.
-    /// Options: `{ synchronous: "full" | "normal" }` (default full: durable).
+    /// Options: `{ synchronous: "full" | "normal" }` (default full: durable);
+    /// `poolSize`: connections per process on a database server (default 16).
     #[napi(constructor)]
     pub fn new(db_path: String, options: Option<Value>) -> Result<Self, Code> {
         let inner = Callbook::open_with(&db_path, &parse(options)?).map_err(to_js)?;

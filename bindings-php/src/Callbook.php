@@ -29,8 +29,9 @@ final class Callbook
      * mysql:// URL. Options: `library` (path of libcallbook.so; else env
      * CALLBOOK_LIBRARY, else <repo>/target/release/libcallbook.so),
      * `synchronous` ("full", the default: a confirmed booking survives a
-     * power cut; or "normal"), `horizon_days`, and `retell_api_key` (what
-     * agentAnswer() verifies Retell's signatures with).
+     * power cut; or "normal"), `horizon_days`, `retell_api_key` (what
+     * agentAnswer() verifies Retell's signatures with) and `pool_size`
+     * (connections per process on a database server, default 16).
      */
     public function __construct(string $dbPathOrUrl, array $options = [])
     {

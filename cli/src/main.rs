@@ -562,7 +562,10 @@ struct Global {
 fn open(g: &Global) -> Result<Callbook, Failure> {
     let synchronous =
         if g.synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
-    Ok(Callbook::open_with(&g.db, &callbook::OpenOptions { synchronous, horizon_days: g.horizon_days })?)
+    Ok(Callbook::open_with(
+        &g.db,
+        &callbook::OpenOptions { synchronous, horizon_days: g.horizon_days, ..Default::default() },
+    )?)
 }
 
 /// The worker's settings: core's defaults, with what the flags name.

@@ -14,6 +14,7 @@ use crate::error::{too_long, Problem, MAX_CALL_ID, MAX_EMAIL, MAX_NAME};
 use crate::ids::{AppointmentId, CallDbId, CallId, CompanyId, CustomerId, ServiceId};
 use crate::queue::{JobKind, NewJob};
 use crate::start::{parse_timezone, resolve_start, start_problems, StartSpec};
+use crate::store::lock::{booking_locks, slot_locks};
 use crate::store::{NewAppointment, Tx};
 use crate::utc::{format_utc, rfc3339};
 use crate::{Error, Result};
@@ -170,7 +171,6 @@ pub(crate) fn book_with(
     };
     let company_id = call.company_id.ok_or_else(|| Error::CallMissingCompany(call_id.0.clone()))?;
     let branch_id = call.branch_id.ok_or_else(|| Error::CallMissingBranch(call_id.0.clone()))?;
-    tx.lock_company(company_id)?;
     let branch = tx.branch(branch_id)?.ok_or(Error::BranchNotFound(branch_id.0))?;
     if branch.company_id != company_id {
         return Err(Error::BranchNotInCompany { branch: branch_id.0, company: company_id.0 });
@@ -187,6 +187,21 @@ pub(crate) fn book_with(
     }
 
     let key = idempotency_key(company_id, call.id, service.id, starts_at);
+    let caller = classify_caller(call.from_number.as_deref(), branch_region(&branch, config));
+    let email = normalize_email(request.customer_email.as_deref());
+    // The answer this call was given (check_availability), read before the
+    // locks: it is the call's own, nobody else writes it.
+    let day = starts_at.with_timezone(&tz).date_naive();
+    let remembered = offers.into_iter().find(|o| o.service_id == service.id && o.day == day).map(|o| o.offered);
+    let duration = crate::slots::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
+    // From here on, what the rules below read is locked: the key, the known
+    // phone, the email, and the slot when a rule counts it.
+    let phone = match &caller {
+        Caller::Known(phone) => Some(phone.as_str()),
+        Caller::Anonymous(_) => None,
+    };
+    let slot = slot_locks(service.id, starts_at, service.capacity, remembered.as_ref().map(|_| duration));
+    tx.lock(&booking_locks(company_id, &key, phone, email.valid(), slot))?;
     if let Some(existing) = tx.appointment_by_key(company_id, &key)? {
         // A retried function call: answer with the first booking.
         let customer = tx
@@ -205,11 +220,8 @@ pub(crate) fn book_with(
         return Ok((booking, branch));
     }
 
-    // The answer this call was given (check_availability): a start outside
-    // it is refused before anything is written, with the nearest free ones.
-    let day = starts_at.with_timezone(&tz).date_naive();
-    let remembered = offers.into_iter().find(|o| o.service_id == service.id && o.day == day).map(|o| o.offered);
-    let duration = crate::slots::occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
+    // A start outside the remembered answer is refused before anything is
+    // written, with the nearest free ones.
     let local = match (&remembered, service.capacity) {
         (None, None) => Vec::new(),
         _ => crate::slots::local_appointments(tx, company_id, service.id, day, tz, duration)?,
@@ -228,8 +240,6 @@ pub(crate) fn book_with(
         }
     }
 
-    let caller = classify_caller(call.from_number.as_deref(), branch_region(&branch, config));
-    let email = normalize_email(request.customer_email.as_deref());
     let name = request.customer_name.trim();
     let resolved = resolve_customer(tx, company_id, call.id, &caller, name, &email, now)?;
 

@@ -24,6 +24,7 @@ use crate::import::{register_call, resolve_call};
 use crate::queue::{JobKind, JobState, NewJob};
 use crate::slots::{free_starts, local_appointments, nearest, occupied};
 use crate::start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
+use crate::store::lock::{slot_locks, Lock};
 use crate::store::{Offered, Tx};
 use crate::utc::{format_utc, rfc3339, rfc3339_opt};
 use crate::{Error, Result};
@@ -419,7 +420,13 @@ pub(crate) fn cancel_in(
     if !request.confirmed {
         return Ok(Change { needs_confirmation: true, ..change_of(&a, ChangeKind::Cancel, zone) });
     }
-    tx.lock_company(a.company_id)?;
+    tx.lock(&[Lock::Appointment(a.id)])?;
+    // As it is now, under the lock: a cancel that finished meanwhile (a
+    // retried confirmation in another process) is this one, repeated.
+    let a = tx.appointment(a.company_id, a.id)?.ok_or(Error::AppointmentNotFound(a.id.0))?;
+    if a.status == AppointmentStatus::Cancelled {
+        return Ok(Change { repeated: true, ..change_of(&a, ChangeKind::Cancel, zone) });
+    }
     tx.cancel_appointment(a.company_id, a.id, now)?;
     // Jobs never sent are simply dropped; anything Cal.com may have (a
     // booking, or a create sent without an answer) gets a cancel job, which
@@ -502,8 +509,23 @@ pub(crate) fn reschedule_in(
     if !who.force() {
         check_reschedule(&policy, &a, now)?;
     }
-    tx.lock_company(a.company_id)?;
-    check_free(tx, &who, &a, &service, offered, new_start, tz)?;
+    let day = new_start.with_timezone(&tz).date_naive();
+    let remembered = match (offered, &who) {
+        (Some(o), _) => Some(o.clone()),
+        (None, Who::Caller { call, .. }) => tx.remembered_slots(call.id, service.id, day)?,
+        (None, Who::Operator { .. }) => None,
+    };
+    let duration = occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
+    // The appointment, and the new start's slot when a rule counts it (as a booking's: see `booking_locks`).
+    let mut locks = vec![Lock::Appointment(a.id)];
+    locks.extend(slot_locks(service.id, new_start, service.capacity, remembered.as_ref().map(|_| duration)));
+    tx.lock(&locks)?;
+    // As it is now, under the lock (another process may have moved or cancelled it).
+    let a = tx.appointment(a.company_id, a.id)?.ok_or(Error::AppointmentNotFound(a.id.0))?;
+    if a.status == AppointmentStatus::Cancelled {
+        return Err(Error::AppointmentCancelled(a.id.0));
+    }
+    check_free(tx, &a, &service, remembered.as_ref(), duration, new_start, tz)?;
     let moved = Change {
         starts_at: new_start,
         previous_starts_at: Some(a.starts_at),
@@ -542,20 +564,14 @@ pub(crate) fn reschedule_in(
 /// left out: what the call was offered (or Cal.com just said), and capacity.
 fn check_free(
     tx: &mut dyn Tx,
-    who: &Who,
     a: &Appointment,
     service: &Service,
-    offered: Option<&Offered>,
+    remembered: Option<&Offered>,
+    duration: Duration,
     new_start: DateTime<Utc>,
     tz: Tz,
 ) -> Result<()> {
     let day = new_start.with_timezone(&tz).date_naive();
-    let remembered = match (offered, who) {
-        (Some(o), _) => Some(o.clone()),
-        (None, Who::Caller { call, .. }) => tx.remembered_slots(call.id, service.id, day)?,
-        (None, Who::Operator { .. }) => None,
-    };
-    let duration = occupied(service.duration_minutes, remembered.as_ref().and_then(|o| o.length_minutes));
     let others: Vec<Appointment> = local_appointments(tx, a.company_id, service.id, day, tz, duration)?
         .into_iter()
         .filter(|other| other.id != a.id)

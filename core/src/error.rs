@@ -127,6 +127,16 @@ pub enum Error {
     /// A database or file problem. The text never holds personal data or secrets.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database server refused the transaction for a moment (a deadlock,
+    /// a serialization failure, a lock wait) on every one of its retries:
+    /// nothing was written; try again shortly.
+    #[error("the database is busy, nothing was written; try again: {0}")]
+    StorageBusy(String),
+    /// The database server cannot be reached (down, restarting, the
+    /// connection lost). A write whose connection went during its COMMIT
+    /// may or may not have been kept: bookings are idempotent, retry them.
+    #[error("the database cannot be reached: {0}")]
+    StorageUnavailable(String),
     /// A bug: a write panicked (it was rolled back; the others went on).
     #[error("internal error: {0}")]
     Internal(String),
@@ -193,6 +203,8 @@ impl Error {
             Error::MigrateConflict { .. } => "migrate_conflict",
             Error::MigrateMismatch { .. } => "migrate_mismatch",
             Error::Storage(_) => "storage",
+            Error::StorageBusy(_) => "storage_busy",
+            Error::StorageUnavailable(_) => "storage_unavailable",
             Error::Internal(_) => "internal",
             #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => "injected_fault",
@@ -202,9 +214,12 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) | Error::InvalidImport(_) | Error::UnknownTimezone(_) => ErrorKind::Input,
-            Error::Storage(_) | Error::Internal(_) | Error::CalcomUnavailable(_) | Error::MigrateMismatch { .. } => {
-                ErrorKind::Internal
-            }
+            Error::Storage(_)
+            | Error::StorageBusy(_)
+            | Error::StorageUnavailable(_)
+            | Error::Internal(_)
+            | Error::CalcomUnavailable(_)
+            | Error::MigrateMismatch { .. } => ErrorKind::Internal,
             #[cfg(feature = "fault-injection")]
             Error::InjectedFault(_) => ErrorKind::Internal,
             _ => ErrorKind::Rejected,

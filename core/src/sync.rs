@@ -805,7 +805,7 @@ impl Worker {
                 if !apply_in(tx, &job, &event, None, now)? {
                     return Ok(SyncOutcome::Lost);
                 }
-                let adopted = match booked {
+                let adopted = match &booked {
                     Some(s) => {
                         tx.record_sync_success(company, appointment, s.booking_id, &s.uid, s.seat_uid.as_deref(), now)?;
                         s.adopted
@@ -842,9 +842,9 @@ impl Worker {
                         tx.flag_for_review(company, appointment, "sync_failed", now)?;
                     }
                     Ok(if failure.flag {
-                        SyncOutcome::Flagged { code: failure.code }
+                        SyncOutcome::Flagged { code: failure.code.clone() }
                     } else {
-                        SyncOutcome::Retrying { code: failure.code }
+                        SyncOutcome::Retrying { code: failure.code.clone() }
                     })
                 })
             }

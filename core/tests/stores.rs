@@ -389,3 +389,369 @@ mod health_indexes {
         drop_database("mysql", &name);
     }
 }
+
+/// The database servers under contention (issue 19): finer locks, retries
+/// of transient refusals, the connection pool.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod contention {
+    use crate::conformance::server::TempServerStore;
+    use crate::conformance::{request, t0, FIXTURE};
+    use callbook::store::{Lock, RetryPolicy, Store, Tx};
+    use callbook::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    fn company(id: i64, name: &str) -> Company {
+        Company::new(CompanyId(id), name)
+    }
+
+    /// Two writes lock two rows in opposite order through the store's write
+    /// path: the server picks one as the deadlock's victim, the store rolls
+    /// it back and runs it again, and both commit. The caller never knows.
+    fn a_deadlock_is_retried_and_both_writes_commit(kind: &'static str) {
+        let store = Arc::new(TempServerStore::new(kind));
+        let now = chrono::Utc::now();
+        callbook::store::write(&*store, move |tx| {
+            tx.upsert_company(&company(1, "one"), now)?;
+            tx.upsert_company(&company(2, "two"), now)
+        })
+        .expect("seeds");
+        let both_hold_one = Arc::new(Barrier::new(2));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = [(1, 2), (2, 1)]
+            .into_iter()
+            .map(|(first, second)| {
+                let (store, barrier, runs) = (Arc::clone(&store), Arc::clone(&both_hold_one), Arc::clone(&runs));
+                std::thread::spawn(move || {
+                    store.write(Box::new(move |tx: &mut dyn Tx| {
+                        tx.upsert_company(&company(first, "first"), now)?;
+                        // The first runs wait until both hold their first row; a rerun goes straight on.
+                        if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                            barrier.wait();
+                        }
+                        tx.upsert_company(&company(second, "second"), now)
+                    }))
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("joins").expect("both writes commit");
+        }
+        let stats = store.server().retry_stats();
+        assert_eq!((stats.retried, stats.gave_up), (1, 0), "the victim ran again, once");
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// With no retries left the victim answers `storage_busy`, and nothing of it is kept.
+    fn an_exhausted_retry_answers_storage_busy(kind: &'static str) {
+        let policy = RetryPolicy { retries: 0, ..RetryPolicy::default() };
+        let store = Arc::new(TempServerStore::with_retry(kind, policy));
+        let now = chrono::Utc::now();
+        callbook::store::write(&*store, move |tx| {
+            tx.upsert_company(&company(1, "one"), now)?;
+            tx.upsert_company(&company(2, "two"), now)
+        })
+        .expect("seeds");
+        let barrier = Arc::new(Barrier::new(2));
+        let writers: Vec<_> = [(1, 2), (2, 1)]
+            .into_iter()
+            .map(|(first, second)| {
+                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    store.write(Box::new(move |tx: &mut dyn Tx| {
+                        tx.upsert_company(&company(first, &format!("by {first}")), now)?;
+                        barrier.wait();
+                        tx.upsert_company(&company(second, &format!("by {first}")), now)
+                    }))
+                })
+            })
+            .collect();
+        let results: Vec<_> = writers.into_iter().map(|w| w.join().expect("joins")).collect();
+        let codes: Vec<&str> = results.iter().filter_map(|r| r.as_ref().err()).map(Error::code).collect();
+        assert_eq!(codes, ["storage_busy"], "{results:?}");
+        assert_eq!(store.server().retry_stats().gave_up, 1);
+        // The winner's names on both rows: the victim left nothing.
+        let names = callbook::store::read(&*store, |tx| {
+            Ok((tx.company(CompanyId(1))?.expect("one").name, tx.company(CompanyId(2))?.expect("two").name))
+        })
+        .expect("reads");
+        assert_eq!(names.0, names.1, "{names:?}");
+    }
+
+    /// While a transaction holds one known caller's lock, another caller of
+    /// the same company books at once; the same caller waits for it.
+    fn different_callers_of_one_company_book_in_parallel(kind: &'static str) {
+        let store: Arc<dyn Store> = Arc::new(TempServerStore::new(kind));
+        let book = Callbook::new(Arc::clone(&store)).with_clock(Arc::new(ManualClock::new(t0())));
+        book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+        let other = NewCall {
+            retell_call_id: CallId("call_other".into()),
+            company_id: Some(CompanyId(1)),
+            branch_id: Some(BranchId(1)),
+            from_number: Some("+491609999999".into()),
+            ..Default::default()
+        };
+        book.register_call(&other).expect("registers");
+        let (held_tx, held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                callbook::store::write(&*store, move |tx| {
+                    tx.lock(&[Lock::Phone(CompanyId(1), "+491512345678".into())])?;
+                    let _ = held_tx.send(());
+                    let _ = released.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+            })
+        };
+        held.recv().expect("the lock is held");
+        let start = |h| format_utc(&(t0() + chrono::Duration::hours(h)));
+        // Another caller: not held up (the whole company was locked before issue 19).
+        book.book(&request("call_other", "Otto", &start(30))).expect("books while the other caller's lock is held");
+        // The same caller: waits until the holder ends.
+        let (done_tx, done) = mpsc::channel();
+        let same = {
+            let book = Callbook::new(Arc::clone(&store)).with_clock(Arc::new(ManualClock::new(t0())));
+            std::thread::spawn(move || {
+                let _ = done_tx.send(book.book(&request("call_known_a", "Anna", &start(31))).map(|b| b.customer_id));
+            })
+        };
+        assert!(done.recv_timeout(Duration::from_millis(400)).is_err(), "the same phone waits for its lock");
+        release.send(()).expect("releases");
+        holder.join().expect("joins").expect("the holder commits");
+        done.recv_timeout(Duration::from_secs(10)).expect("then books").expect("books");
+        same.join().expect("joins");
+    }
+
+    /// `?pool_size=2`: a third transaction at once waits for a connection.
+    fn the_pool_keeps_its_size(kind: &'static str) {
+        let store = Arc::new(TempServerStore::with_url_suffix(kind, "?pool_size=2"));
+        assert_eq!(store.server().pool_size(), 2);
+        let (held_tx, held) = mpsc::channel();
+        let release = Arc::new(Barrier::new(3));
+        let holders: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, held_tx, release) = (Arc::clone(&store), held_tx.clone(), Arc::clone(&release));
+                std::thread::spawn(move || {
+                    store.read(&mut |_tx| {
+                        let _ = held_tx.send(());
+                        release.wait();
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        held.recv().expect("one holds");
+        held.recv().expect("two hold");
+        let (done_tx, done) = mpsc::channel();
+        let third = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let _ = done_tx.send(callbook::store::read(&*store, |tx| tx.companies().map(|c| c.len())));
+            })
+        };
+        assert!(done.recv_timeout(Duration::from_millis(300)).is_err(), "no third connection");
+        release.wait();
+        for h in holders {
+            h.join().expect("joins").expect("reads");
+        }
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)).expect("then reads").expect("reads"), 0);
+        third.join().expect("joins");
+    }
+
+    #[cfg(feature = "postgres")]
+    mod postgres {
+        #[test]
+        fn a_deadlock_is_retried_and_both_writes_commit() {
+            super::a_deadlock_is_retried_and_both_writes_commit("postgres");
+        }
+        #[test]
+        fn an_exhausted_retry_answers_storage_busy() {
+            super::an_exhausted_retry_answers_storage_busy("postgres");
+        }
+        #[test]
+        fn different_callers_of_one_company_book_in_parallel() {
+            super::different_callers_of_one_company_book_in_parallel("postgres");
+        }
+        #[test]
+        fn the_pool_keeps_its_size() {
+            super::the_pool_keeps_its_size("postgres");
+        }
+    }
+
+    #[cfg(feature = "mysql")]
+    mod mysql {
+        #[test]
+        fn a_deadlock_is_retried_and_both_writes_commit() {
+            super::a_deadlock_is_retried_and_both_writes_commit("mysql");
+        }
+        #[test]
+        fn an_exhausted_retry_answers_storage_busy() {
+            super::an_exhausted_retry_answers_storage_busy("mysql");
+        }
+        #[test]
+        fn different_callers_of_one_company_book_in_parallel() {
+            super::different_callers_of_one_company_book_in_parallel("mysql");
+        }
+        #[test]
+        fn the_pool_keeps_its_size() {
+            super::the_pool_keeps_its_size("mysql");
+        }
+    }
+}
+
+/// A PostgreSQL server restarts under callbook (issue 19): bookings while
+/// it is down answer `storage_unavailable` at once, a transaction cut off
+/// by the shutdown leaves nothing, and the first booking after it is back
+/// succeeds (the pool drops its dead connections and connects anew). The
+/// server is a private one (initdb in a temporary directory, a free port):
+/// stopping it disturbs no other test.
+#[cfg(feature = "postgres")]
+mod restart {
+    use crate::conformance::{request, t0, FIXTURE};
+    use callbook::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    struct PrivatePostgres {
+        dir: tempfile::TempDir,
+        bin: PathBuf,
+        port: u16,
+        /// initdb and the server refuse to run as root: then as `postgres`.
+        as_postgres: bool,
+    }
+
+    impl PrivatePostgres {
+        fn run(&self, program: &str, args: &[&str]) {
+            let program = self.bin.join(program);
+            let mut command = if self.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&program);
+                c
+            } else {
+                Command::new(&program)
+            };
+            let out = command.args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+            assert!(out.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr));
+        }
+
+        fn data(&self) -> String {
+            self.dir.path().join("data").to_str().expect("utf-8").to_string()
+        }
+
+        fn new() -> Self {
+            let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL is installed");
+            let mut versions: Vec<PathBuf> = versions.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            versions.sort_by_key(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()));
+            let bin = versions.last().expect("a version").join("bin");
+            let uid = Command::new("id").arg("-u").output().expect("id");
+            let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+            let dir = tempfile::tempdir().expect("temp dir");
+            if as_postgres {
+                let ok = Command::new("chown").args(["postgres", dir.path().to_str().expect("utf-8")]).status();
+                assert!(ok.expect("chown").success());
+            }
+            // A free port, chosen by the system (port 0), released for the server.
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+            let pg = PrivatePostgres { dir, bin, port, as_postgres };
+            pg.run("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+            pg.start();
+            pg
+        }
+
+        fn start(&self) {
+            let options =
+                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+            let log = self.dir.path().join("log");
+            self.run(
+                "pg_ctl",
+                &["-D", &self.data(), "-o", &options, "-l", log.to_str().expect("utf-8"), "-w", "start"],
+            );
+        }
+
+        /// Fast shutdown: open sessions are ended, their transactions rolled back.
+        fn stop(&self) {
+            self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        }
+
+        fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+    }
+
+    impl Drop for PrivatePostgres {
+        fn drop(&mut self) {
+            let data = self.data();
+            let program = self.bin.join("pg_ctl");
+            let mut command = if self.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            };
+            let _ = command.args(["-D", &data, "-m", "immediate", "stop"]).output();
+        }
+    }
+
+    fn exists(path: &Path) -> bool {
+        path.exists()
+    }
+
+    #[test]
+    fn bookings_fail_fast_while_postgres_is_down_and_succeed_after() {
+        assert!(exists(Path::new("/usr/lib/postgresql")), "PostgreSQL's server binaries (tests/run installs them)");
+        let pg = PrivatePostgres::new();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let book = Callbook::open(pg.url()).expect("opens").with_clock(clock);
+        book.import(&ImportData::from_json(FIXTURE).expect("parses")).expect("imports");
+        let start = |h: i64| format_utc(&(t0() + chrono::Duration::hours(h)));
+        for h in 0..3 {
+            book.book(&request("call_known_a", "Anna", &start(24 + h))).expect("books");
+        }
+
+        // A transaction in flight when the server goes: its first write is lost with it.
+        let (inside_tx, inside) = mpsc::channel();
+        let (go_on, stopped) = mpsc::channel::<()>();
+        let store = Arc::clone(book.store());
+        let in_flight = std::thread::spawn(move || {
+            callbook::store::write(&*store, move |tx| {
+                tx.upsert_company(&Company::new(CompanyId(9), "Half"), t0())?;
+                let _ = inside_tx.send(());
+                let _ = stopped.recv_timeout(Duration::from_secs(30));
+                tx.upsert_company(&Company::new(CompanyId(10), "Written"), t0())
+            })
+        });
+        inside.recv().expect("inside the transaction");
+        pg.stop();
+        go_on.send(()).expect("goes on");
+        let cut = in_flight.join().expect("joins").expect_err("the server went");
+        assert_eq!(cut.code(), "storage_unavailable", "{cut}");
+
+        for h in 0..3 {
+            let started = std::time::Instant::now();
+            let err = book.book(&request("call_anon", "Ann", &start(30 + h))).expect_err("the server is down");
+            assert_eq!(err.code(), "storage_unavailable", "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5), "answers at once: {:?}", started.elapsed());
+        }
+
+        pg.start();
+        let after = book.book(&request("call_anon", "Ann", &start(40))).expect("books once the server is back");
+        assert!(!after.customer_phone.is_empty());
+        // The same booking during the outage is made now (idempotent: it had left nothing).
+        book.book(&request("call_anon", "Ann", &start(30))).expect("books");
+
+        let stats = book.stats().expect("stats");
+        assert_eq!(stats.appointments["pending"], 5, "3 before, 2 after, none from the outage");
+        assert_eq!(stats.jobs["available"], 5, "one outbox job per appointment");
+        assert_eq!((stats.customers_known, stats.customers_anonymous), (1, 2));
+        let half =
+            callbook::store::read(&**book.store(), |tx| Ok((tx.company(CompanyId(9))?, tx.company(CompanyId(10))?)));
+        assert_eq!(half.expect("reads"), (None, None), "the cut-off transaction left nothing");
+    }
+}

@@ -68,7 +68,7 @@ impl Default for MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn write(&self, work: WriteFn) -> Result<()> {
+    fn write(&self, mut work: WriteFn) -> Result<()> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut tx = MemoryTx { state: guard.clone(), fault_in: Some(&self.fault_in) };
         // A panicking write changes nothing (it worked on a copy) and answers `internal`.

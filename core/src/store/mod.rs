@@ -2,11 +2,13 @@
 //! [`Tx`]: one write transaction per booking, so nothing is ever half-written.
 //! Every query that reads customers or appointments is scoped by company.
 
+pub mod lock;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod retry;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod server;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -16,9 +18,11 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod time;
 
+pub use lock::Lock;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStats};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use server::ServerStore;
+pub use server::{split_pool_size, ServerStore, DEFAULT_POOL_SIZE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Checkpoint, SqliteOptions, SqliteStore, WriterStats};
 
@@ -35,12 +39,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::{Arc, Mutex};
 
 /// Work for one write transaction. Boxed and `'static` so a store may hand it
-/// to another thread (one writer committing a group of bookings together).
-pub type WriteFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<()> + Send>;
+/// to another thread (one writer committing a group of bookings together);
+/// `FnMut` because a database server may refuse a transaction for a moment
+/// (a deadlock) and the store then runs it again: it must act only through
+/// its `Tx`.
+pub type WriteFn = Box<dyn FnMut(&mut dyn Tx) -> Result<()> + Send>;
 
 /// A database holding callbook's tables.
 pub trait Store: Send + Sync {
-    /// Runs `work` in one write transaction: all of it is committed, or none.
+    /// Runs `work` in one write transaction: all of it is committed, or
+    /// none. A server store runs it again after a transient refusal
+    /// (`storage_busy` once its retries are spent).
     fn write(&self, work: WriteFn) -> Result<()>;
     /// As `write`, for the worker's bookkeeping (claims, outcomes, breaker):
     /// a store with one writer commits the bookings waiting with it first.
@@ -96,6 +105,10 @@ pub struct OpenOptions {
     /// How far ahead a start may be, in days (default 365, `Config::horizon_days`).
     #[serde(alias = "horizon_days")]
     pub horizon_days: Option<i64>,
+    /// Database servers: connections this process keeps at most (default
+    /// 16; a URL's `?pool_size=N` wins). SQLite has one writer and its readers.
+    #[serde(alias = "pool_size")]
+    pub pool_size: Option<usize>,
 }
 
 /// Is `target` a database server URL rather than a SQLite file path?
@@ -109,7 +122,7 @@ pub fn is_server_url(target: &str) -> bool {
 pub fn open(target: &std::path::Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
     if let Some(url) = target.to_str().filter(|t| is_server_url(t)) {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
-        return Ok(Arc::new(ServerStore::open_url(url)?));
+        return Ok(Arc::new(ServerStore::open_url_with(url, options.pool_size)?));
         #[cfg(not(any(feature = "postgres", feature = "mysql")))]
         return Err(Error::Storage(format!(
             "this build cannot open {url}: no database server support (features postgres, mysql)"
@@ -127,10 +140,11 @@ pub fn open(target: &std::path::Path, options: &OpenOptions) -> Result<Arc<dyn S
     }
 }
 
-/// Runs `f` in one write transaction and hands back its result.
+/// Runs `f` in one write transaction and hands back its result (`f` may
+/// run more than once: see [`WriteFn`]).
 pub fn write<R: Send + 'static>(
     store: &dyn Store,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+    f: impl FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
 ) -> Result<R> {
     write_as(store, false, f)
 }
@@ -138,7 +152,7 @@ pub fn write<R: Send + 'static>(
 /// As [`write`], through `Store::write_background`: the worker's bookkeeping.
 pub fn write_background<R: Send + 'static>(
     store: &dyn Store,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+    f: impl FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
 ) -> Result<R> {
     write_as(store, true, f)
 }
@@ -146,7 +160,7 @@ pub fn write_background<R: Send + 'static>(
 fn write_as<R: Send + 'static>(
     store: &dyn Store,
     background: bool,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+    mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
 ) -> Result<R> {
     let slot = Arc::new(Mutex::new(None));
     let out = Arc::clone(&slot);
@@ -293,11 +307,14 @@ pub struct OpenWork {
 
 /// The operations core needs, inside one transaction.
 pub trait Tx {
-    /// Holds the company's lock until the transaction ends: bookings of one
-    /// company run one at a time, so "one customer per known phone" and
-    /// capacities hold across processes. A no-op where one writer already
-    /// serialises every write (SQLite, memory).
-    fn lock_company(&mut self, _company: CompanyId) -> Result<()> {
+    /// Holds these locks until the transaction ends (see [`lock`]): what a
+    /// rule reads before it writes (a known phone, a slot, an email) cannot
+    /// change under it, across processes, while writes that touch other
+    /// things run in parallel. Take all of a transaction's locks in one
+    /// call, before its first write: the stores take them in one order, so
+    /// two writes cannot wait for each other in a circle. A no-op where one
+    /// writer already serialises every write (SQLite, memory).
+    fn lock(&mut self, _locks: &[Lock]) -> Result<()> {
         Ok(())
     }
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>>;

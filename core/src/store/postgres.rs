@@ -1,18 +1,46 @@
 //! The PostgreSQL driver behind [`super::server`]: runs the SQL of
-//! [`super::sql`], its `?` placeholders numbered `$n`.
+//! [`super::sql`], its `?` placeholders numbered `$n`, each statement
+//! prepared once per connection. Locks are transaction-level advisory
+//! locks, released by COMMIT or ROLLBACK.
 
 use super::server::{Connector, ServerStore};
 use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
+
+/// What a SQLSTATE means to callbook: the same transaction may pass when
+/// run again (serialization failure, deadlock, lock not available), the
+/// server cannot be reached (connection exceptions, shutdown, start-up),
+/// or a plain storage error.
+pub(crate) fn classify(sqlstate: &str, text: String) -> Error {
+    match sqlstate {
+        "40001" | "40P01" | "55P03" => Error::StorageBusy(text),
+        s if s.starts_with("08") || matches!(s, "57P01" | "57P02" | "57P03") => Error::StorageUnavailable(text),
+        _ => Error::Storage(text),
+    }
+}
 
 fn storage(e: postgres::Error) -> Error {
     // The server's message and SQLSTATE; never the DETAIL, which can quote values.
     match e.as_db_error() {
-        Some(db) => Error::Storage(format!("postgres {}: {}", db.code().code(), db.message())),
+        Some(db) => classify(db.code().code(), format!("postgres {}: {}", db.code().code(), db.message())),
+        // No answer from the server: the connection is closed or the socket failed.
+        None if e.is_closed() || io_failure(&e) => Error::StorageUnavailable(format!("postgres: {e}")),
         None => Error::Storage(format!("postgres: {e}")),
     }
+}
+
+fn io_failure(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl ToSql for Val<'_> {
@@ -54,11 +82,44 @@ fn numbered(sql: &str) -> String {
     out
 }
 
-struct PgConn(Client);
+/// At most this many prepared statements per connection (callbook has
+/// fewer; the bound keeps a stray dynamic one from growing it for ever).
+const STATEMENTS: usize = 256;
+
+struct PgConn {
+    client: Client,
+    /// Prepared once per connection: a statement is then one round trip, not two.
+    statements: HashMap<String, Statement>,
+    /// The last transient refusal in this transaction (see `Conn::take_transient`).
+    transient: Option<String>,
+}
 
 impl PgConn {
     fn params<'a>(params: &'a [Val<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
         params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+    }
+
+    fn noted(&mut self, e: postgres::Error) -> Error {
+        let e = storage(e);
+        if let Error::StorageBusy(text) = &e {
+            self.transient = Some(text.clone());
+        }
+        e
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = match self.client.prepare(&numbered(sql)) {
+            Ok(st) => st,
+            Err(e) => return Err(self.noted(e)),
+        };
+        if self.statements.len() >= STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
     }
 }
 
@@ -97,21 +158,41 @@ impl Conn for PgConn {
         Dialect::Postgres
     }
     fn each(&mut self, sql: &str, params: &[Val<'_>], row: &mut dyn FnMut(&dyn SqlRow) -> Result<()>) -> Result<()> {
-        for r in self.0.query(&numbered(sql), &Self::params(params)).map_err(storage)? {
+        let st = self.statement(sql)?;
+        let rows = match self.client.query(&st, &Self::params(params)) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.noted(e)),
+        };
+        for r in rows {
             row(&PgRow(&r))?;
         }
         Ok(())
     }
     fn execute(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
-        self.0.execute(&numbered(sql), &Self::params(params)).map_err(storage)
+        let st = self.statement(sql)?;
+        self.client.execute(&st, &Self::params(params)).map_err(|e| self.noted(e))
     }
     fn insert(&mut self, sql: &str, params: &[Val<'_>]) -> Result<i64> {
-        let row =
-            self.0.query_one(&numbered(&format!("{sql} RETURNING id")), &Self::params(params)).map_err(storage)?;
+        let st = self.statement(&format!("{sql} RETURNING id"))?;
+        let row = self.client.query_one(&st, &Self::params(params)).map_err(|e| self.noted(e))?;
         row.try_get(0).map_err(storage)
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.0.batch_execute(sql).map_err(storage)
+        self.client.batch_execute(sql).map_err(|e| self.noted(e))
+    }
+    /// Transaction-level advisory locks, in the order given (ascending: see
+    /// `lock_order`), in one statement. PostgreSQL finds a deadlock among
+    /// them and row locks alike (40P01, retried).
+    fn lock_keys(&mut self, keys: &[i64]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let calls = vec!["pg_advisory_xact_lock(?::bigint)"; keys.len()].join(", ");
+        let params: Vec<Val<'_>> = keys.iter().map(|k| Val::Int(*k)).collect();
+        self.each(&format!("SELECT {calls}"), &params, &mut |_| Ok(()))
+    }
+    fn take_transient(&mut self) -> Option<Error> {
+        self.transient.take().map(Error::StorageBusy)
     }
 }
 
@@ -119,7 +200,8 @@ struct PgConnector(postgres::Config);
 
 impl Connector for PgConnector {
     fn connect(&self) -> Result<Box<dyn Conn + Send>> {
-        Ok(Box::new(PgConn(self.0.connect(NoTls).map_err(storage)?)))
+        let client = self.0.connect(NoTls).map_err(storage)?;
+        Ok(Box::new(PgConn { client, statements: HashMap::new(), transient: None }))
     }
 }
 
@@ -135,8 +217,17 @@ impl ServerStore {
     /// Opens (creating the tables once) the PostgreSQL database at `url`
     /// (`postgres://user@host:5432/db`).
     pub fn postgres(url: &str) -> Result<Self> {
-        let config: postgres::Config =
+        let (url, size) = super::server::split_pool_size(url)?;
+        Self::postgres_sized(&url, size)
+    }
+
+    pub(crate) fn postgres_sized(url: &str, size: Option<usize>) -> Result<Self> {
+        let mut config: postgres::Config =
             url.parse().map_err(|_| Error::Storage("not a PostgreSQL URL (postgres://user@host/db)".into()))?;
-        ServerStore::open(Box::new(PgConnector(config)), "postgres", SCHEMA)
+        // A server that does not answer is `storage_unavailable` soon, not after the OS's TCP timeout.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        ServerStore::open(Box::new(PgConnector(config)), "postgres", SCHEMA, size)
     }
 }

@@ -1,13 +1,15 @@
 //! The one SQL [`Tx`] of callbook, for SQLite, PostgreSQL and MySQL/MariaDB.
 //! Every statement, column list and row mapper is written once, with `?`
 //! placeholders; a [`Conn`] runs them on one database. What differs between
-//! the three is in [`Dialect`] and nowhere else: upserts, the job claim,
-//! row locks, a reserved word and the sequence after an explicit id.
+//! the three is in [`Dialect`] and the drivers' [`Conn`] and nowhere else:
+//! upserts, the job claim, a reserved word, the sequence after an explicit
+//! id, and how a lock is taken ([`Conn::lock_keys`]).
 //!
 //! `SqlTx` is generic over its connection, so SQLite's prepared-statement
 //! cache sees the same `&'static str` every time; the servers use it over
 //! `dyn Conn`.
 
+use super::lock::{lock_order, Lock};
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{
     open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace,
@@ -145,17 +147,6 @@ impl Dialect {
         }
     }
 
-    /// The company's row lock for a booking; SQLite has one writer already.
-    /// PostgreSQL: NO KEY UPDATE, so rows that merely reference the company
-    /// (its jobs, its customers) are not held up by it.
-    fn lock_company(self) -> Option<&'static str> {
-        match self {
-            Dialect::Sqlite => None,
-            Dialect::Postgres => Some("SELECT id FROM companies WHERE id = ? FOR NO KEY UPDATE"),
-            Dialect::Mysql => Some("SELECT id FROM companies WHERE id = ? FOR UPDATE"),
-        }
-    }
-
     /// The column `key` (a reserved word in MySQL).
     fn key_col(self) -> &'static str {
         match self {
@@ -195,6 +186,23 @@ pub(crate) trait Conn {
     /// Runs an INSERT and returns the new row's `id`.
     fn insert(&mut self, sql: &str, params: &[Val<'_>]) -> Result<i64>;
     fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Takes these lock keys (ascending, each once) until the transaction
+    /// ends. SQLite: nothing to do, its one writer serialises every write.
+    fn lock_keys(&mut self, _keys: &[i64]) -> Result<()> {
+        Ok(())
+    }
+    /// Ends the transaction: COMMIT, or ROLLBACK (and lets go of what the
+    /// connection holds beyond it). Used by the server stores.
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    fn finish(&mut self, commit: bool) -> Result<()> {
+        self.batch(if commit { "COMMIT" } else { "ROLLBACK" })
+    }
+    /// The server refused a statement of this transaction as transient
+    /// (deadlock, serialization failure, lock wait): `storage_busy`, once.
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    fn take_transient(&mut self) -> Option<Error> {
+        None
+    }
 }
 
 macro_rules! customer_cols {
@@ -481,11 +489,8 @@ fn count_of(tally: &[(String, u64)], name: &str) -> u64 {
 }
 
 impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
-    fn lock_company(&mut self, company: CompanyId) -> Result<()> {
-        match self.conn.dialect().lock_company() {
-            Some(sql) => self.one(sql, &[company.0.into()], |_| Ok(())).map(|_| ()),
-            None => Ok(()),
-        }
+    fn lock(&mut self, locks: &[Lock]) -> Result<()> {
+        self.conn.lock_keys(&lock_order(locks))
     }
 
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {

@@ -459,7 +459,7 @@ fn commit_group(writer: &mut Writer, batch: Vec<Queued>) {
 
 /// Runs one write; a panic in it becomes `internal` (its caller's answer)
 /// instead of unwinding through the group it shares the transaction with.
-fn run_caught(conn: &Connection, work: WriteFn) -> Result<()> {
+fn run_caught(conn: &Connection, mut work: WriteFn) -> Result<()> {
     std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut SqlTx::new(&mut SqliteConn(conn)))))
         .unwrap_or_else(|_| Err(Error::Internal("the write panicked; nothing of it was kept".into())))
 }

@@ -1041,14 +1041,30 @@ pub mod server {
 
     impl TempServerStore {
         pub fn new(kind: &'static str) -> Self {
+            Self::with_url_suffix(kind, "")
+        }
+
+        /// Opened with `suffix` after the URL (`?pool_size=2`).
+        pub fn with_url_suffix(kind: &'static str, suffix: &str) -> Self {
             let name = fresh_name(kind);
-            let url = create(kind, &name);
+            let url = format!("{}{suffix}", create(kind, &name));
             let inner = match kind {
                 "postgres" => ServerStore::postgres(&url),
                 _ => ServerStore::mysql(&url),
             }
             .unwrap_or_else(|e| panic!("{kind} store opens: {e}"));
             TempServerStore { inner: Some(inner), kind, name }
+        }
+
+        /// With another retry policy (a fixed jitter seed: the waits are the same every run).
+        pub fn with_retry(kind: &'static str, policy: callbook::store::RetryPolicy) -> Self {
+            let mut store = Self::new(kind);
+            store.inner = store.inner.take().map(|s| s.with_retry(policy, 19));
+            store
+        }
+
+        pub fn server(&self) -> &ServerStore {
+            self.inner.as_ref().expect("open")
         }
     }
 
