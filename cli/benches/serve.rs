@@ -153,6 +153,7 @@ impl Server {
             .arg("--db")
             .arg(&db)
             .args(["--synchronous", synchronous])
+            .args(["--checkpoint", &std::env::var("BENCH_CHECKPOINT").unwrap_or_else(|_| "auto".into())])
             .args(["serve", "--listen", "127.0.0.1:0", "--calcom-url", calcom_url])
             .args(["--worker-threads", &workers.to_string()])
             .env("RETELL_API_KEY", RETELL_KEY)

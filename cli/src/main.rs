@@ -33,6 +33,10 @@ struct Cli {
     /// How far ahead a start may be, in days (default 365).
     #[arg(long, global = true, env = "CALLBOOK_HORIZON_DAYS")]
     horizon_days: Option<i64>,
+    /// SQLite: who copies the WAL back into the database file: `auto`
+    /// (default), `inline` (inside a commit) or `background` (a thread of its own).
+    #[arg(long, global = true, env = "CALLBOOK_CHECKPOINT", default_value = "auto", value_parser = ["auto", "inline", "background"])]
+    checkpoint: String,
     /// Print one JSON object (errors too, as {"error":{"code","message"}}).
     #[arg(long, global = true)]
     json: bool,
@@ -358,7 +362,8 @@ fn report(result: Result<(Value, String), Failure>, json: bool) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(Value, String), Failure> {
-    let g = Global { db: cli.db, synchronous: cli.synchronous, horizon_days: cli.horizon_days };
+    let g =
+        Global { db: cli.db, synchronous: cli.synchronous, horizon_days: cli.horizon_days, checkpoint: cli.checkpoint };
     match cli.command {
         Command::Init => {
             let version = open(&g)?.schema_version()?;
@@ -556,15 +561,21 @@ struct Global {
     db: PathBuf,
     synchronous: String,
     horizon_days: Option<i64>,
+    checkpoint: String,
 }
 
 /// The database named by `--db`, with `--synchronous` and `--horizon-days`.
 fn open(g: &Global) -> Result<Callbook, Failure> {
     let synchronous =
         if g.synchronous == "normal" { callbook::Synchronous::Normal } else { callbook::Synchronous::Full };
+    let checkpoint = match g.checkpoint.as_str() {
+        "inline" => Some(callbook::store::Checkpoint::Inline),
+        "background" => Some(callbook::store::Checkpoint::Background),
+        _ => None,
+    };
     Ok(Callbook::open_with(
         &g.db,
-        &callbook::OpenOptions { synchronous, horizon_days: g.horizon_days, ..Default::default() },
+        &callbook::OpenOptions { synchronous, horizon_days: g.horizon_days, checkpoint, ..Default::default() },
     )?)
 }
 

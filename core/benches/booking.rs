@@ -8,7 +8,7 @@
 //! Env: CALLBOOK_BENCH_N (bookings per run), CALLBOOK_BENCH_ROWS (pre-stored appointments).
 
 use callbook::rules::{idempotency_key, placeholder_phone};
-use callbook::store::{SqliteOptions, SqliteStore};
+use callbook::store::{Checkpoint, SqliteOptions, SqliteStore};
 use callbook::{
     format_utc, BookingRequest, CallDbId, Callbook, CompanyId, Config, ImportData, NewCall, ServiceId, Synchronous,
 };
@@ -154,7 +154,14 @@ fn concurrently(
 }
 
 fn run_callbook(path: &Path, run: &str, n: usize, clients: usize, sync: Synchronous) -> Run {
-    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: sync, ..Default::default() }).expect("opens");
+    // CALLBOOK_BENCH_CHECKPOINT=inline|background: compare against the default's choice.
+    let checkpoint = match std::env::var("CALLBOOK_BENCH_CHECKPOINT").as_deref() {
+        Ok("inline") => Checkpoint::Inline,
+        Ok("background") => Checkpoint::Background,
+        _ => Checkpoint::Auto,
+    };
+    let store = SqliteStore::open_with(path, SqliteOptions { synchronous: sync, checkpoint, ..Default::default() })
+        .expect("opens");
     // The starts reach into 2031: past the default 365-day horizon.
     let book = Callbook::new(Arc::new(store)).with_config(Config { horizon_days: 3650, ..Config::default() });
     let run = run.to_string();

@@ -109,6 +109,9 @@ pub struct OpenOptions {
     /// 16; a URL's `?pool_size=N` wins). SQLite has one writer and its readers.
     #[serde(alias = "pool_size")]
     pub pool_size: Option<usize>,
+    /// SQLite: who copies the WAL back into the database file (`auto`,
+    /// `inline`, `background`; [`Checkpoint`]).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Is `target` a database server URL rather than a SQLite file path?
@@ -131,7 +134,11 @@ pub fn open(target: &std::path::Path, options: &OpenOptions) -> Result<Arc<dyn S
     #[cfg(feature = "sqlite")]
     return Ok(Arc::new(SqliteStore::open_with(
         target,
-        SqliteOptions { synchronous: options.synchronous, ..Default::default() },
+        SqliteOptions {
+            synchronous: options.synchronous,
+            checkpoint: options.checkpoint.unwrap_or(Checkpoint::Auto),
+            ..Default::default()
+        },
     )?));
     #[cfg(not(feature = "sqlite"))]
     {
