@@ -16,6 +16,7 @@ use crate::customer::Customer;
 use crate::email::is_valid_email;
 use crate::ids::{AppointmentId, JobId};
 use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState, Policy};
+use crate::ratelimit;
 use crate::store::{self, SyncFailure, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
@@ -293,7 +294,6 @@ pub struct Worker {
     api: Arc<dyn CalcomApi>,
     config: WorkerConfig,
     policy: Policy,
-    limiter: RateLimiter,
     rng: Mutex<u64>,
     listeners: Vec<Listener>,
     storage_errors: AtomicU64,
@@ -318,10 +318,9 @@ struct Context {
 
 impl Worker {
     pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
-        let limiter = RateLimiter::new(config.requests_per_minute);
         let rng = Mutex::new(config.seed);
         let policy = config.policy(&book.config().policy);
-        Worker { book, api, config, policy, limiter, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
+        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
     }
 
     /// A worker on the real Cal.com client, with the config's timeout.
@@ -510,30 +509,28 @@ impl Worker {
                 message: "the company has no Cal.com API key".into(),
                 retry_after: None,
             };
-            return self.record(job, &ctx, Err(failure), false, None);
+            return self.record(job, &ctx, Err(failure), false, None, None);
         };
         let breaker_key = endpoint.breaker_key();
         let now = self.book.now();
-        // A closed breaker (the usual case) needs no write to admit a call.
+        // A closed breaker (the usual case) needs no read of its own to admit a call.
         let closed = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed);
-        let probe = !closed
-            && match self.admit(&breaker_key, now)? {
-                Admission::Go => false,
-                Admission::Probe(_) => true,
-                Admission::Wait(until) => return self.defer(job, until, "breaker_open", None),
-            };
         // A create that was sent before without a definite answer (an earlier
         // attempt, or a probe that timed out) looks for its booking first.
         let lookup = job.kind == JobKind::Create && (job.attempt > 1 || job.last_error.is_some());
         // Adding an attendee has a throttler of its own (5 a minute) and
         // does not count against the key's default one.
-        let (bucket, limit, requests) = match job.kind {
-            JobKind::UpdateAttendee => (attendees_bucket(&breaker_key), ATTENDEES_PER_MINUTE, 1),
-            _ => (breaker_key.clone(), self.config.requests_per_minute, if lookup { 2 } else { 1 }),
+        let (bucket, throttler, limit, requests) = match job.kind {
+            JobKind::UpdateAttendee => (attendees_bucket(&breaker_key), ATTENDEES_THROTTLER, ATTENDEES_PER_MINUTE, 1),
+            _ => (breaker_key.clone(), DEFAULT_THROTTLER, self.config.requests_per_minute, if lookup { 2 } else { 1 }),
         };
-        if let Err(until) = self.limiter.acquire_within(&bucket, limit, requests, now) {
-            return self.defer(job, until, "rate_limit", None);
-        }
+        // One write: the breaker's admission (when not closed) and the
+        // request slots in the key's window shared by every process.
+        let probe = match self.gate(&breaker_key, !closed, &bucket, limit, requests, now)? {
+            Gate::Go { probe } => probe,
+            Gate::BreakerOpen(until) => return self.defer(job, until, "breaker_open", None),
+            Gate::RateLimited(until) => return self.defer(job, until, "rate_limit", None),
+        };
         let answer = match job.kind {
             // Cancelled while a create without an answer was out: only look
             // for what it may have booked (the cancel job then cancels it).
@@ -562,13 +559,17 @@ impl Worker {
                 }
             }
         };
-        self.observe(&endpoint, &breaker_key);
-        if let Err(ApiFailure::Status { status: 429, retry_after, .. }) = &answer {
-            // Rate limited: wait as told, without using an attempt.
+        // What Cal.com said about the key's budget: recorded with the outcome,
+        // in the same write, for every process.
+        let seen = self.api.observed_limit(&endpoint, throttler).map(|h| (bucket.clone(), h));
+        if let Err(ApiFailure::Status { status: 429, retry_after, message }) = &answer {
+            // Rate limited: wait as told, without using an attempt. Cal.com's
+            // 429 blocks the key for every process; our own (a second request
+            // of a flow found no slot) only defers this job.
             let until =
                 self.book.now() + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.policy.max_retry_after);
-            self.limiter.block(&bucket, until);
-            self.note_breaker(&breaker_key, Outcome::Healthy)?;
+            let block = (message != LOCAL_LIMIT).then(|| (bucket.clone(), until));
+            self.note_breaker(&breaker_key, Outcome::Healthy, seen, block)?;
             return self.defer(job, until, "rate_limit", None);
         }
         let outcome = match &answer {
@@ -578,25 +579,14 @@ impl Worker {
         if probe && outcome == Outcome::Unhealthy {
             // The probe found Cal.com still down: that is the breaker's
             // business, not this appointment's, so no attempt is used.
-            let reopened = self.note_breaker(&breaker_key, outcome)?;
+            let reopened = self.note_breaker(&breaker_key, outcome, seen, None)?;
             let error = answer.err().map(|f| cut_message(&f.to_string()));
             return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open", error.as_deref());
         }
         // A healthy answer on a clean breaker changes nothing: no breaker write.
         let clean = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed && b.consecutive_failures == 0);
         let breaker = (outcome == Outcome::Unhealthy || !clean).then_some((breaker_key, outcome));
-        self.record(job, &ctx, answer, true, breaker)
-    }
-
-    /// Feeds the rate-limit headers of the last answer to the limiter.
-    fn observe(&self, endpoint: &Endpoint, breaker_key: &str) {
-        let now = self.book.now();
-        if let Some(seen) = self.api.observed_limit(endpoint, DEFAULT_THROTTLER) {
-            self.limiter.observe(breaker_key, &seen, now);
-        }
-        if let Some(seen) = self.api.observed_limit(endpoint, ATTENDEES_THROTTLER) {
-            self.limiter.observe(&attendees_bucket(breaker_key), &seen, now);
-        }
+        self.record(job, &ctx, answer, true, breaker, seen)
     }
 
     /// The attendee email for a customer without one: the company's
@@ -689,15 +679,24 @@ impl Worker {
         }
     }
 
-    /// One more request slot for a flow that needs a second call; a local
-    /// 429 (retried after the wait, no attempt used) when none is free.
+    /// One more request slot (in the window every process shares) for a
+    /// flow that needs a second call; a local 429 (retried after the wait,
+    /// no attempt used) when none is free or the store cannot say.
     fn take_slot(&self, endpoint: &Endpoint) -> std::result::Result<(), ApiFailure> {
         let now = self.book.now();
-        self.limiter.acquire(&endpoint.breaker_key(), 1, now).map_err(|until| ApiFailure::Status {
-            status: 429,
-            message: "local rate limit".into(),
-            retry_after: Some(until - now),
-        })
+        let (bucket, limit) = (endpoint.breaker_key(), self.config.requests_per_minute);
+        let taken = store::write_background(&**self.book.store(), move |tx| {
+            Ok(match ratelimit::take(&tx.rate_window(&bucket)?, limit, 1, now) {
+                Ok(window) => tx.put_rate_window(&window, now).map(|()| None)?,
+                Err(until) => Some(until),
+            })
+        });
+        let wait = match taken {
+            Ok(None) => return Ok(()),
+            Ok(Some(until)) => until - now,
+            Err(_) => Duration::seconds(1),
+        };
+        Err(ApiFailure::Status { status: 429, message: LOCAL_LIMIT.into(), retry_after: Some(wait) })
     }
 
     /// Looks for the booking an earlier create made: Cal.com cannot filter by
@@ -748,25 +747,65 @@ impl Worker {
         Ok(None)
     }
 
-    fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {
-        let key = key.to_string();
+    /// May this job call Cal.com now? One write transaction: the breaker's
+    /// admission when it is not closed (a probe is written only when the call
+    /// goes out), then `requests` slots of `limit` in the window of `bucket`
+    /// that every worker process shares (its row locked on the servers).
+    fn gate(
+        &self,
+        key: &str,
+        check_breaker: bool,
+        bucket: &str,
+        limit: u32,
+        requests: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Gate> {
+        let (key, bucket) = (key.to_string(), bucket.to_string());
         let policy = self.config.breaker.clone();
         store::write_background(&**self.book.store(), move |tx| {
-            let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
-            let admission = breaker::admit(&current, now, &policy);
-            if let Admission::Probe(probing) = &admission {
-                tx.put_breaker(probing)?;
+            let admission = match check_breaker {
+                true => breaker::admit(&tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now)), now, &policy),
+                false => Admission::Go,
+            };
+            if let Admission::Wait(until) = admission {
+                return Ok(Gate::BreakerOpen(until));
             }
-            Ok(admission)
+            let window = match ratelimit::take(&tx.rate_window(&bucket)?, limit, requests, now) {
+                Ok(window) => window,
+                Err(until) => return Ok(Gate::RateLimited(until)),
+            };
+            tx.put_rate_window(&window, now)?;
+            Ok(match admission {
+                Admission::Probe(probing) => {
+                    tx.put_breaker(&probing)?;
+                    Gate::Go { probe: true }
+                }
+                _ => Gate::Go { probe: false },
+            })
         })
     }
 
-    /// Records a call's outcome on the shared breaker; returns the new state.
-    fn note_breaker(&self, key: &str, outcome: Outcome) -> Result<Breaker> {
+    /// Records a call's outcome on the shared breaker, with what the answer
+    /// said about the key's budget and, after Cal.com's 429, the block of
+    /// the key for every process, in one write; returns the breaker's new state.
+    fn note_breaker(
+        &self,
+        key: &str,
+        outcome: Outcome,
+        seen: Option<(String, RateLimitHeaders)>,
+        block: Option<(String, DateTime<Utc>)>,
+    ) -> Result<Breaker> {
         let key = key.to_string();
         let policy = self.config.breaker.clone();
         let now = self.book.now();
-        store::write_background(&**self.book.store(), move |tx| breaker_in(tx, &key, outcome, now, &policy))
+        store::write_background(&**self.book.store(), move |tx| {
+            note_limits(tx, seen.as_ref(), now)?;
+            if let Some((bucket, until)) = &block {
+                let window = ratelimit::block(&tx.rate_window(bucket)?, *until);
+                tx.put_rate_window(&window, now)?;
+            }
+            breaker_in(tx, &key, outcome, now, &policy)
+        })
     }
 
     fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str, error: Option<&str>) -> Result<SyncOutcome> {
@@ -783,11 +822,13 @@ impl Worker {
         answer: std::result::Result<Option<Synced>, ApiFailure>,
         attempted: bool,
         breaker: Option<(String, Outcome)>,
+        seen: Option<(String, RateLimitHeaders)>,
     ) -> Result<SyncOutcome> {
         let now = self.book.now();
         let job = job.clone();
         let policy = self.config.breaker.clone();
         let note = move |tx: &mut dyn Tx| -> Result<()> {
+            note_limits(tx, seen.as_ref(), now)?;
             if let Some((key, outcome)) = &breaker {
                 breaker_in(tx, key, *outcome, now, &policy)?;
             }
@@ -906,6 +947,26 @@ fn rescheduled_to(message: &str) -> Option<String> {
 fn is_cancelled_already(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("cancelled already") || m.contains("already been cancelled")
+}
+
+/// The message of the 429 a flow's second request answers itself when the
+/// shared window has no slot for it (not Cal.com's: the key is not blocked).
+const LOCAL_LIMIT: &str = "local rate limit";
+
+/// What the shared rate window and the breaker say about one call.
+enum Gate {
+    Go { probe: bool },
+    BreakerOpen(DateTime<Utc>),
+    RateLimited(DateTime<Utc>),
+}
+
+/// Records an answer's rate-limit headers in the key's shared window.
+fn note_limits(tx: &mut dyn Tx, seen: Option<&(String, RateLimitHeaders)>, now: DateTime<Utc>) -> Result<()> {
+    if let Some((bucket, headers)) = seen {
+        let window = ratelimit::observe(&tx.rate_window(bucket)?, headers.remaining, headers.reset, now);
+        tx.put_rate_window(&window, now)?;
+    }
+    Ok(())
 }
 
 fn attendees_bucket(breaker_key: &str) -> String {

@@ -30,6 +30,7 @@ use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
+use crate::ratelimit::RateWindow;
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::{Arc, Mutex};
@@ -515,4 +516,11 @@ pub trait Tx {
     /// unfinished jobs (how many created at or before `overdue_at`, and the
     /// oldest's creation), by company id.
     fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>>;
+
+    /// The shared Cal.com rate window of `key` (empty when none is kept),
+    /// held for the rest of this write transaction: PostgreSQL and MariaDB
+    /// lock its row (`FOR UPDATE`, the row made first when missing), SQLite's
+    /// writer is alone. Every worker process on the key sees one window.
+    fn rate_window(&mut self, key: &str) -> Result<RateWindow>;
+    fn put_rate_window(&mut self, window: &RateWindow, now: DateTime<Utc>) -> Result<()>;
 }

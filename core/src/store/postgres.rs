@@ -129,6 +129,7 @@ const SCHEMA: super::server::Schema = &[
     include_str!("schema_postgres_v3.sql"),
     include_str!("schema_postgres_v4.sql"),
     include_str!("schema_postgres_v5.sql"),
+    include_str!("schema_postgres_v6.sql"),
 ];
 
 impl ServerStore {
