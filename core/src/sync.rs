@@ -58,6 +58,10 @@ pub struct WorkerConfig {
     /// How long `run` waits when nothing is due, in milliseconds (200).
     #[serde(alias = "idle_ms")]
     pub idle_ms: u64,
+    /// Wake at once when a job is enqueued, where the store can tell
+    /// (PostgreSQL `LISTEN/NOTIFY`); `idle_ms` is then the longest wait and
+    /// polling the fallback. `false`: poll every `idle_ms` (true by default).
+    pub listen: bool,
     /// Delays before retry n in milliseconds (the last repeats), instead of
     /// the policy's 1 s, 5 s, 30 s. `[0]`: retries are due at once.
     #[serde(alias = "backoff_ms")]
@@ -79,6 +83,7 @@ impl Default for WorkerConfig {
             requests_per_minute: 120,
             timeout_ms: 30_000,
             idle_ms: 200,
+            listen: true,
             backoff_ms: None,
             seed: 0x5eed,
         }
@@ -148,6 +153,8 @@ pub struct RunReport {
     pub released: u64,
     /// Rounds `run` could not claim because the store failed.
     pub storage_errors: u64,
+    /// Idle waits of `run` that a new job's notification ended early.
+    pub woken: u64,
 }
 
 impl RunReport {
@@ -181,6 +188,7 @@ impl RunReport {
         self.lost += other.lost;
         self.released += other.released;
         self.storage_errors += other.storage_errors;
+        self.woken += other.woken;
     }
 }
 
@@ -297,6 +305,7 @@ pub struct Worker {
     rng: Mutex<u64>,
     listeners: Vec<Listener>,
     storage_errors: AtomicU64,
+    idle_waits: AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -320,7 +329,8 @@ impl Worker {
     pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
         let rng = Mutex::new(config.seed);
         let policy = config.policy(&book.config().policy);
-        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
+        let (storage_errors, idle_waits) = (AtomicU64::new(0), AtomicU64::new(0));
+        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors, idle_waits }
     }
 
     /// A worker on the real Cal.com client, with the config's timeout.
@@ -358,6 +368,12 @@ impl Worker {
         self.storage_errors.load(Ordering::Relaxed)
     }
 
+    /// Idle waits `run` has begun, so far: one more means it found nothing
+    /// due and is waiting (for a notification or its poll interval).
+    pub fn idle_waits(&self) -> u64 {
+        self.idle_waits.load(Ordering::SeqCst)
+    }
+
     /// Runs jobs until none is due: rescues jobs whose worker died on their
     /// last attempt, then claims and runs batches on `threads` threads.
     pub fn run_once(&self) -> Result<RunReport> {
@@ -378,14 +394,29 @@ impl Worker {
     /// A storage error (a busy or briefly unavailable database) does not end
     /// the worker: it is counted in `storage_errors` and the loop goes on
     /// after `idle`; jobs it held are claimed again when their lease ends.
+    ///
+    /// With `listen` (the default) an idle wait ends as soon as a job is
+    /// enqueued on a store that can say so (PostgreSQL `LISTEN/NOTIFY`):
+    /// the listening starts before the first claim, so no job enqueued after
+    /// a claim found nothing goes unheard. Elsewhere it polls every `idle`.
     pub fn run(&self, stop: &AtomicBool, idle: std::time::Duration) -> RunReport {
         let mut report = RunReport::default();
+        if self.config.listen {
+            // Cannot listen now: the store polls and tries again at its next wait.
+            let _ = self.book.store().listen_for_jobs();
+        }
         while !stop.load(Ordering::SeqCst) {
             let claimed =
                 self.book.rescue_expired().and_then(|_| self.book.claim_jobs(&self.config.id, self.config.batch));
             match claimed {
                 Ok(jobs) if !jobs.is_empty() => report.merge(&self.run_jobs(jobs, Some(stop))),
-                Ok(_) => std::thread::sleep(idle),
+                Ok(_) => {
+                    self.idle_waits.fetch_add(1, Ordering::SeqCst);
+                    match self.config.listen {
+                        true => report.woken += u64::from(self.book.store().wait_for_jobs(idle)),
+                        false => std::thread::sleep(idle),
+                    }
+                }
                 Err(_) => {
                     report.storage_errors += 1;
                     self.storage_errors.fetch_add(1, Ordering::Relaxed);

@@ -54,6 +54,19 @@ pub trait Store: Send + Sync {
     fn schema_version(&self) -> Result<i64> {
         Ok(0)
     }
+    /// Starts listening for new jobs (PostgreSQL: `LISTEN callbook_jobs` on
+    /// a connection of its own), so [`Store::wait_for_jobs`] can wake at
+    /// once. Stores that cannot only poll: the default does nothing.
+    fn listen_for_jobs(&self) -> Result<()> {
+        Ok(())
+    }
+    /// An idle worker's wait: returns when a job was enqueued since the
+    /// listening began (`true`, a notification) or after `timeout` (`false`,
+    /// the worker polls again). The default sleeps the whole timeout.
+    fn wait_for_jobs(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
 }
 
 /// `OpenWork` of `company` in `list`, created empty when missing.

@@ -1029,6 +1029,16 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             at(now),
             at(now),
         ];
+        if self.conn.dialect() == Dialect::Postgres {
+            // Wakes listening workers when this transaction commits (none
+            // hear it if it rolls back), in the insert's own round trip.
+            let notifying = "WITH job AS (INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt,
+                             max_attempts, run_at, lease_token, created_at, updated_at)
+                             VALUES (?, ?, ?, 'available', 0, ?, ?, 0, ?, ?) RETURNING id)
+                             SELECT id FROM job, pg_notify('callbook_jobs', '') AS notified";
+            let id = self.one(notifying, &params, |r| r.int(0))?;
+            return id.map(JobId).ok_or_else(|| Error::Storage("the job insert returned no id".into()));
+        }
         Ok(JobId(self.conn.insert(sql, &params)?))
     }
     fn job(&mut self, id: JobId) -> Result<Option<Job>> {
