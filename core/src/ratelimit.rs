@@ -84,11 +84,26 @@ pub fn take(
     n: u32,
     now: DateTime<Utc>,
 ) -> std::result::Result<RateWindow, DateTime<Utc>> {
+    take_up_to(window, limit, n, n, now).map(|(next, _)| next)
+}
+
+/// [`take`] of at least `least` slots and, when they are free, up to `most`:
+/// the window with them counted and how many were taken. A worker takes a
+/// few ahead for the jobs it holds, in the same write, and uses them within
+/// the same second (they are counted in it); the ones it does not use are
+/// only wasted, never sent later.
+pub fn take_up_to(
+    window: &RateWindow,
+    limit: u32,
+    least: u32,
+    most: u32,
+    now: DateTime<Utc>,
+) -> std::result::Result<(RateWindow, u32), DateTime<Utc>> {
     if let Some(until) = window.blocked_until.filter(|u| *u > now) {
         return Err(until);
     }
     let limit = limit.max(1);
-    let n = n.clamp(1, limit);
+    let n = least.clamp(1, limit);
     let mut next = window.clone();
     next.blocked_until = None;
     next.sent.retain(|(s, _)| leaves(*s) > now);
@@ -104,17 +119,22 @@ pub fn take(
         }
         return Err(now + WINDOW);
     }
+    let free = u32::try_from(u64::from(limit) - counted).unwrap_or(u32::MAX);
+    let mut taken = most.max(n).min(free);
     match next.server {
         Some((left, until)) if until > now && left < n => return Err(until),
-        Some((left, until)) if until > now => next.server = Some((left - n, until)),
+        Some((left, until)) if until > now => {
+            taken = taken.min(left);
+            next.server = Some((left - taken, until));
+        }
         _ => next.server = None,
     }
     let second = now.timestamp();
     match next.sent.last_mut() {
-        Some((s, c)) if *s == second => *c = c.saturating_add(n),
-        _ => next.sent.push((second, n)),
+        Some((s, c)) if *s == second => *c = c.saturating_add(taken),
+        _ => next.sent.push((second, taken)),
     }
-    Ok(next)
+    Ok((next, taken))
 }
 
 /// An answer's rate-limit headers (`X-RateLimit-Remaining-*`,
@@ -226,6 +246,18 @@ mod tests {
         let blocked = block(&block(&w, t0() + Duration::seconds(60)), t0() + Duration::seconds(10));
         assert_eq!(take(&blocked, 120, 1, t0() + Duration::seconds(59)), Err(t0() + Duration::seconds(60)));
         assert!(take(&blocked, 120, 1, t0() + Duration::seconds(60)).is_ok());
+    }
+
+    #[test]
+    fn slots_taken_ahead_count_now_and_never_pass_the_limit_or_the_budget() {
+        let (w, taken) = take_up_to(&RateWindow::new("k"), 5, 1, 8, t0()).expect("free");
+        assert_eq!((taken, w.in_window(t0())), (5, 5), "no more than the limit");
+        assert_eq!(take_up_to(&w, 5, 1, 8, t0()), Err(t0() + Duration::seconds(62)));
+        let (w, taken) = take_up_to(&RateWindow::new("k"), 120, 2, 1, t0()).expect("free");
+        assert_eq!((taken, w.in_window(t0())), (2, 2), "at least the least");
+        let budget = observe(&RateWindow::new("k"), 3, Duration::seconds(30), t0());
+        let (w, taken) = take_up_to(&budget, 120, 1, 10, t0()).expect("within the budget");
+        assert_eq!((taken, w.server), (3, Some((0, t0() + Duration::seconds(30)))));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How a worker runs, every default in one place. The CLI, `serve`, the
@@ -306,6 +306,11 @@ pub struct Worker {
     listeners: Vec<Listener>,
     storage_errors: AtomicU64,
     idle_waits: AtomicU64,
+    /// Request slots taken ahead per rate bucket: (the second they are
+    /// counted in, how many are left). Used only within that second.
+    ahead: Mutex<HashMap<String, (i64, u32)>>,
+    /// Jobs claimed by `run_jobs` and not started yet (how many slots to take ahead).
+    backlog: AtomicUsize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -330,7 +335,8 @@ impl Worker {
         let rng = Mutex::new(config.seed);
         let policy = config.policy(&book.config().policy);
         let (storage_errors, idle_waits) = (AtomicU64::new(0), AtomicU64::new(0));
-        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors, idle_waits }
+        let (ahead, backlog) = (Mutex::default(), AtomicUsize::new(0));
+        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors, idle_waits, ahead, backlog }
     }
 
     /// A worker on the real Cal.com client, with the config's timeout.
@@ -431,7 +437,15 @@ impl Worker {
         let queue = Mutex::new(VecDeque::from(jobs));
         let report = Mutex::new(RunReport::default());
         let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
-        let next = || if stopping() { None } else { queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() };
+        let next = || {
+            if stopping() {
+                return None;
+            }
+            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let job = queue.pop_front();
+            self.backlog.store(queue.len(), Ordering::SeqCst);
+            job
+        };
         std::thread::scope(|scope| {
             for _ in 0..self.config.threads.max(1) {
                 scope.spawn(|| {
@@ -445,6 +459,7 @@ impl Worker {
                 });
             }
         });
+        self.backlog.store(0, Ordering::SeqCst);
         let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
         let now = self.book.now();
         for job in queue.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -593,6 +608,15 @@ impl Worker {
         // What Cal.com said about the key's budget: recorded with the outcome,
         // in the same write, for every process.
         let seen = self.api.observed_limit(&endpoint, throttler).map(|h| (bucket.clone(), h));
+        // Slots taken ahead are no more than Cal.com says the key has left
+        // (none after a 429).
+        let left = match &answer {
+            Err(ApiFailure::Status { status: 429, .. }) => Some(0),
+            _ => seen.as_ref().map(|(_, h)| h.remaining),
+        };
+        if let Some(left) = left {
+            self.cap_ahead(&bucket, left);
+        }
         if let Err(ApiFailure::Status { status: 429, retry_after, message }) = &answer {
             // Rate limited: wait as told, without using an attempt. Cal.com's
             // 429 blocks the key for every process; our own (a second request
@@ -716,6 +740,9 @@ impl Worker {
     fn take_slot(&self, endpoint: &Endpoint) -> std::result::Result<(), ApiFailure> {
         let now = self.book.now();
         let (bucket, limit) = (endpoint.breaker_key(), self.config.requests_per_minute);
+        if self.use_ahead(&bucket, 1, now) {
+            return Ok(());
+        }
         let taken = store::write_background(&**self.book.store(), move |tx| {
             Ok(match ratelimit::take(&tx.rate_window(&bucket)?, limit, 1, now) {
                 Ok(window) => tx.put_rate_window(&window, now).map(|()| None)?,
@@ -778,10 +805,44 @@ impl Worker {
         Ok(None)
     }
 
-    /// May this job call Cal.com now? One write transaction: the breaker's
-    /// admission when it is not closed (a probe is written only when the call
-    /// goes out), then `requests` slots of `limit` in the window of `bucket`
-    /// that every worker process shares (its row locked on the servers).
+    /// A slot taken ahead in this second, if one is left (no write).
+    fn use_ahead(&self, bucket: &str, requests: u32, now: DateTime<Utc>) -> bool {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        match ahead.get_mut(bucket) {
+            Some((second, left)) if *second == now.timestamp() && *left >= requests => {
+                *left -= requests;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// At most `left` slots of `bucket` taken ahead stay usable.
+    fn cap_ahead(&self, bucket: &str, left: u32) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, kept)) = ahead.get_mut(bucket) {
+            *kept = (*kept).min(left);
+        }
+    }
+
+    /// How many slots of `bucket` to take at once for a call of `requests`:
+    /// on the key's default throttler, one more for each job this process
+    /// holds (at most [`AHEAD_MAX`]); a route with a small limit of its own
+    /// (attendees, 5 a minute) takes only what it sends.
+    fn wanted(&self, bucket_is_default: bool, requests: u32) -> u32 {
+        let held = u32::try_from(self.backlog.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
+        match bucket_is_default {
+            true => requests.saturating_add(held).min(AHEAD_MAX).max(requests),
+            false => requests,
+        }
+    }
+
+    /// May this job call Cal.com now? A slot taken ahead in this second
+    /// needs no write; else one write transaction: the breaker's admission
+    /// when it is not closed (a probe is written only when the call goes
+    /// out), then `requests` slots of `limit` (and up to one for each job
+    /// this process holds, used within the second) in the window of
+    /// `bucket` that every worker process shares (its row locked on the servers).
     fn gate(
         &self,
         key: &str,
@@ -791,29 +852,39 @@ impl Worker {
         requests: u32,
         now: DateTime<Utc>,
     ) -> Result<Gate> {
-        let (key, bucket) = (key.to_string(), bucket.to_string());
+        if !check_breaker && self.use_ahead(bucket, requests, now) {
+            return Ok(Gate::Go { probe: false });
+        }
+        let most = self.wanted(bucket == key, requests);
+        let (key, owned_bucket) = (key.to_string(), bucket.to_string());
         let policy = self.config.breaker.clone();
-        store::write_background(&**self.book.store(), move |tx| {
+        let (gate, taken) = store::write_background(&**self.book.store(), move |tx| {
             let admission = match check_breaker {
                 true => breaker::admit(&tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now)), now, &policy),
                 false => Admission::Go,
             };
             if let Admission::Wait(until) = admission {
-                return Ok(Gate::BreakerOpen(until));
+                return Ok((Gate::BreakerOpen(until), 0));
             }
-            let window = match ratelimit::take(&tx.rate_window(&bucket)?, limit, requests, now) {
-                Ok(window) => window,
-                Err(until) => return Ok(Gate::RateLimited(until)),
-            };
+            let (window, taken) =
+                match ratelimit::take_up_to(&tx.rate_window(&owned_bucket)?, limit, requests, most, now) {
+                    Ok(taken) => taken,
+                    Err(until) => return Ok((Gate::RateLimited(until), 0)),
+                };
             tx.put_rate_window(&window, now)?;
             Ok(match admission {
                 Admission::Probe(probing) => {
                     tx.put_breaker(&probing)?;
-                    Gate::Go { probe: true }
+                    (Gate::Go { probe: true }, taken)
                 }
-                _ => Gate::Go { probe: false },
+                _ => (Gate::Go { probe: false }, taken),
             })
-        })
+        })?;
+        if taken > requests {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            ahead.insert(bucket.to_string(), (now.timestamp(), taken - requests));
+        }
+        Ok(gate)
     }
 
     /// Records a call's outcome on the shared breaker, with what the answer
@@ -979,6 +1050,9 @@ fn is_cancelled_already(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("cancelled already") || m.contains("already been cancelled")
 }
+
+/// Slots taken ahead at most in one write (see `Worker::gate`).
+const AHEAD_MAX: u32 = 16;
 
 /// The message of the 429 a flow's second request answers itself when the
 /// shared window has no slot for it (not Cal.com's: the key is not blocked).
