@@ -87,11 +87,13 @@ pub fn take(
     take_up_to(window, limit, n, n, now).map(|(next, _)| next)
 }
 
-/// [`take`] of at least `least` slots and, when they are free, up to `most`:
-/// the window with them counted and how many were taken. A worker takes a
-/// few ahead for the jobs it holds, in the same write, and uses them within
-/// the same second (they are counted in it); the ones it does not use are
-/// only wasted, never sent later.
+/// [`take`] of at least `least` slots and, while the window is less than
+/// half full, up to `most`: the window with them counted and how many were
+/// taken. A worker takes a few ahead for the jobs it holds, in the same
+/// write, and uses them within the same second (they are counted in it);
+/// the ones it does not use are wasted, never sent later. Near the limit,
+/// where a wasted slot would be a request not sent, nothing is taken ahead
+/// (and writes are few anyway: the limit allows few requests).
 pub fn take_up_to(
     window: &RateWindow,
     limit: u32,
@@ -119,8 +121,9 @@ pub fn take_up_to(
         }
         return Err(now + WINDOW);
     }
-    let free = u32::try_from(u64::from(limit) - counted).unwrap_or(u32::MAX);
-    let mut taken = most.max(n).min(free);
+    let below_half = u64::from(limit / 2).saturating_sub(counted + u64::from(n));
+    let ahead = u64::from(most.saturating_sub(n)).min(below_half);
+    let mut taken = n + u32::try_from(ahead).unwrap_or(0);
     match next.server {
         Some((left, until)) if until > now && left < n => return Err(until),
         Some((left, until)) if until > now => {
@@ -250,9 +253,16 @@ mod tests {
 
     #[test]
     fn slots_taken_ahead_count_now_and_never_pass_the_limit_or_the_budget() {
+        // Ahead only up to half the limit: 1 asked + 1 ahead of 5.
         let (w, taken) = take_up_to(&RateWindow::new("k"), 5, 1, 8, t0()).expect("free");
-        assert_eq!((taken, w.in_window(t0())), (5, 5), "no more than the limit");
+        assert_eq!((taken, w.in_window(t0())), (2, 2), "ahead only below half the limit");
+        // Past half, exactly what is asked, up to the limit.
+        let (w, taken) = take_up_to(&w, 5, 1, 8, t0()).expect("free");
+        let (w, _) = take_up_to(&w, 5, 2, 8, t0()).expect("free");
+        assert_eq!((taken, w.in_window(t0())), (1, 5), "no more than the limit");
         assert_eq!(take_up_to(&w, 5, 1, 8, t0()), Err(t0() + Duration::seconds(62)));
+        let (w, taken) = take_up_to(&RateWindow::new("k"), 1000, 1, 16, t0()).expect("free");
+        assert_eq!((taken, w.in_window(t0())), (16, 16), "a high limit: the whole burst in one write");
         let (w, taken) = take_up_to(&RateWindow::new("k"), 120, 2, 1, t0()).expect("free");
         assert_eq!((taken, w.in_window(t0())), (2, 2), "at least the least");
         let budget = observe(&RateWindow::new("k"), 3, Duration::seconds(30), t0());
