@@ -90,8 +90,11 @@ pub fn take(
 /// [`take`] of at least `least` slots and, while the window is less than
 /// half full, up to `most`: the window with them counted and how many were
 /// taken. A worker takes a few ahead for the jobs it holds, in the same
-/// write, and uses them within the same second (they are counted in it);
-/// the ones it does not use are wasted, never sent later. Near the limit,
+/// write, and uses them until the end of the next second: when any are
+/// taken ahead, all of this take is counted in the next second (present in
+/// the window from now, leaving it a second later than if counted now, so
+/// a request sent before the end of that second is counted 61 s or more).
+/// The ones it does not use are wasted, never sent later. Near the limit,
 /// where a wasted slot would be a request not sent, nothing is taken ahead
 /// (and writes are few anyway: the limit allows few requests).
 pub fn take_up_to(
@@ -132,12 +135,17 @@ pub fn take_up_to(
         }
         _ => next.server = None,
     }
-    let second = now.timestamp();
-    match next.sent.last_mut() {
-        Some((s, c)) if *s == second => *c = c.saturating_add(taken),
-        _ => next.sent.push((second, taken)),
+    let second = now.timestamp() + i64::from(taken > n);
+    match next.sent.binary_search_by_key(&second, |(s, _)| *s) {
+        Ok(i) => next.sent[i].1 = next.sent[i].1.saturating_add(taken),
+        Err(i) => next.sent.insert(i, (second, taken)),
     }
     Ok((next, taken))
+}
+
+/// The last second (unix) in which slots taken ahead at `now` may be used.
+pub fn ahead_usable_until(now: DateTime<Utc>) -> i64 {
+    now.timestamp() + 1
 }
 
 /// An answer's rate-limit headers (`X-RateLimit-Remaining-*`,
@@ -263,6 +271,14 @@ mod tests {
         assert_eq!(take_up_to(&w, 5, 1, 8, t0()), Err(t0() + Duration::seconds(62)));
         let (w, taken) = take_up_to(&RateWindow::new("k"), 1000, 1, 16, t0()).expect("free");
         assert_eq!((taken, w.in_window(t0())), (16, 16), "a high limit: the whole burst in one write");
+        // Counted in the next second, usable until its end: each stays 61 s or more.
+        assert_eq!(w.sent, vec![(t0().timestamp() + 1, 16)]);
+        assert_eq!(ahead_usable_until(t0() + Duration::milliseconds(999)), t0().timestamp() + 1);
+        assert_eq!(w.in_window(t0() + Duration::seconds(62)), 16, "used at 1.999 s, still counted at 62 s");
+        assert_eq!(w.in_window(t0() + Duration::seconds(63)), 0);
+        // An exact take in this second keeps the seconds in order.
+        let w = take(&w, 1000, 1, t0()).expect("free");
+        assert_eq!(w.sent, vec![(t0().timestamp(), 1), (t0().timestamp() + 1, 16)]);
         let (w, taken) = take_up_to(&RateWindow::new("k"), 120, 2, 1, t0()).expect("free");
         assert_eq!((taken, w.in_window(t0())), (2, 2), "at least the least");
         let budget = observe(&RateWindow::new("k"), 3, Duration::seconds(30), t0());

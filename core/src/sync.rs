@@ -306,8 +306,8 @@ pub struct Worker {
     listeners: Vec<Listener>,
     storage_errors: AtomicU64,
     idle_waits: AtomicU64,
-    /// Request slots taken ahead per rate bucket: (the second they are
-    /// counted in, how many are left). Used only within that second.
+    /// Request slots taken ahead per rate bucket: (the last second they
+    /// may be used in, how many are left).
     ahead: Mutex<HashMap<String, (i64, u32)>>,
     /// Jobs claimed by `run_jobs` and not started yet (how many slots to take ahead).
     backlog: AtomicUsize,
@@ -809,7 +809,7 @@ impl Worker {
     fn use_ahead(&self, bucket: &str, requests: u32, now: DateTime<Utc>) -> bool {
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
         match ahead.get_mut(bucket) {
-            Some((second, left)) if *second == now.timestamp() && *left >= requests => {
+            Some((last, left)) if now.timestamp() <= *last && *left >= requests => {
                 *left -= requests;
                 true
             }
@@ -841,7 +841,7 @@ impl Worker {
     /// needs no write; else one write transaction: the breaker's admission
     /// when it is not closed (a probe is written only when the call goes
     /// out), then `requests` slots of `limit` (and up to one for each job
-    /// this process holds, used within the second) in the window of
+    /// this process holds, used until the end of the next second) in the window of
     /// `bucket` that every worker process shares (its row locked on the servers).
     fn gate(
         &self,
@@ -882,7 +882,7 @@ impl Worker {
         })?;
         if taken > requests {
             let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-            ahead.insert(bucket.to_string(), (now.timestamp(), taken - requests));
+            ahead.insert(bucket.to_string(), (ratelimit::ahead_usable_until(now), taken - requests));
         }
         Ok(gate)
     }
