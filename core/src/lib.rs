@@ -54,6 +54,7 @@ mod journey;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod migrate;
 mod queue;
+mod ratelimit;
 pub mod retell;
 mod review;
 mod slots;
@@ -116,6 +117,9 @@ pub mod rules {
     pub use crate::email::{is_valid_email, normalize_email, EmailInput};
     pub use crate::health::percentile;
     pub use crate::queue::{is_claimable, retry_delay, transition, JobEvent, JobSnapshot, NewJob, Refusal};
+    pub use crate::ratelimit::{
+        block as block_rate, observe as observe_rate, take as take_rate, take_up_to as take_rate_up_to, RateWindow,
+    };
     pub use crate::slots::{free_starts, nearest};
     pub use crate::start::{parse_date, parse_time, parse_timezone, resolve_start, StartSpec};
     pub use crate::sync::{RateLimiter, ATTENDEES_PER_MINUTE};

@@ -257,6 +257,19 @@ const TABLES: &[Table] = &[
         serial: false,
     },
     Table {
+        name: "calcom_rate_windows",
+        key: &["rate_key"],
+        columns: &[
+            ("rate_key", Text),
+            ("sent", Text),
+            ("blocked_until", Text),
+            ("server_remaining", Int),
+            ("server_until", Text),
+            ("updated_at", Text),
+        ],
+        serial: false,
+    },
+    Table {
         name: "calcom_pulls",
         key: &["company_id", "event_type_id"],
         columns: &[

@@ -16,13 +16,14 @@ use crate::customer::Customer;
 use crate::email::is_valid_email;
 use crate::ids::{AppointmentId, JobId};
 use crate::queue::{retry_delay, transition, Job, JobEvent, JobKind, JobState, Policy};
+use crate::ratelimit;
 use crate::store::{self, SyncFailure, Tx};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How a worker runs, every default in one place. The CLI, `serve`, the
@@ -57,6 +58,10 @@ pub struct WorkerConfig {
     /// How long `run` waits when nothing is due, in milliseconds (200).
     #[serde(alias = "idle_ms")]
     pub idle_ms: u64,
+    /// Wake at once when a job is enqueued, where the store can tell
+    /// (PostgreSQL `LISTEN/NOTIFY`); `idle_ms` is then the longest wait and
+    /// polling the fallback. `false`: poll every `idle_ms` (true by default).
+    pub listen: bool,
     /// Delays before retry n in milliseconds (the last repeats), instead of
     /// the policy's 1 s, 5 s, 30 s. `[0]`: retries are due at once.
     #[serde(alias = "backoff_ms")]
@@ -78,6 +83,7 @@ impl Default for WorkerConfig {
             requests_per_minute: 120,
             timeout_ms: 30_000,
             idle_ms: 200,
+            listen: true,
             backoff_ms: None,
             seed: 0x5eed,
         }
@@ -147,6 +153,8 @@ pub struct RunReport {
     pub released: u64,
     /// Rounds `run` could not claim because the store failed.
     pub storage_errors: u64,
+    /// Idle waits of `run` that a new job's notification ended early.
+    pub woken: u64,
 }
 
 impl RunReport {
@@ -180,6 +188,7 @@ impl RunReport {
         self.lost += other.lost;
         self.released += other.released;
         self.storage_errors += other.storage_errors;
+        self.woken += other.woken;
     }
 }
 
@@ -293,10 +302,15 @@ pub struct Worker {
     api: Arc<dyn CalcomApi>,
     config: WorkerConfig,
     policy: Policy,
-    limiter: RateLimiter,
     rng: Mutex<u64>,
     listeners: Vec<Listener>,
     storage_errors: AtomicU64,
+    idle_waits: AtomicU64,
+    /// Request slots taken ahead per rate bucket: (the last second they
+    /// may be used in, how many are left).
+    ahead: Mutex<HashMap<String, (i64, u32)>>,
+    /// Jobs claimed by `run_jobs` and not started yet (how many slots to take ahead).
+    backlog: AtomicUsize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -318,10 +332,11 @@ struct Context {
 
 impl Worker {
     pub fn new(book: Callbook, api: Arc<dyn CalcomApi>, config: WorkerConfig) -> Self {
-        let limiter = RateLimiter::new(config.requests_per_minute);
         let rng = Mutex::new(config.seed);
         let policy = config.policy(&book.config().policy);
-        Worker { book, api, config, policy, limiter, rng, listeners: Vec::new(), storage_errors: AtomicU64::new(0) }
+        let (storage_errors, idle_waits) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (ahead, backlog) = (Mutex::default(), AtomicUsize::new(0));
+        Worker { book, api, config, policy, rng, listeners: Vec::new(), storage_errors, idle_waits, ahead, backlog }
     }
 
     /// A worker on the real Cal.com client, with the config's timeout.
@@ -359,6 +374,12 @@ impl Worker {
         self.storage_errors.load(Ordering::Relaxed)
     }
 
+    /// Idle waits `run` has begun, so far: one more means it found nothing
+    /// due and is waiting (for a notification or its poll interval).
+    pub fn idle_waits(&self) -> u64 {
+        self.idle_waits.load(Ordering::SeqCst)
+    }
+
     /// Runs jobs until none is due: rescues jobs whose worker died on their
     /// last attempt, then claims and runs batches on `threads` threads.
     pub fn run_once(&self) -> Result<RunReport> {
@@ -379,14 +400,29 @@ impl Worker {
     /// A storage error (a busy or briefly unavailable database) does not end
     /// the worker: it is counted in `storage_errors` and the loop goes on
     /// after `idle`; jobs it held are claimed again when their lease ends.
+    ///
+    /// With `listen` (the default) an idle wait ends as soon as a job is
+    /// enqueued on a store that can say so (PostgreSQL `LISTEN/NOTIFY`):
+    /// the listening starts before the first claim, so no job enqueued after
+    /// a claim found nothing goes unheard. Elsewhere it polls every `idle`.
     pub fn run(&self, stop: &AtomicBool, idle: std::time::Duration) -> RunReport {
         let mut report = RunReport::default();
+        if self.config.listen {
+            // Cannot listen now: the store polls and tries again at its next wait.
+            let _ = self.book.store().listen_for_jobs();
+        }
         while !stop.load(Ordering::SeqCst) {
             let claimed =
                 self.book.rescue_expired().and_then(|_| self.book.claim_jobs(&self.config.id, self.config.batch));
             match claimed {
                 Ok(jobs) if !jobs.is_empty() => report.merge(&self.run_jobs(jobs, Some(stop))),
-                Ok(_) => std::thread::sleep(idle),
+                Ok(_) => {
+                    self.idle_waits.fetch_add(1, Ordering::SeqCst);
+                    match self.config.listen {
+                        true => report.woken += u64::from(self.book.store().wait_for_jobs(idle)),
+                        false => std::thread::sleep(idle),
+                    }
+                }
                 Err(_) => {
                     report.storage_errors += 1;
                     self.storage_errors.fetch_add(1, Ordering::Relaxed);
@@ -401,7 +437,15 @@ impl Worker {
         let queue = Mutex::new(VecDeque::from(jobs));
         let report = Mutex::new(RunReport::default());
         let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
-        let next = || if stopping() { None } else { queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() };
+        let next = || {
+            if stopping() {
+                return None;
+            }
+            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let job = queue.pop_front();
+            self.backlog.store(queue.len(), Ordering::SeqCst);
+            job
+        };
         std::thread::scope(|scope| {
             for _ in 0..self.config.threads.max(1) {
                 scope.spawn(|| {
@@ -415,6 +459,7 @@ impl Worker {
                 });
             }
         });
+        self.backlog.store(0, Ordering::SeqCst);
         let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
         let now = self.book.now();
         for job in queue.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -510,30 +555,28 @@ impl Worker {
                 message: "the company has no Cal.com API key".into(),
                 retry_after: None,
             };
-            return self.record(job, &ctx, Err(failure), false, None);
+            return self.record(job, &ctx, Err(failure), false, None, None);
         };
         let breaker_key = endpoint.breaker_key();
         let now = self.book.now();
-        // A closed breaker (the usual case) needs no write to admit a call.
+        // A closed breaker (the usual case) needs no read of its own to admit a call.
         let closed = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed);
-        let probe = !closed
-            && match self.admit(&breaker_key, now)? {
-                Admission::Go => false,
-                Admission::Probe(_) => true,
-                Admission::Wait(until) => return self.defer(job, until, "breaker_open", None),
-            };
         // A create that was sent before without a definite answer (an earlier
         // attempt, or a probe that timed out) looks for its booking first.
         let lookup = job.kind == JobKind::Create && (job.attempt > 1 || job.last_error.is_some());
         // Adding an attendee has a throttler of its own (5 a minute) and
         // does not count against the key's default one.
-        let (bucket, limit, requests) = match job.kind {
-            JobKind::UpdateAttendee => (attendees_bucket(&breaker_key), ATTENDEES_PER_MINUTE, 1),
-            _ => (breaker_key.clone(), self.config.requests_per_minute, if lookup { 2 } else { 1 }),
+        let (bucket, throttler, limit, requests) = match job.kind {
+            JobKind::UpdateAttendee => (attendees_bucket(&breaker_key), ATTENDEES_THROTTLER, ATTENDEES_PER_MINUTE, 1),
+            _ => (breaker_key.clone(), DEFAULT_THROTTLER, self.config.requests_per_minute, if lookup { 2 } else { 1 }),
         };
-        if let Err(until) = self.limiter.acquire_within(&bucket, limit, requests, now) {
-            return self.defer(job, until, "rate_limit", None);
-        }
+        // One write: the breaker's admission (when not closed) and the
+        // request slots in the key's window shared by every process.
+        let probe = match self.gate(&breaker_key, !closed, &bucket, limit, requests, now)? {
+            Gate::Go { probe } => probe,
+            Gate::BreakerOpen(until) => return self.defer(job, until, "breaker_open", None),
+            Gate::RateLimited(until) => return self.defer(job, until, "rate_limit", None),
+        };
         let answer = match job.kind {
             // Cancelled while a create without an answer was out: only look
             // for what it may have booked (the cancel job then cancels it).
@@ -562,13 +605,26 @@ impl Worker {
                 }
             }
         };
-        self.observe(&endpoint, &breaker_key);
-        if let Err(ApiFailure::Status { status: 429, retry_after, .. }) = &answer {
-            // Rate limited: wait as told, without using an attempt.
+        // What Cal.com said about the key's budget: recorded with the outcome,
+        // in the same write, for every process.
+        let seen = self.api.observed_limit(&endpoint, throttler).map(|h| (bucket.clone(), h));
+        // Slots taken ahead are no more than Cal.com says the key has left
+        // (none after a 429).
+        let left = match &answer {
+            Err(ApiFailure::Status { status: 429, .. }) => Some(0),
+            _ => seen.as_ref().map(|(_, h)| h.remaining),
+        };
+        if let Some(left) = left {
+            self.cap_ahead(&bucket, left);
+        }
+        if let Err(ApiFailure::Status { status: 429, retry_after, message }) = &answer {
+            // Rate limited: wait as told, without using an attempt. Cal.com's
+            // 429 blocks the key for every process; our own (a second request
+            // of a flow found no slot) only defers this job.
             let until =
                 self.book.now() + retry_after.unwrap_or_else(|| Duration::seconds(60)).min(self.policy.max_retry_after);
-            self.limiter.block(&bucket, until);
-            self.note_breaker(&breaker_key, Outcome::Healthy)?;
+            let block = (message != LOCAL_LIMIT).then(|| (bucket.clone(), until));
+            self.note_breaker(&breaker_key, Outcome::Healthy, seen, block)?;
             return self.defer(job, until, "rate_limit", None);
         }
         let outcome = match &answer {
@@ -578,25 +634,14 @@ impl Worker {
         if probe && outcome == Outcome::Unhealthy {
             // The probe found Cal.com still down: that is the breaker's
             // business, not this appointment's, so no attempt is used.
-            let reopened = self.note_breaker(&breaker_key, outcome)?;
+            let reopened = self.note_breaker(&breaker_key, outcome, seen, None)?;
             let error = answer.err().map(|f| cut_message(&f.to_string()));
             return self.defer(job, reopened.open_until.unwrap_or(now), "breaker_open", error.as_deref());
         }
         // A healthy answer on a clean breaker changes nothing: no breaker write.
         let clean = ctx.breaker.as_ref().is_none_or(|b| b.state == BreakerState::Closed && b.consecutive_failures == 0);
         let breaker = (outcome == Outcome::Unhealthy || !clean).then_some((breaker_key, outcome));
-        self.record(job, &ctx, answer, true, breaker)
-    }
-
-    /// Feeds the rate-limit headers of the last answer to the limiter.
-    fn observe(&self, endpoint: &Endpoint, breaker_key: &str) {
-        let now = self.book.now();
-        if let Some(seen) = self.api.observed_limit(endpoint, DEFAULT_THROTTLER) {
-            self.limiter.observe(breaker_key, &seen, now);
-        }
-        if let Some(seen) = self.api.observed_limit(endpoint, ATTENDEES_THROTTLER) {
-            self.limiter.observe(&attendees_bucket(breaker_key), &seen, now);
-        }
+        self.record(job, &ctx, answer, true, breaker, seen)
     }
 
     /// The attendee email for a customer without one: the company's
@@ -689,15 +734,27 @@ impl Worker {
         }
     }
 
-    /// One more request slot for a flow that needs a second call; a local
-    /// 429 (retried after the wait, no attempt used) when none is free.
+    /// One more request slot (in the window every process shares) for a
+    /// flow that needs a second call; a local 429 (retried after the wait,
+    /// no attempt used) when none is free or the store cannot say.
     fn take_slot(&self, endpoint: &Endpoint) -> std::result::Result<(), ApiFailure> {
         let now = self.book.now();
-        self.limiter.acquire(&endpoint.breaker_key(), 1, now).map_err(|until| ApiFailure::Status {
-            status: 429,
-            message: "local rate limit".into(),
-            retry_after: Some(until - now),
-        })
+        let (bucket, limit) = (endpoint.breaker_key(), self.config.requests_per_minute);
+        if self.use_ahead(&bucket, 1, now) {
+            return Ok(());
+        }
+        let taken = store::write_background(&**self.book.store(), move |tx| {
+            Ok(match ratelimit::take(&tx.rate_window(&bucket)?, limit, 1, now) {
+                Ok(window) => tx.put_rate_window(&window, now).map(|()| None)?,
+                Err(until) => Some(until),
+            })
+        });
+        let wait = match taken {
+            Ok(None) => return Ok(()),
+            Ok(Some(until)) => until - now,
+            Err(_) => Duration::seconds(1),
+        };
+        Err(ApiFailure::Status { status: 429, message: LOCAL_LIMIT.into(), retry_after: Some(wait) })
     }
 
     /// Looks for the booking an earlier create made: Cal.com cannot filter by
@@ -748,25 +805,109 @@ impl Worker {
         Ok(None)
     }
 
-    fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<Admission> {
-        let key = key.to_string();
-        let policy = self.config.breaker.clone();
-        store::write_background(&**self.book.store(), move |tx| {
-            let current = tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now));
-            let admission = breaker::admit(&current, now, &policy);
-            if let Admission::Probe(probing) = &admission {
-                tx.put_breaker(probing)?;
+    /// A slot taken ahead in this second, if one is left (no write).
+    fn use_ahead(&self, bucket: &str, requests: u32, now: DateTime<Utc>) -> bool {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        match ahead.get_mut(bucket) {
+            Some((last, left)) if now.timestamp() <= *last && *left >= requests => {
+                *left -= requests;
+                true
             }
-            Ok(admission)
-        })
+            _ => false,
+        }
     }
 
-    /// Records a call's outcome on the shared breaker; returns the new state.
-    fn note_breaker(&self, key: &str, outcome: Outcome) -> Result<Breaker> {
+    /// At most `left` slots of `bucket` taken ahead stay usable.
+    fn cap_ahead(&self, bucket: &str, left: u32) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, kept)) = ahead.get_mut(bucket) {
+            *kept = (*kept).min(left);
+        }
+    }
+
+    /// How many slots of `bucket` to take at once for a call of `requests`:
+    /// on the key's default throttler, one more for each job this process
+    /// holds (at most [`AHEAD_MAX`]); a route with a small limit of its own
+    /// (attendees, 5 a minute) takes only what it sends.
+    fn wanted(&self, bucket_is_default: bool, requests: u32) -> u32 {
+        let held = u32::try_from(self.backlog.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
+        match bucket_is_default {
+            true => requests.saturating_add(held).min(AHEAD_MAX).max(requests),
+            false => requests,
+        }
+    }
+
+    /// May this job call Cal.com now? A slot taken ahead in this second
+    /// needs no write; else one write transaction: the breaker's admission
+    /// when it is not closed (a probe is written only when the call goes
+    /// out), then `requests` slots of `limit` (and up to one for each job
+    /// this process holds, used until the end of the next second) in the window of
+    /// `bucket` that every worker process shares (its row locked on the servers).
+    fn gate(
+        &self,
+        key: &str,
+        check_breaker: bool,
+        bucket: &str,
+        limit: u32,
+        requests: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Gate> {
+        if !check_breaker && self.use_ahead(bucket, requests, now) {
+            return Ok(Gate::Go { probe: false });
+        }
+        let most = self.wanted(bucket == key, requests);
+        let (key, owned_bucket) = (key.to_string(), bucket.to_string());
+        let policy = self.config.breaker.clone();
+        let (gate, taken) = store::write_background(&**self.book.store(), move |tx| {
+            let admission = match check_breaker {
+                true => breaker::admit(&tx.breaker(&key)?.unwrap_or_else(|| Breaker::closed(&key, now)), now, &policy),
+                false => Admission::Go,
+            };
+            if let Admission::Wait(until) = admission {
+                return Ok((Gate::BreakerOpen(until), 0));
+            }
+            let (window, taken) =
+                match ratelimit::take_up_to(&tx.rate_window(&owned_bucket)?, limit, requests, most, now) {
+                    Ok(taken) => taken,
+                    Err(until) => return Ok((Gate::RateLimited(until), 0)),
+                };
+            tx.put_rate_window(&window, now)?;
+            Ok(match admission {
+                Admission::Probe(probing) => {
+                    tx.put_breaker(&probing)?;
+                    (Gate::Go { probe: true }, taken)
+                }
+                _ => (Gate::Go { probe: false }, taken),
+            })
+        })?;
+        if taken > requests {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            ahead.insert(bucket.to_string(), (ratelimit::ahead_usable_until(now), taken - requests));
+        }
+        Ok(gate)
+    }
+
+    /// Records a call's outcome on the shared breaker, with what the answer
+    /// said about the key's budget and, after Cal.com's 429, the block of
+    /// the key for every process, in one write; returns the breaker's new state.
+    fn note_breaker(
+        &self,
+        key: &str,
+        outcome: Outcome,
+        seen: Option<(String, RateLimitHeaders)>,
+        block: Option<(String, DateTime<Utc>)>,
+    ) -> Result<Breaker> {
         let key = key.to_string();
         let policy = self.config.breaker.clone();
         let now = self.book.now();
-        store::write_background(&**self.book.store(), move |tx| breaker_in(tx, &key, outcome, now, &policy))
+        store::write_background(&**self.book.store(), move |tx| {
+            note_limits(tx, seen.as_ref(), now)?;
+            if let Some((bucket, until)) = &block {
+                let window = ratelimit::block(&tx.rate_window(bucket)?, *until);
+                tx.put_rate_window(&window, now)?;
+            }
+            breaker_in(tx, &key, outcome, now, &policy)
+        })
     }
 
     fn defer(&self, job: &Job, until: DateTime<Utc>, reason: &str, error: Option<&str>) -> Result<SyncOutcome> {
@@ -783,11 +924,13 @@ impl Worker {
         answer: std::result::Result<Option<Synced>, ApiFailure>,
         attempted: bool,
         breaker: Option<(String, Outcome)>,
+        seen: Option<(String, RateLimitHeaders)>,
     ) -> Result<SyncOutcome> {
         let now = self.book.now();
         let job = job.clone();
         let policy = self.config.breaker.clone();
         let note = move |tx: &mut dyn Tx| -> Result<()> {
+            note_limits(tx, seen.as_ref(), now)?;
             if let Some((key, outcome)) = &breaker {
                 breaker_in(tx, key, *outcome, now, &policy)?;
             }
@@ -906,6 +1049,29 @@ fn rescheduled_to(message: &str) -> Option<String> {
 fn is_cancelled_already(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("cancelled already") || m.contains("already been cancelled")
+}
+
+/// Slots taken ahead at most in one write (see `Worker::gate`).
+const AHEAD_MAX: u32 = 16;
+
+/// The message of the 429 a flow's second request answers itself when the
+/// shared window has no slot for it (not Cal.com's: the key is not blocked).
+const LOCAL_LIMIT: &str = "local rate limit";
+
+/// What the shared rate window and the breaker say about one call.
+enum Gate {
+    Go { probe: bool },
+    BreakerOpen(DateTime<Utc>),
+    RateLimited(DateTime<Utc>),
+}
+
+/// Records an answer's rate-limit headers in the key's shared window.
+fn note_limits(tx: &mut dyn Tx, seen: Option<&(String, RateLimitHeaders)>, now: DateTime<Utc>) -> Result<()> {
+    if let Some((bucket, headers)) = seen {
+        let window = ratelimit::observe(&tx.rate_window(bucket)?, headers.remaining, headers.reset, now);
+        tx.put_rate_window(&window, now)?;
+    }
+    Ok(())
 }
 
 fn attendees_bucket(breaker_key: &str) -> String {

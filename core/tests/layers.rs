@@ -9,7 +9,7 @@ use std::path::Path;
 /// Every module of core, by layer (0 = leaf).
 const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["ids", "clock", "error", "utc", "caller", "email", "start"]),
-    ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "config"]),
+    ("model", &["company", "call", "callback", "customer", "appointment", "queue", "breaker", "ratelimit", "config"]),
     ("store", &["store"]),
     ("operations", &["slots", "booking", "change", "import", "retell", "calcom", "calcom_booking", "migrate"]),
     ("facade", &["callbook", "journey", "review", "stats", "health"]),

@@ -14,6 +14,7 @@ use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{is_claimable, Job, JobKind, JobSnapshot, JobState, NewJob};
+use crate::ratelimit::RateWindow;
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ struct State {
     appointments: BTreeMap<AppointmentId, Appointment>,
     jobs: BTreeMap<JobId, Job>,
     breakers: BTreeMap<String, Breaker>,
+    rate_windows: BTreeMap<String, RateWindow>,
     remembered: BTreeMap<(CallDbId, ServiceId, NaiveDate), Offered>,
     changes: Vec<AppointmentChange>,
     callbacks: BTreeMap<CallbackId, Callback>,
@@ -854,5 +856,13 @@ impl Tx for MemoryTx<'_> {
         }
         out.sort_by_key(|w| w.company_id);
         Ok(out)
+    }
+    fn rate_window(&mut self, key: &str) -> Result<RateWindow> {
+        Ok(self.state.rate_windows.get(key).cloned().unwrap_or_else(|| RateWindow::new(key)))
+    }
+    fn put_rate_window(&mut self, window: &RateWindow, _now: DateTime<Utc>) -> Result<()> {
+        self.writing()?;
+        self.state.rate_windows.insert(window.key.clone(), window.clone());
+        Ok(())
     }
 }

@@ -34,6 +34,7 @@ use crate::company::{Branch, Company, Service};
 use crate::customer::{Customer, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
+use crate::ratelimit::RateWindow;
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,19 @@ pub trait Store: Send + Sync {
     /// The schema version the database is at (0: none kept, in memory).
     fn schema_version(&self) -> Result<i64> {
         Ok(0)
+    }
+    /// Starts listening for new jobs (PostgreSQL: `LISTEN callbook_jobs` on
+    /// a connection of its own), so [`Store::wait_for_jobs`] can wake at
+    /// once. Stores that cannot only poll: the default does nothing.
+    fn listen_for_jobs(&self) -> Result<()> {
+        Ok(())
+    }
+    /// An idle worker's wait: returns when a job was enqueued since the
+    /// listening began (`true`, a notification) or after `timeout` (`false`,
+    /// the worker polls again). The default sleeps the whole timeout.
+    fn wait_for_jobs(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
     }
 }
 
@@ -550,4 +564,11 @@ pub trait Tx {
     /// unfinished jobs (how many created at or before `overdue_at`, and the
     /// oldest's creation), by company id.
     fn open_work(&mut self, overdue_at: DateTime<Utc>) -> Result<Vec<OpenWork>>;
+
+    /// The shared Cal.com rate window of `key` (empty when none is kept),
+    /// held for the rest of this write transaction: PostgreSQL and MariaDB
+    /// lock its row (`FOR UPDATE`, the row made first when missing), SQLite's
+    /// writer is alone. Every worker process on the key sees one window.
+    fn rate_window(&mut self, key: &str) -> Result<RateWindow>;
+    fn put_rate_window(&mut self, window: &RateWindow, now: DateTime<Utc>) -> Result<()>;
 }

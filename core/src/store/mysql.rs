@@ -184,6 +184,7 @@ const SCHEMA: super::server::Schema = &[
     include_str!("schema_mysql_v3.sql"),
     include_str!("schema_mysql_v4.sql"),
     include_str!("schema_mysql_v5.sql"),
+    include_str!("schema_mysql_v6.sql"),
 ];
 
 impl ServerStore {

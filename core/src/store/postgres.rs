@@ -3,7 +3,7 @@
 //! prepared once per connection. Locks are transaction-level advisory
 //! locks, released by COMMIT or ROLLBACK.
 
-use super::server::{Connector, ServerStore};
+use super::server::{Connector, JobListener, ServerStore};
 use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -203,6 +203,36 @@ impl Connector for PgConnector {
         let client = self.0.connect(NoTls).map_err(storage)?;
         Ok(Box::new(PgConn { client, statements: HashMap::new(), transient: None }))
     }
+    fn listen(&self) -> Result<Option<Box<dyn JobListener>>> {
+        let mut client = self.0.connect(NoTls).map_err(storage)?;
+        client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}")).map_err(storage)?;
+        Ok(Some(Box::new(PgListener(client))))
+    }
+}
+
+/// The channel a job's insert notifies (`pg_notify` in `sql.rs`'s `insert_job`).
+const JOBS_CHANNEL: &str = "callbook_jobs";
+
+/// `LISTEN callbook_jobs` on a connection of its own, as River and Oban do:
+/// the blocking client's notifications, no async runtime.
+struct PgListener(Client);
+
+impl JobListener for PgListener {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let woken = {
+            let mut notifications = self.0.notifications();
+            let woken = notifications.timeout_iter(timeout).next().map_err(storage)?.is_some();
+            // Several bookings committed together wake one round of claims.
+            while notifications.iter().next().map_err(storage)?.is_some() {}
+            woken
+        };
+        if !woken && self.0.is_closed() {
+            // The server went away: an empty answer at once, not a wait.
+            return Err(Error::Storage("postgres: the listening connection closed".into()));
+        }
+        Ok(woken)
+    }
 }
 
 const SCHEMA: super::server::Schema = &[
@@ -211,6 +241,7 @@ const SCHEMA: super::server::Schema = &[
     include_str!("schema_postgres_v3.sql"),
     include_str!("schema_postgres_v4.sql"),
     include_str!("schema_postgres_v5.sql"),
+    include_str!("schema_postgres_v6.sql"),
 ];
 
 impl ServerStore {

@@ -22,6 +22,25 @@ use std::time::{Duration, Instant};
 /// How to open connections to one server database.
 pub(crate) trait Connector: Send + Sync {
     fn connect(&self) -> Result<Box<dyn Conn + Send>>;
+    /// A connection of its own that hears new jobs (PostgreSQL `LISTEN`);
+    /// `None` where the server cannot (MySQL/MariaDB: workers poll).
+    fn listen(&self) -> Result<Option<Box<dyn JobListener>>> {
+        Ok(None)
+    }
+}
+
+/// A dedicated connection listening for enqueued jobs.
+pub(crate) trait JobListener: Send {
+    /// Waits up to `timeout`: `true` when a job was announced (every
+    /// announcement already received is consumed with it).
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
+}
+
+/// The listening side of a store: the listener, once a worker asked for it.
+#[derive(Default)]
+pub(crate) struct Listening {
+    wanted: std::sync::atomic::AtomicBool,
+    listener: Mutex<Option<Box<dyn JobListener>>>,
 }
 
 /// Connections per process when the URL does not say (`?pool_size=N`).
@@ -49,6 +68,7 @@ pub struct ServerStore {
     jitter: Mutex<Jitter>,
     retried: AtomicU64,
     gave_up: AtomicU64,
+    listening: Listening,
 }
 
 impl std::fmt::Debug for ServerStore {
@@ -106,6 +126,7 @@ impl ServerStore {
             jitter: Mutex::new(Jitter::from_entropy()),
             retried: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
+            listening: Listening::default(),
         };
         store.migrate(schema)?;
         Ok(store)
@@ -343,6 +364,48 @@ impl Store for ServerStore {
 
     fn read(&self, work: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
         self.run(work, true)
+    }
+
+    fn listen_for_jobs(&self) -> Result<()> {
+        self.listening.wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut listener = self.listening.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if listener.is_none() {
+            *listener = self.connector.listen()?;
+        }
+        Ok(())
+    }
+
+    /// Waits on the listening connection; sleeps (polling stays the
+    /// fallback) where there is none, while another worker of this process
+    /// holds it, or when it broke: then it is opened again at the next wait,
+    /// which returns at once (jobs may have come while it was down).
+    fn wait_for_jobs(&self, timeout: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        let sleep_rest = || std::thread::sleep(timeout.saturating_sub(started.elapsed()));
+        let Ok(mut listener) = self.listening.listener.try_lock() else {
+            sleep_rest();
+            return false;
+        };
+        if listener.is_none() && self.listening.wanted.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(Some(reopened)) = self.connector.listen() {
+                *listener = Some(reopened);
+                return true;
+            }
+        }
+        let Some(open) = listener.as_mut() else {
+            drop(listener);
+            sleep_rest();
+            return false;
+        };
+        match open.wait(timeout) {
+            Ok(woken) => woken,
+            Err(_) => {
+                *listener = None;
+                drop(listener);
+                sleep_rest();
+                false
+            }
+        }
     }
 }
 

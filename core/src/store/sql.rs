@@ -26,6 +26,7 @@ use crate::company::{Branch, ChangePolicy, Company, Secret, Service};
 use crate::customer::{Customer, CustomerSource, NewCustomer};
 use crate::ids::{AppointmentId, BranchId, CallDbId, CallId, CallbackId, CompanyId, CustomerId, JobId, ServiceId};
 use crate::queue::{Job, JobKind, JobSnapshot, JobState, NewJob};
+use crate::ratelimit::RateWindow;
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::borrow::Cow;
@@ -1051,6 +1052,16 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             at(now),
             at(now),
         ];
+        if self.conn.dialect() == Dialect::Postgres {
+            // Wakes listening workers when this transaction commits (none
+            // hear it if it rolls back), in the insert's own round trip.
+            let notifying = "WITH job AS (INSERT INTO sync_jobs (appointment_id, company_id, kind, state, attempt,
+                             max_attempts, run_at, lease_token, created_at, updated_at)
+                             VALUES (?, ?, ?, 'available', 0, ?, ?, 0, ?, ?) RETURNING id)
+                             SELECT id FROM job, pg_notify('callbook_jobs', '') AS notified";
+            let id = self.one(notifying, &params, |r| r.int(0))?;
+            return id.map(JobId).ok_or_else(|| Error::Storage("the job insert returned no id".into()));
+        }
         Ok(JobId(self.conn.insert(sql, &params)?))
     }
     fn job(&mut self, id: JobId) -> Result<Option<Job>> {
@@ -1335,4 +1346,65 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         out.sort_by_key(|w| w.company_id);
         Ok(out)
     }
+
+    /// One indexed read (a row lock on the servers); a missing row is made
+    /// first on the servers so that the lock has something to hold (MySQL's
+    /// upsert takes the row's exclusive lock at once: no shared-lock upgrade
+    /// between two first users of a key, which would deadlock).
+    fn rate_window(&mut self, key: &str) -> Result<RateWindow> {
+        let dialect = self.conn.dialect();
+        let (select, make) = match dialect {
+            Dialect::Sqlite => (RATE_SELECT, None),
+            Dialect::Postgres => (
+                RATE_SELECT_LOCKED,
+                Some(
+                    "INSERT INTO calcom_rate_windows (rate_key, sent, updated_at) VALUES (?, '', ?)
+                      ON CONFLICT (rate_key) DO NOTHING",
+                ),
+            ),
+            Dialect::Mysql => (
+                RATE_SELECT_LOCKED,
+                Some(
+                    "INSERT INTO calcom_rate_windows (rate_key, sent, updated_at) VALUES (?, '', ?)
+                      ON DUPLICATE KEY UPDATE rate_key = rate_key",
+                ),
+            ),
+        };
+        if let Some(found) = self.one(select, &[key.into()], rate_row)? {
+            return Ok(found);
+        }
+        let Some(make) = make else { return Ok(RateWindow::new(key)) };
+        self.run(make, &[key.into(), at(DateTime::<Utc>::UNIX_EPOCH)])?;
+        Ok(self.one(select, &[key.into()], rate_row)?.unwrap_or_else(|| RateWindow::new(key)))
+    }
+    fn put_rate_window(&mut self, w: &RateWindow, now: DateTime<Utc>) -> Result<()> {
+        let cols = ["rate_key", "sent", "blocked_until", "server_remaining", "server_until", "updated_at"];
+        let params = [
+            (&w.key).into(),
+            w.sent_to_db().into(),
+            w.blocked_until.map(at).unwrap_or(Val::Null),
+            w.server.map(|(left, _)| left).into(),
+            w.server.map(|(_, until)| at(until)).unwrap_or(Val::Null),
+            at(now),
+        ];
+        self.upsert("calcom_rate_windows", &["rate_key"], &cols, &params)
+    }
+}
+
+const RATE_SELECT: &str =
+    "SELECT rate_key, sent, blocked_until, server_remaining, server_until FROM calcom_rate_windows WHERE rate_key = ?";
+const RATE_SELECT_LOCKED: &str = "SELECT rate_key, sent, blocked_until, server_remaining, server_until
+     FROM calcom_rate_windows WHERE rate_key = ? FOR UPDATE";
+
+fn rate_row(r: &dyn SqlRow) -> Result<RateWindow> {
+    let server = match (r.opt_int(3)?, r.opt_time(4)?) {
+        (Some(left), Some(until)) => Some((u32::try_from(left).map_err(|_| bad("remaining", "out of range"))?, until)),
+        _ => None,
+    };
+    Ok(RateWindow {
+        key: r.text(0)?,
+        sent: RateWindow::sent_from_db(&r.text(1)?)?,
+        blocked_until: r.opt_time(2)?,
+        server,
+    })
 }

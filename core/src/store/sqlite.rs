@@ -22,6 +22,7 @@ const SCHEMA: &[&str] = &[
     include_str!("schema_sqlite_v6.sql"),
     include_str!("schema_sqlite_v7.sql"),
     include_str!("schema_sqlite_v8.sql"),
+    include_str!("schema_sqlite_v9.sql"),
 ];
 const SCHEMA_VERSION: i64 = SCHEMA.len() as i64;
 
