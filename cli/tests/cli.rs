@@ -39,7 +39,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("cb.db");
     let (v, code) = callbook(&db, &["init"]);
-    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(8)));
+    assert_eq!((code, v["schema_version"].as_i64()), (0, Some(9)));
     let file = dir.path().join("directory.json");
     std::fs::write(&file, DIRECTORY).expect("writes");
     let (v, code) = callbook(&db, &["import", file.to_str().expect("utf-8 path")]);
@@ -372,7 +372,7 @@ fn db_urls_for_postgres_and_mariadb() {
         sql(&format!("CREATE DATABASE {name}"));
         let db = Path::new(&url);
         let (v, code) = callbook(db, &["init"]);
-        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(5)), "{kind}: {v}");
+        assert_eq!((code, v["schema_version"].as_i64()), (0, Some(6)), "{kind}: {v}");
         assert_eq!(
             v["database"],
             format!("{kind}://127.0.0.1:{}/{name}", if kind == "postgres" { 5432 } else { 3306 })
