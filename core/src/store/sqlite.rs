@@ -3,7 +3,7 @@
 //! reads use their own connections so they never wait for the writer.
 
 use super::sql::{Conn, Dialect, SqlRow, SqlTx, Val};
-use super::{Store, Synchronous, Tx, WriteFn};
+use super::{Checkpoint, Store, Synchronous, Tx, WriteFn};
 use crate::{Error, Result};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::VecDeque;
@@ -25,23 +25,6 @@ const SCHEMA: &[&str] = &[
     include_str!("schema_sqlite_v9.sql"),
 ];
 const SCHEMA_VERSION: i64 = SCHEMA.len() as i64;
-
-/// Who copies the WAL back into the database file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Checkpoint {
-    /// `Background` (what measured best; README "Checkpoints").
-    Auto,
-    /// SQLite's own: inside whichever commit crosses ~1000 pages, which then
-    /// waits for the copy and the database file's sync. Best p50 with
-    /// `Normal` (1.05x raw against 1.31x); at 1,000 bookings/s under `Full`
-    /// `serve`'s p99 was 6.8–10.6 ms against 3.0–5.0 ms in the background.
-    Inline,
-    /// A thread of its own: no commit pays for the copy (p99 ~10x lower
-    /// than inline with `Normal`), at ~10–20 µs more p50; under `Full`, 14%
-    /// less throughput with 32 concurrent clients, the same with 1 and 8.
-    Background,
-}
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
