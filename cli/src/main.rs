@@ -34,7 +34,8 @@ struct Cli {
     #[arg(long, global = true, env = "CALLBOOK_HORIZON_DAYS")]
     horizon_days: Option<i64>,
     /// SQLite: who copies the WAL back into the database file: `auto`
-    /// (default), `inline` (inside a commit) or `background` (a thread of its own).
+    /// (default: inline with `full`, `serve` and `normal` in the background),
+    /// `inline` (inside a commit) or `background` (a thread of its own).
     #[arg(long, global = true, env = "CALLBOOK_CHECKPOINT", default_value = "auto", value_parser = ["auto", "inline", "background"])]
     checkpoint: String,
     /// Print one JSON object (errors too, as {"error":{"code","message"}}).
@@ -528,6 +529,9 @@ fn run(cli: Cli) -> Result<(Value, String), Failure> {
                     max_connections,
                 },
             };
+            // Sustained concurrent load: the checkpoint off the commit path (README).
+            let checkpoint = if g.checkpoint == "auto" { "background".to_string() } else { g.checkpoint.clone() };
+            let g = Global { checkpoint, ..g };
             let report = serve::run(open(&g)?, options)?;
             let text = format!(
                 "stopped after {} requests; worker: {} jobs, {} synced, {} handed back",

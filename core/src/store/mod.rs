@@ -100,7 +100,10 @@ pub(crate) fn open_work_of(list: &mut Vec<OpenWork>, company: CompanyId) -> &mut
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Checkpoint {
-    /// `Background` (what measured best; README, "Durable and concurrent").
+    /// `Inline` with `Full`, `Background` with `Normal`: neither wins both
+    /// throughput and tail under `Full` (README, "Durable and concurrent"),
+    /// so a lone writer keeps its throughput; `callbook serve`, whose
+    /// callers wait on the tail under sustained load, takes `Background`.
     Auto,
     /// SQLite's own: inside whichever commit crosses ~1000 pages, which then
     /// waits for the copy and the database file's sync. Best p50 with

@@ -54,7 +54,7 @@ impl Default for SqliteOptions {
 impl SqliteOptions {
     fn background_checkpoint(&self) -> bool {
         match self.checkpoint {
-            Checkpoint::Auto => true,
+            Checkpoint::Auto => self.synchronous == Synchronous::Normal,
             Checkpoint::Inline => false,
             Checkpoint::Background => true,
         }
