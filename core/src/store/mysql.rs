@@ -5,6 +5,7 @@
 //! the transaction: released with `RELEASE_ALL_LOCKS()` right after COMMIT
 //! or ROLLBACK, or by the server when the connection goes.
 
+use super::lock::{lock_order, Lock};
 use super::server::{Connector, ServerStore};
 use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
@@ -130,7 +131,8 @@ impl Conn for MyConn {
     /// Named locks (server-wide, so the name carries the database), all in
     /// one statement, in the order given (ascending: see `lock_order`). A
     /// lock not had within `LOCK_WAIT_SECS` refuses the try (`storage_busy`).
-    fn lock_keys(&mut self, keys: &[i64]) -> Result<()> {
+    fn take_locks(&mut self, locks: &[Lock]) -> Result<()> {
+        let keys = lock_order(locks);
         if keys.is_empty() {
             return Ok(());
         }

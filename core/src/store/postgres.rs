@@ -3,6 +3,7 @@
 //! prepared once per connection. Locks are transaction-level advisory
 //! locks, released by COMMIT or ROLLBACK.
 
+use super::lock::{lock_order, Lock};
 use super::server::{Connector, JobListener, ServerStore};
 use super::sql::{Conn, Dialect, SqlRow, Val};
 use crate::{Error, Result};
@@ -183,7 +184,8 @@ impl Conn for PgConn {
     /// Transaction-level advisory locks, in the order given (ascending: see
     /// `lock_order`), in one statement. PostgreSQL finds a deadlock among
     /// them and row locks alike (40P01, retried).
-    fn lock_keys(&mut self, keys: &[i64]) -> Result<()> {
+    fn take_locks(&mut self, locks: &[Lock]) -> Result<()> {
+        let keys = lock_order(locks);
         if keys.is_empty() {
             return Ok(());
         }

@@ -3,13 +3,13 @@
 //! placeholders; a [`Conn`] runs them on one database. What differs between
 //! the three is in [`Dialect`] and the drivers' [`Conn`] and nowhere else:
 //! upserts, the job claim, a reserved word, the sequence after an explicit
-//! id, and how a lock is taken ([`Conn::lock_keys`]).
+//! id, and how a lock is taken ([`Conn::take_locks`]).
 //!
 //! `SqlTx` is generic over its connection, so SQLite's prepared-statement
 //! cache sees the same `&'static str` every time; the servers use it over
 //! `dyn Conn`.
 
-use super::lock::{lock_order, Lock};
+use super::lock::Lock;
 use super::time::{from_db, slots_from_db, slots_to_db, to_db};
 use super::{
     open_work_of, CalcomChange, Counts, DriftCounts, HealthRow, NewAppointment, Offered, OpenWork, PullPlace,
@@ -187,9 +187,10 @@ pub(crate) trait Conn {
     /// Runs an INSERT and returns the new row's `id`.
     fn insert(&mut self, sql: &str, params: &[Val<'_>]) -> Result<i64>;
     fn batch(&mut self, sql: &str) -> Result<()>;
-    /// Takes these lock keys (ascending, each once) until the transaction
-    /// ends. SQLite: nothing to do, its one writer serialises every write.
-    fn lock_keys(&mut self, _keys: &[i64]) -> Result<()> {
+    /// Takes these locks until the transaction ends, by their keys in
+    /// [`lock_order`](super::lock::lock_order). SQLite: nothing to do (its
+    /// one writer serialises every write), so nothing is hashed either.
+    fn take_locks(&mut self, _locks: &[Lock]) -> Result<()> {
         Ok(())
     }
     /// Ends the transaction: COMMIT, or ROLLBACK (and lets go of what the
@@ -491,7 +492,7 @@ fn count_of(tally: &[(String, u64)], name: &str) -> u64 {
 
 impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     fn lock(&mut self, locks: &[Lock]) -> Result<()> {
-        self.conn.lock_keys(&lock_order(locks))
+        self.conn.take_locks(locks)
     }
 
     fn company(&mut self, id: CompanyId) -> Result<Option<Company>> {
