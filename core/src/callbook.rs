@@ -35,7 +35,8 @@ impl Callbook {
     }
 
     /// Opens (creating and migrating) a SQLite database file, durable by
-    /// default; or, given a `postgres://` or `mysql://` URL, that database.
+    /// default; or, given a `postgres://` or `mysql://` URL, that database;
+    /// or, given `":memory:"`, a fresh in-memory store that keeps nothing.
     pub fn open(target: impl AsRef<std::path::Path>) -> Result<Self> {
         Self::open_with(target, &OpenOptions::default())
     }

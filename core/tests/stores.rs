@@ -4,13 +4,25 @@
 mod conformance;
 
 mod memory {
-    use callbook::store::{MemoryStore, Store};
+    use callbook::store::{OpenOptions, Store, MEMORY};
     use std::sync::Arc;
 
+    /// Through the name every binding passes on: `":memory:"` is a fresh `MemoryStore`.
     fn make() -> Arc<dyn Store> {
-        Arc::new(MemoryStore::default())
+        callbook::store::open(MEMORY.as_ref(), &OpenOptions::default()).expect("opens")
     }
     conformance_suite!(make);
+
+    #[test]
+    fn each_open_of_memory_is_its_own_store() {
+        let one = callbook::Callbook::open(MEMORY).expect("opens");
+        let data = r#"{"companies": [{"id": 1, "name": "One"}]}"#;
+        one.import(&callbook::ImportData::from_json(data).expect("parses")).expect("imports");
+        let two = callbook::Callbook::open(MEMORY).expect("opens");
+        assert_eq!(one.schema_version().expect("version"), 0, "nothing kept");
+        assert_eq!(one.companies().expect("reads").len(), 1);
+        assert!(two.companies().expect("reads").is_empty());
+    }
 }
 
 mod sqlite {
@@ -182,15 +194,16 @@ mod group_commit {
     }
 
     /// The worker's bookkeeping waits for the bookings (#20): while bookings
-    /// flow it rides along with the next one's commit instead of holding the
-    /// writer (and a booking arriving meanwhile) for a sync of its own; with
-    /// no booking lately it commits at once.
+    /// flow it waits (up to the patience) and then commits in a transaction
+    /// of its own, never in a booking's; with no booking lately it commits
+    /// at once.
     #[test]
     fn bookings_commit_before_the_workers_bookkeeping() {
         use callbook::store::{SqliteOptions, SqliteStore, Store};
+        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("temp dir");
-        // A patience no test run reaches, so the outcome does not depend on timing.
-        let options = SqliteOptions { background_patience: std::time::Duration::from_secs(600), ..Default::default() };
+        let patience = Duration::from_secs(2);
+        let options = SqliteOptions { background_patience: patience, ..Default::default() };
         let store = Arc::new(SqliteStore::open_with(dir.path().join("lanes.db"), options).expect("opens"));
         let book = Callbook::new(store.clone()).with_clock(Arc::new(ManualClock::new(t0())));
         // Nothing written yet: bookkeeping is not held back.
@@ -201,6 +214,7 @@ mod group_commit {
 
         book.book(&request("call_known_a", "Max", "2030-01-08T09:00:00Z")).expect("books");
         let before = store.writer_stats();
+        let queued_at = Instant::now();
         let worker = {
             let store = store.clone();
             std::thread::spawn(move || store.write_background(Box::new(|_| Ok(()))))
@@ -208,12 +222,19 @@ mod group_commit {
         while store.queued() == 0 {
             std::thread::yield_now();
         }
-        // Bookings flow: the bookkeeping waits in the queue for the next booking.
+        // Bookings flow: the bookkeeping waits in the queue, and the next
+        // booking commits alone, leaving it there.
         assert_eq!(store.writer_stats(), before);
         book.book(&request("call_known_b", "Eva", "2030-01-08T10:00:00Z")).expect("books");
-        worker.join().expect("joins").expect("committed with the booking");
+        let booked = store.writer_stats();
+        if queued_at.elapsed() < patience {
+            assert_eq!((booked.transactions - before.transactions, booked.writes - before.writes), (1, 1));
+            assert_eq!(store.queued(), 1, "the bookkeeping still waits");
+        }
+        worker.join().expect("joins").expect("committed after its patience");
+        assert!(queued_at.elapsed() >= patience, "it waited while bookings flowed");
         let after = store.writer_stats();
-        assert_eq!((after.transactions - before.transactions, after.writes - before.writes), (1, 2));
+        assert_eq!((after.transactions - before.transactions, after.writes - before.writes), (2, 2));
     }
 }
 

@@ -53,7 +53,8 @@ pub trait Store: Send + Sync {
     /// (`storage_busy` once its retries are spent).
     fn write(&self, work: WriteFn) -> Result<()>;
     /// As `write`, for the worker's bookkeeping (claims, outcomes, breaker):
-    /// a store with one writer commits the bookings waiting with it first.
+    /// a store with one writer commits the bookings waiting with it first,
+    /// and never in one transaction with them.
     fn write_background(&self, work: WriteFn) -> Result<()> {
         self.write(work)
     }
@@ -153,10 +154,18 @@ pub fn is_server_url(target: &str) -> bool {
     ["postgres://", "postgresql://", "mysql://", "mariadb://"].iter().any(|p| target.starts_with(p))
 }
 
+/// The target that names the in-memory store, as SQLite names its own.
+pub const MEMORY: &str = ":memory:";
+
 /// Opens (creating and migrating) the store `target` names: a
-/// `postgres://` or `mysql://` URL (features `postgres`, `mysql`), else a
-/// SQLite file (feature `sqlite`). The one place paths and URLs part.
+/// `postgres://` or `mysql://` URL (features `postgres`, `mysql`),
+/// [`MEMORY`] for a [`MemoryStore`] (nothing kept: tests, benchmarks, a
+/// demo), else a SQLite file (feature `sqlite`). The one place paths and
+/// URLs part.
 pub fn open(target: &std::path::Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    if target.as_os_str() == MEMORY {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
     if let Some(url) = target.to_str().filter(|t| is_server_url(t)) {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
         return Ok(Arc::new(ServerStore::open_url_with(url, options.pool_size)?));
