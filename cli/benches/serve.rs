@@ -12,7 +12,9 @@
 //! /healthz` at the same rate (the HTTP path plus one read) and the disk's
 //! own limit (4 KiB appended and `fdatasync`ed, as a commit does). With
 //! `--repeat N` everything runs N times and the spread of the p99s is
-//! printed, so one noisy run does not decide.
+//! printed, so one noisy run does not decide. `BENCH_SERVE_WRAPPER` runs
+//! serve under another program (`valgrind --tool=callgrind`), and
+//! `BENCH_RATE` / `BENCH_SECONDS` set the load (README: the serve path's profile).
 
 use callbook::calcom::fake::{EventType, FakeCalcom};
 use callbook::retell::sign_retell;
@@ -149,7 +151,17 @@ impl Server {
         let status =
             Command::new(bin).arg("--db").arg(&db).arg("import").arg(&directory).stdout(Stdio::null()).status();
         assert!(status.expect("import runs").success());
-        let mut child = Command::new(bin)
+        // BENCH_SERVE_WRAPPER runs serve under a profiler (README: the serve path's profile).
+        let wrapper = std::env::var("BENCH_SERVE_WRAPPER").unwrap_or_default();
+        let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .arg("--db")
             .arg(&db)
             .args(["--synchronous", synchronous])
@@ -231,6 +243,8 @@ fn main() {
     let repeat: usize =
         args.iter().position(|a| a == "--repeat").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1).max(1);
     let (rate, seconds) = if quick { (500, 2) } else { (1000, 10) };
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (rate, seconds) = (env("BENCH_RATE", rate), env("BENCH_SECONDS", seconds));
     let dir = tempfile::tempdir().expect("temp dir");
     let fake = FakeCalcom::with_event_types(Arc::new(SystemClock), &[EventType::new(1, 30)]).expect("fake Cal.com");
     // Cal.com's own limit would hold the worker to 120 a minute; the bench measures the endpoint.

@@ -137,7 +137,10 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
     let worker_thread = worker.map(|w| {
         let stop = Arc::clone(&stop);
         let idle = Duration::from_millis(w.config().idle_ms);
-        std::thread::spawn(move || w.run(&stop, idle))
+        std::thread::spawn(move || {
+            background_priority();
+            w.run(&stop, idle)
+        })
     });
     let router = axum::Router::new().fallback(handle).with_state(Arc::clone(&app));
     let stop_signal = async {
@@ -160,6 +163,15 @@ pub fn run(book: Callbook, options: Options) -> Result<ServeReport, Failure> {
     let worker_report = worker_thread.and_then(|t| t.join().ok()).unwrap_or_default();
     log(format_args!("stopped: {} jobs run, {} handed back", worker_report.jobs, worker_report.released));
     Ok(ServeReport { listen: addr, requests: app.requests.load(Ordering::Relaxed), worker: worker_report })
+}
+
+/// The worker is background work: its threads (this one and those it
+/// starts, which inherit it) yield the CPU to the threads answering calls
+/// when both want it (Linux: nice 10 for the calling thread only). Its
+/// writes still commit with the bookings (`Store::write_background`).
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(None, 10);
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
