@@ -420,3 +420,41 @@ fn outage_and_lost_answers_with_a_longer_event_type_end_synced_once_each() {
     assert!(report.adopted >= 2, "lost and late creates were adopted: {report:?}");
     assert_no_orphans(&e, &bookings);
 }
+
+/// A listing's order follows `getOrderBy` (packages/features/bookings/
+/// repositories/GetBookingsRepositoryBase.ts): a sort given wins; with none
+/// and one status, `past` lists the latest start first; otherwise the
+/// earliest first.
+#[test]
+fn a_listing_is_ordered_as_cal_com_orders_it() {
+    let (e, _worker) = env();
+    let starts: Vec<_> = (1..=3).map(|d| t0() - Duration::days(d)).collect();
+    for start in &starts {
+        e.fake.add_booking_elsewhere(1001, *start, serde_json::json!({"name": "Walk-in"})).expect("booked");
+    }
+    let list = |query: &str| -> Vec<String> {
+        let url = format!("{}/v2/bookings?{query}", e.fake.url());
+        let answer: serde_json::Value = ureq::get(&url)
+            .set("Authorization", "Bearer cal_live_secret_one")
+            .set("cal-api-version", "2024-08-13")
+            .call()
+            .expect("lists")
+            .into_json()
+            .expect("json");
+        answer["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|b| b["start"].as_str().expect("start").to_string())
+            .collect()
+    };
+    let earliest_first = list("take=10");
+    assert_eq!(earliest_first.len(), 3);
+    assert!(earliest_first.windows(2).all(|w| w[0] < w[1]), "{earliest_first:?}");
+    let latest_first: Vec<String> = earliest_first.iter().rev().cloned().collect();
+    assert_eq!(list("status=past"), latest_first, "one status, no sort: past is latest first");
+    assert_eq!(list("status=past&sortStart=asc"), earliest_first, "a sort given wins");
+    assert_eq!(list("sortStart=desc"), latest_first);
+    assert_eq!(list("sortEnd=desc"), latest_first);
+    assert_eq!(list("status=past,upcoming"), earliest_first, "two statuses: by start, earliest first");
+}

@@ -1014,9 +1014,22 @@ fn list(s: &State, path: &str, q: &HashMap<String, String>, now: DateTime<Utc>) 
                 })
         })
         .collect();
-    // `sortStart` asc or desc (a listing without a sort comes oldest first here).
-    found.sort_by_key(|b| (b.start, b.id));
-    if q.get("sortStart").is_some_and(|o| o == "desc") {
+    // The order, as `getOrderBy` in packages/features/bookings/repositories/
+    // GetBookingsRepositoryBase.ts: a sort given wins (sortStart, sortEnd,
+    // sortCreated, in that order); with none and a single status, `past` and
+    // `cancelled` list the latest start first and the others the earliest;
+    // otherwise by start, earliest first. (Ties by id, for a stable page.)
+    let sort = ["sortStart", "sortEnd", "sortCreated"].into_iter().find_map(|k| Some((k, q.get(k)?.as_str())));
+    let descending = match sort {
+        Some((_, order)) => order == "desc",
+        None => matches!(statuses.as_slice(), ["past"] | ["cancelled"]),
+    };
+    match sort.map(|(k, _)| k) {
+        Some("sortEnd") => found.sort_by_key(|b| (b.end, b.id)),
+        Some("sortCreated") => found.sort_by_key(|b| (b.created_at, b.id)),
+        _ => found.sort_by_key(|b| (b.start, b.id)),
+    }
+    if descending {
         found.reverse();
     }
     let total = found.len();
