@@ -25,9 +25,9 @@ const iso = (d) => d.toISOString().replace(".000Z", "Z");
 const dbTime = (d) => d.toISOString().replace("T", " ").replace("Z", "000");
 const fromNumber = (i) => (i % 2 === 0 ? "anonymous" : `+4915${String(10000000 + (Math.floor(i / 2) % 1000))}`);
 
-/** A database with the directory and the calls of both runs (not timed). */
+/** A database with the directory and the calls of both runs (not timed); `":memory:"` for none on disk. */
 function prepare(dir, name, sync) {
-  const file = path.join(dir, `${name}.db`);
+  const file = name === ":memory:" ? name : path.join(dir, `${name}.db`);
   // Starts in 2099, past the default 365-day horizon.
   const book = new Callbook(file, { synchronous: sync, horizonDays: 40000 });
   book.import({
@@ -37,9 +37,8 @@ function prepare(dir, name, sync) {
   return { file, book };
 }
 
-function handWritten(file, sync) {
-  const db = new Database(file);
-  db.pragma("journal_mode = WAL");
+function handWritten(db, sync) {
+  if (!db.memory) db.pragma("journal_mode = WAL");
   db.pragma(`synchronous = ${sync}`);
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
@@ -100,9 +99,25 @@ for (const sync of ["normal", "full"]) {
   console.log(`\nNode ${process.version}, ${N} bookings each, synchronous=${sync.toUpperCase()}`);
   const hand = prepare(dir, `hand-${sync}`, sync);
   const addon = prepare(dir, `addon-${sync}`, sync);
-  const byHand = handWritten(hand.file, sync);
+  const byHand = handWritten(new Database(hand.file), sync);
   const r1 = measure("better-sqlite3, same SQL, by hand", byHand);
   const r2 = measure("callbook addon book()", (i) =>
+    addon.book.book({ retellCallId: `call_${i}`, customerName: "Bench Caller", serviceId: 1, start: iso(startOf(i)) }),
+  );
+  console.log(`  ratio addon/hand-written: throughput ${(r2.rate / r1.rate).toFixed(2)}x, p50 ${(r2.p50 / r1.p50).toFixed(2)}x`);
+}
+// In memory: the addon's in-memory store (":memory:") next to better-sqlite3
+// on an in-memory copy of the same database, same SQL by hand.
+{
+  console.log(`\nNode ${process.version}, ${N} bookings each, in memory`);
+  const hand = prepare(dir, "hand-memory", "normal");
+  const copy = new Database(hand.file);
+  copy.pragma("journal_mode = DELETE"); // an in-memory copy cannot keep a WAL
+  const byHand = handWritten(new Database(copy.serialize()), "off");
+  copy.close();
+  const addon = prepare(dir, ":memory:", "normal");
+  const r1 = measure("better-sqlite3 :memory:, by hand", byHand);
+  const r2 = measure("callbook addon book(), :memory:", (i) =>
     addon.book.book({ retellCallId: `call_${i}`, customerName: "Bench Caller", serviceId: 1, start: iso(startOf(i)) }),
   );
   console.log(`  ratio addon/hand-written: throughput ${(r2.rate / r1.rate).toFixed(2)}x, p50 ${(r2.p50 / r1.p50).toFixed(2)}x`);
