@@ -40,7 +40,7 @@ final class SyncTest extends TestCase
 
         $report = $book->syncOnce(['calcom_url' => $this->calcom->url]);
         $this->assertSame([1, 1, 0, 0], [$report['jobs'], $report['synced'], $report['retried'], $report['flagged']]);
-        $this->assertSame(['failed' => 0, 'pending' => 0, 'synced' => 1], $book->stats()['appointments']);
+        $this->assertSame(['cancelled_before_sync' => 0, 'failed' => 0, 'pending' => 0, 'synced' => 1], $book->stats()['appointments']);
         $bookings = $this->calcom->bookings();
         $this->assertCount(1, $bookings);
         $this->assertSame('max@example.com', $bookings[0]['attendees'][0]['email'] ?? $bookings[0]['attendee']['email'] ?? null);
@@ -72,7 +72,7 @@ final class SyncTest extends TestCase
         $this->assertSame(1, $report['synced']);
         $this->assertSame([], $book->reviewList()['appointments']);
         $stats = $book->stats();
-        $this->assertSame([['failed' => 0, 'pending' => 0, 'synced' => 1], 0], [$stats['appointments'], $stats['manual_review']]);
+        $this->assertSame([['cancelled_before_sync' => 0, 'failed' => 0, 'pending' => 0, 'synced' => 1], 0], [$stats['appointments'], $stats['manual_review']]);
         $fake = $this->calcom->stats();
         $this->assertSame([1, 0], [$fake['creates'], $fake['duplicated_keys']], 'one Cal.com booking, never two');
     }

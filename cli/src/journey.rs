@@ -37,7 +37,7 @@ fn line(a: &Appointment) -> String {
 pub fn appointments(book: &Callbook, company: i64, phone: &str) -> Result<(Value, String), Failure> {
     let found = book.appointments_by_phone(CompanyId(company), phone)?;
     let text = if found.is_empty() {
-        "no upcoming appointments for that number".to_string()
+        "no appointments from now on for that number".to_string()
     } else {
         found.iter().map(line).collect::<Vec<_>>().join("\n")
     };

@@ -31,7 +31,10 @@ impl Callbook {
         store::read(&**self.store(), |tx| find_in(tx, &id, None, date, &config, now).map(|(found, _)| found))
     }
 
-    /// A company's upcoming appointments for a phone number (an operator's search).
+    /// A company's appointments from now on for a phone number, cancelled
+    /// ones included with their status: an operator's search ("did my
+    /// cancel go through?"). A caller's own search, `find_appointments`,
+    /// lists confirmed ones only.
     pub fn appointments_by_phone(&self, company: CompanyId, phone: &str) -> Result<Vec<Appointment>> {
         let (config, now) = (Arc::clone(self.config_arc()), self.now());
         store::read(&**self.store(), |tx| by_phone_in(tx, company, phone, &config, now))

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// `pending`, `synced`, `failed` → count.
+    /// `pending`, `synced`, `failed` → count; and `cancelled_before_sync`:
+    /// cancelled while pending their first sync, so nothing is owed to
+    /// Cal.com (not `pending`, as the overview counts them). The counts add
+    /// up to every appointment.
     pub appointments: BTreeMap<String, u64>,
     /// Job state → count.
     pub jobs: BTreeMap<String, u64>,
@@ -22,7 +25,10 @@ pub struct Stats {
 impl From<Counts> for Stats {
     fn from(c: Counts) -> Self {
         Stats {
-            appointments: c.appointments_by_sync_status.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect(),
+            appointments: (c.appointments_by_sync_status.into_iter())
+                .map(|(s, n)| (s.as_str().to_string(), n))
+                .chain([("cancelled_before_sync".to_string(), c.cancelled_before_sync)])
+                .collect(),
             jobs: c.jobs_by_state.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect(),
             manual_review: c.manual_review,
             customers_known: c.customers_known,

@@ -869,10 +869,22 @@ impl Tx for MemoryTx<'_> {
 
     fn counts(&mut self) -> Result<Counts> {
         let mut counts = Counts::default();
+        let state = &self.state;
+        let unfinished = |a: &Appointment| {
+            (state.jobs_of.range((a.id, JobId(i64::MIN))..))
+                .take_while(|(of, _)| *of == a.id)
+                .any(|(_, j)| state.jobs.get(j).is_some_and(|j| !j.state.is_final()))
+        };
+        let owes_nothing = |a: &Appointment| {
+            a.status == AppointmentStatus::Cancelled && a.calcom_sync_status == SyncStatus::Pending && !unfinished(a)
+        };
         for status in SyncStatus::ALL {
-            let n = self.state.appointments.values().filter(|a| a.calcom_sync_status == *status).count() as u64;
+            let n = (self.state.appointments.values())
+                .filter(|a| a.calcom_sync_status == *status && !owes_nothing(a))
+                .count() as u64;
             counts.appointments_by_sync_status.push((*status, n));
         }
+        counts.cancelled_before_sync = state.appointments.values().filter(|a| owes_nothing(a)).count() as u64;
         for state in JobState::ALL {
             let n = self.state.jobs.values().filter(|j| j.state == *state).count() as u64;
             counts.jobs_by_state.push((*state, n));

@@ -316,7 +316,11 @@ pub struct DriftCounts {
 /// Counts for `stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
+    /// By sync status, without those cancelled before their first sync.
     pub appointments_by_sync_status: Vec<(SyncStatus, u64)>,
+    /// Cancelled while still pending their first sync, with no job left to
+    /// run (a create in flight still owes a cancel): nothing owed to Cal.com.
+    pub cancelled_before_sync: u64,
     pub jobs_by_state: Vec<(JobState, u64)>,
     pub manual_review: u64,
     pub customers_known: u64,

@@ -1269,8 +1269,13 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn counts(&mut self) -> Result<Counts> {
-        let by_status =
-            self.tally("SELECT calcom_sync_status, COUNT(*) FROM appointments GROUP BY calcom_sync_status")?;
+        let by_status = self.tally(
+            "SELECT CASE WHEN status = 'cancelled' AND calcom_sync_status = 'pending' AND NOT EXISTS (
+                        SELECT 1 FROM sync_jobs j WHERE j.appointment_id = appointments.id
+                        AND j.state NOT IN ('completed', 'discarded', 'cancelled'))
+                    THEN 'cancelled_before_sync' ELSE calcom_sync_status END, COUNT(*)
+             FROM appointments GROUP BY 1",
+        )?;
         let by_state = self.tally("SELECT state, COUNT(*) FROM sync_jobs GROUP BY state")?;
         let manual_review = self
             .one(&format!("SELECT COUNT(*) FROM appointments WHERE {}", self.conn.dialect().in_review()), &[], |r| {
@@ -1289,6 +1294,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                 .iter()
                 .map(|s| (*s, count_of(&by_status, s.as_str())))
                 .collect(),
+            cancelled_before_sync: count_of(&by_status, "cancelled_before_sync"),
             jobs_by_state: JobState::ALL.iter().map(|s| (*s, count_of(&by_state, s.as_str()))).collect(),
             manual_review: manual_review.max(0) as u64,
             customers_anonymous: anonymous.max(0) as u64,

@@ -118,6 +118,9 @@ pub fn cancel_asks_first_and_a_retry_answers_the_same(make: MakeStore) {
     let done = e.book.cancel_appointment(&confirmed(reason.clone())).expect("cancels");
     assert_eq!((done.status, done.needs_confirmation, done.repeated), (AppointmentStatus::Cancelled, false, false));
     assert_eq!(kinds_of(&e, pending.appointment_id), vec![(JobKind::Create, JobState::Cancelled)]);
+    // Nothing is owed to Cal.com: not pending, counted apart.
+    let stats = e.book.stats().expect("stats");
+    assert_eq!((stats.appointments["pending"], stats.appointments["cancelled_before_sync"]), (0, 1));
     // Retell retries the confirmed call: the same answer, nothing new written.
     let after = totals(&e.book);
     let again = e.book.cancel_appointment(&confirmed(reason)).expect("the same");
@@ -154,6 +157,8 @@ pub fn cancel_asks_first_and_a_retry_answers_the_same(make: MakeStore) {
             && kinds.contains(&(JobKind::Cancel, JobState::Available)),
         "{kinds:?}"
     );
+    // Its create in flight still owes a cancel: pending, not "cancelled before sync".
+    assert_eq!(e.book.stats().expect("stats").appointments["cancelled_before_sync"], 1);
     // An appointment that has started is no longer cancelled, even by an operator.
     let past = e.book.book(&request("call_known_a", "Max", "2030-01-11T09:00:00Z")).expect("books");
     e.clock.set(t0() + Duration::days(20));
