@@ -60,9 +60,26 @@ export declare class Callbook {
    * Opens (creating and migrating) the SQLite database at `dbPath`, or the
    * server database a `postgres://` or `mysql://` URL names.
    * Options: `{ synchronous: "full" | "normal" }` (default full: durable);
-   * `poolSize`: connections per process on a database server (default 16).
+   * `poolSize`: connections per process on a database server (default 16);
+   * `retellApiKey`: the key `agentAnswer` verifies Retell's signature with.
    */
   constructor(dbPath: string, options?: any | undefined | null)
+  /**
+   * Answers one Retell function call: the raw body and its
+   * `x-retell-signature`, verified with `retellApiKey`; `functionName` for
+   * the "args only" form. Resolves `{httpStatus, body, function}`: the
+   * answer to send as is (401 bad signature, 400 malformed, 200 with
+   * `ok` true or false). Runs off the event loop (availability asks Cal.com).
+   */
+  agentAnswer(body: string | Buffer, signature: string, functionName?: string | undefined | null): Promise<{ httpStatus: number; body: any; function: string | null }>
+  /**
+   * Applies one Cal.com webhook delivery (raw body and `x-cal-signature-256`)
+   * to the company, verified with its `calcom_webhook_secret` →
+   * `{result: "imported" | "cancelled" | "rescheduled" | "already_applied" | ..., appointmentIds, ...}`.
+   */
+  calcomWebhook(companyId: number, body: string | Buffer, signature: string): any
+  /** The appointment's change log (cancels and moves, who and why), oldest first. */
+  appointmentChanges(appointmentId: number): any
   /** Loads companies, branches, services and calls (the CLI's import JSON). */
   import(data: any): any
   /** `{retellCallId, companyId?, branchId?, fromNumber, toNumber?}` → the call. */

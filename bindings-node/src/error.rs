@@ -22,6 +22,10 @@ pub fn bad_argument(message: impl ToString) -> napi::Error<Code> {
     napi::Error::new(Code("invalid_argument".into()), message.to_string())
 }
 
+pub fn not_configured(message: impl ToString) -> napi::Error<Code> {
+    napi::Error::new(Code("not_configured".into()), message.to_string())
+}
+
 /// For promises (napi's async rejections only carry a `Status`).
 pub fn to_js_async(e: callbook::Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("{}\u{1f}{e}", e.code()))

@@ -9,11 +9,11 @@ mod error;
 
 use callbook::calcom::fake::{EventType, FakeCalcom, Fault, Schedule};
 use callbook::{
-    rules, AppointmentId, Availability, AvailabilityConfig, CalcomReadOptions, CalcomReader, CallbackId,
-    CallbackStatus, Callbook, CompanyId, Worker, WorkerHandle,
+    rules, Agent, AppointmentId, Availability, AvailabilityConfig, CalcomReadOptions, CalcomReader, CallbackId,
+    CallbackStatus, Callbook, CompanyId, Secret, Worker, WorkerHandle,
 };
 use convert::{camel, snake};
-use error::{bad_argument, to_js, to_js_async, Code};
+use error::{bad_argument, not_configured, to_js, to_js_async, Code};
 use napi::bindgen_prelude::{AsyncTask, Result};
 use napi::threadsafe_function::{ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsFunction, JsUnknown, Task};
@@ -41,6 +41,18 @@ pub struct JsCallbook {
     worker: Arc<Mutex<Option<WorkerHandle>>>,
     /// One checker, and its short cache, for every Cal.com base (`calcomUrl` per request).
     availability: Arc<Availability>,
+    /// Answers Retell's function calls (`retellApiKey` given).
+    agent: Option<Arc<Agent>>,
+}
+
+/// A request body as JS hands it: a string or a Buffer.
+type Body = napi::Either<String, napi::bindgen_prelude::Buffer>;
+
+fn bytes_of(body: Body) -> Vec<u8> {
+    match body {
+        napi::Either::A(text) => text.into_bytes(),
+        napi::Either::B(buffer) => buffer.to_vec(),
+    }
 }
 
 #[napi]
@@ -48,12 +60,54 @@ impl JsCallbook {
     /// Opens (creating and migrating) the SQLite database at `dbPath`, or the
     /// server database a `postgres://` or `mysql://` URL names.
     /// Options: `{ synchronous: "full" | "normal" }` (default full: durable);
-    /// `poolSize`: connections per process on a database server (default 16).
+    /// `poolSize`: connections per process on a database server (default 16);
+    /// `retellApiKey`: the key `agentAnswer` verifies Retell's signature with.
     #[napi(constructor)]
-    pub fn new(db_path: String, options: Option<Value>) -> Result<Self, Code> {
+    pub fn new(db_path: String, mut options: Option<Value>) -> Result<Self, Code> {
+        let key = match options.as_mut().and_then(|o| o.as_object_mut()).and_then(|o| o.remove("retellApiKey")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => (!key.is_empty()).then(|| Secret::new(key)),
+            Some(_) => return Err(bad_argument("retellApiKey is not a string")),
+        };
         let inner = Callbook::open_with(&db_path, &parse(options)?).map_err(to_js)?;
         let availability = Arc::new(Availability::http(inner.clone(), AvailabilityConfig::default()));
-        Ok(JsCallbook { inner, listeners: Arc::default(), worker: Arc::default(), availability })
+        let agent = key.map(|key| Arc::new(Agent::new(inner.clone(), key).with_availability(availability.clone())));
+        Ok(JsCallbook { inner, listeners: Arc::default(), worker: Arc::default(), availability, agent })
+    }
+
+    /// Answers one Retell function call: the raw body and its
+    /// `x-retell-signature`, verified with `retellApiKey`; `functionName` for
+    /// the "args only" form. Resolves `{httpStatus, body, function}`: the
+    /// answer to send as is (401 bad signature, 400 malformed, 200 with
+    /// `ok` true or false). Runs off the event loop (availability asks Cal.com).
+    #[napi(ts_return_type = "Promise<{ httpStatus: number; body: any; function: string | null }>")]
+    pub fn agent_answer(
+        &self,
+        #[napi(ts_arg_type = "string | Buffer")] body: Body,
+        signature: String,
+        function_name: Option<String>,
+    ) -> Result<AsyncTask<AgentTask>, Code> {
+        let agent = self.agent.clone().ok_or_else(|| not_configured("opened without retellApiKey"))?;
+        Ok(AsyncTask::new(AgentTask { agent, body: bytes_of(body), signature, function: function_name }))
+    }
+
+    /// Applies one Cal.com webhook delivery (raw body and `x-cal-signature-256`)
+    /// to the company, verified with its `calcom_webhook_secret` →
+    /// `{result: "imported" | "cancelled" | "rescheduled" | "already_applied" | ..., appointmentIds, ...}`.
+    #[napi]
+    pub fn calcom_webhook(
+        &self,
+        company_id: i64,
+        #[napi(ts_arg_type = "string | Buffer")] body: Body,
+        signature: String,
+    ) -> Result<Value, Code> {
+        json(&self.inner.calcom_webhook(CompanyId(company_id), &bytes_of(body), &signature).map_err(to_js)?)
+    }
+
+    /// The appointment's change log (cancels and moves, who and why), oldest first.
+    #[napi]
+    pub fn appointment_changes(&self, appointment_id: i64) -> Result<Value, Code> {
+        json(&self.inner.appointment_changes(AppointmentId(appointment_id)).map_err(to_js)?)
     }
 
     /// Loads companies, branches, services and calls (the CLI's import JSON).
@@ -284,6 +338,29 @@ impl Task for ReadTask {
             false => reader.pull(&mut sleep, &mut |_| {}).map(|r| serde_json::to_value(r).map(camel)),
         };
         report.map_err(to_js_async)?.map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    fn resolve(&mut self, env: Env, output: Value) -> napi::Result<JsUnknown> {
+        env.to_js_value(&output)
+    }
+}
+
+pub struct AgentTask {
+    agent: Arc<Agent>,
+    body: Vec<u8>,
+    signature: String,
+    function: Option<String>,
+}
+
+impl Task for AgentTask {
+    type Output = Value;
+    type JsValue = JsUnknown;
+
+    fn compute(&mut self) -> napi::Result<Value> {
+        let reply = self.agent.answer(&self.body, &self.signature, self.function.as_deref());
+        // The body goes to Retell as the agent made it: its keys are not renamed.
+        let function = reply.function.map(|f| f.as_str());
+        Ok(serde_json::json!({"httpStatus": reply.status, "body": reply.body, "function": function}))
     }
 
     fn resolve(&mut self, env: Env, output: Value) -> napi::Result<JsUnknown> {

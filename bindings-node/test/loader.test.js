@@ -13,7 +13,7 @@ const root = path.resolve(__dirname, "..");
 test("promise-methods.json is what index.d.ts declares", () => {
   const fromDts = promiseMethods(fs.readFileSync(path.join(root, "index.d.ts"), "utf8"));
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, "promise-methods.json"), "utf8")), fromDts);
-  assert.deepEqual(fromDts.Callbook.instance.sort(), ["bookAsync", "calcomDrift", "checkAvailability", "pullFromCalcom", "stopWorker"]);
+  assert.deepEqual(fromDts.Callbook.instance.sort(), ["agentAnswer", "bookAsync", "calcomDrift", "checkAvailability", "pullFromCalcom", "stopWorker"]);
   assert.deepEqual(fromDts.FakeCalcom, { instance: [], static: [] });
 });
 
