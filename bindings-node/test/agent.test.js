@@ -7,7 +7,7 @@ const test = require("node:test");
 const assert = require("node:assert/strict");
 const crypto = require("node:crypto");
 const { FakeCalcom } = require("..");
-const { open, eventTypes } = require("./fixture");
+const { open, eventTypes, until } = require("./fixture");
 
 const KEY = "key_node_agent";
 const WHSEC = "whsec_node";
@@ -18,14 +18,6 @@ function signRetell(body, ts = Date.now()) {
 }
 
 const call = (id, from) => ({ call_id: id, direction: "inbound", from_number: from, to_number: "+49301234567" });
-
-async function until(condition, ms = 10000) {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test("agentAnswer books, finds and refuses as serve does, off the event loop", async () => {
   const book = open({ retellApiKey: KEY });

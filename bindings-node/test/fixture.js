@@ -46,4 +46,13 @@ function startAt(slot, days = 30) {
   return t.toISOString().replace(".000Z", "Z");
 }
 
-module.exports = { DIRECTORY, HORIZON_DAYS, eventTypes, open, tempDb, startAt };
+/** Resolves once `condition()` holds (polls every 10 ms; fails after `ms`). */
+async function until(condition, ms = 10000) {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+module.exports = { DIRECTORY, HORIZON_DAYS, eventTypes, open, tempDb, startAt, until };

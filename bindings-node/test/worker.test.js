@@ -3,15 +3,7 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { FakeCalcom } = require("..");
-const { open, startAt, eventTypes } = require("./fixture");
-
-async function until(condition, ms = 10000) {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const { open, startAt, eventTypes, until } = require("./fixture");
 
 test("startWorker syncs on Rust threads and reports every outcome to onSyncEvent", async () => {
   const fake = new FakeCalcom(eventTypes);

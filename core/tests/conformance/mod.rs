@@ -1032,6 +1032,18 @@ pub mod server {
         };
     }
 
+    /// Drops the database `create` made when it goes out of scope (a test's
+    /// panic included); `"sqlite"` names a file in a temporary directory: nothing to drop.
+    pub struct DropDatabase(pub &'static str, pub String);
+
+    impl Drop for DropDatabase {
+        fn drop(&mut self) {
+            if self.0 != "sqlite" {
+                drop_database(self.0, &self.1);
+            }
+        }
+    }
+
     /// A store on its own fresh database; the database goes with it.
     pub struct TempServerStore {
         inner: Option<ServerStore>,
