@@ -20,7 +20,7 @@ use callbook::calcom::fake::*;
 use callbook::calcom::*;
 use callbook::*;
 use chrono::Duration;
-use conformance::server::{create, drop_database, fresh_name};
+use conformance::server::{create, fresh_name, DropDatabase};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -187,15 +187,7 @@ fn scale_out(kind: &'static str, test: &str) {
         "sqlite" => dir.path().join("scale.db").to_str().expect("utf-8 path").to_string(),
         _ => create(kind, &name),
     };
-    struct Cleanup(&'static str, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if self.0 != "sqlite" {
-                drop_database(self.0, &self.1);
-            }
-        }
-    }
-    let _cleanup = Cleanup(kind, name);
+    let _cleanup = DropDatabase(kind, name);
     let book = Callbook::open(&url).expect("opens");
     book.import(&ImportData::from_json(&directory(fake.url())).expect("parses")).expect("imports");
 
@@ -355,9 +347,21 @@ fn throughput_start(g: usize) -> chrono::DateTime<chrono::Utc> {
     day0 + Duration::minutes(15 * g as i64)
 }
 
+/// Waits until `go_at` (ms since the epoch): every process of a run starts
+/// booking at that moment, after its own start-up, so a run times bookings
+/// only. (Start-up is not the same for both: callbook's first number loads
+/// libphonenumber's metadata, about 620M instructions, ~0.2 s a process;
+/// `callbook serve` does it once at start.)
+fn wait_until(go_at: i64) {
+    let wait = go_at - chrono::Utc::now().timestamp_millis();
+    std::thread::sleep(std::time::Duration::from_millis(wait.max(0) as u64));
+}
+
 /// A callbook booking process: bookings `index*n .. (index+1)*n`.
-fn throughput_callbook(url: &str, index: usize, n: usize, companies: usize) -> ! {
+fn throughput_callbook(url: &str, index: usize, n: usize, companies: usize, go_at: i64) -> ! {
     let book = Callbook::open(url).expect("opens");
+    let _ = callbook::rules::normalize_phone("+49 30 1234567", None);
+    wait_until(go_at);
     for g in index * n..(index + 1) * n {
         let request = conformance::request(&format!("call_tp_{g}"), "Scale Caller", &format_utc(&throughput_start(g)));
         // Each company's one service (ids as in `throughput_directory`).
@@ -417,7 +421,7 @@ mod raw {
         format!("cb-{company}-{call}-{service}-{}", start.timestamp())
     }
 
-    pub fn postgres(url: &str, bookings: impl Iterator<Item = (String, DateTime<Utc>)>) {
+    pub fn postgres(url: &str, bookings: impl Iterator<Item = (String, DateTime<Utc>)>, go: impl FnOnce()) {
         let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connects");
         // Prepared once, as a program using the driver directly would.
         let mut prepare = |sql: &str| client.prepare(sql).expect("prepares");
@@ -426,6 +430,7 @@ mod raw {
                 let s = if s.starts_with("INSERT") { format!("{s} RETURNING id") } else { s.to_string() };
                 prepare(&s)
             });
+        go();
         for (call_id, starts_at) in bookings {
             let now = Utc::now();
             let mut tx = client.transaction().expect("begins");
@@ -490,13 +495,14 @@ mod raw {
         }
     }
 
-    pub fn mysql(url: &str, bookings: impl Iterator<Item = (String, DateTime<Utc>)>) {
+    pub fn mysql(url: &str, bookings: impl Iterator<Item = (String, DateTime<Utc>)>, go: impl FnOnce()) {
         use mysql::prelude::Queryable;
         let mut conn = mysql::Conn::new(mysql::Opts::from_url(url).expect("url")).expect("connects");
         // callbook's sessions run READ COMMITTED too (see mysql.rs).
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").expect("sets");
         let [call, branch, service, by_key, slots, customer, new_customer, new_appointment, new_job] =
             [CALL, BRANCH, SERVICE, BY_KEY, SLOTS, CUSTOMER, NEW_CUSTOMER, NEW_APPOINTMENT, NEW_JOB].map(mysql_sql);
+        go();
         for (call_id, starts_at) in bookings {
             let now = Utc::now();
             let mut tx = conn.start_transaction(mysql::TxOpts::default()).expect("begins");
@@ -562,12 +568,12 @@ mod raw {
 }
 
 /// A raw booking process: the same bookings through the driver alone.
-fn throughput_raw(url: &str, index: usize, n: usize) -> ! {
+fn throughput_raw(url: &str, index: usize, n: usize, go_at: i64) -> ! {
     let bookings = (index * n..(index + 1) * n).map(|g| (format!("call_tp_{g}"), throughput_start(g)));
     if url.starts_with("postgres") {
-        raw::postgres(url, bookings);
+        raw::postgres(url, bookings, || wait_until(go_at));
     } else {
-        raw::mysql(url, bookings);
+        raw::mysql(url, bookings, || wait_until(go_at));
     }
     std::process::exit(0)
 }
@@ -577,24 +583,20 @@ fn throughput_raw(url: &str, index: usize, n: usize) -> ! {
 fn throughput_run(kind: &'static str, test: &str, how: &str, companies: usize) -> f64 {
     let name = fresh_name(&format!("tp_{kind}"));
     let url = create(kind, &name);
-    struct Cleanup(&'static str, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            drop_database(self.0, &self.1);
-        }
-    }
-    let _cleanup = Cleanup(kind, name);
+    let _cleanup = DropDatabase(kind, name);
     let per = throughput_bookings() / BOOKERS;
     let total = per * BOOKERS;
     let book = Callbook::open(&url).expect("opens");
     book.import(&throughput_directory(companies, total)).expect("imports");
-    let started = std::time::Instant::now();
+    // Time enough for 8 processes to start, connect and warm up on 2 cores.
+    let go_at = chrono::Utc::now().timestamp_millis() + 3_000;
     let children: Vec<Child> =
-        (0..BOOKERS).map(|i| spawn(test, &format!("tp|{how}|{url}|{i}|{per}|{companies}"), false)).collect();
+        (0..BOOKERS).map(|i| spawn(test, &format!("tp|{how}|{url}|{i}|{per}|{companies}|{go_at}"), false)).collect();
     for mut child in children {
         assert!(child.wait().expect("waits").success(), "a {how} booking process failed");
     }
-    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let seconds = (chrono::Utc::now().timestamp_millis() - go_at) as f64 / 1000.0;
+    let rate = total as f64 / seconds;
     println!(
         "{kind}: {how:>8}, {companies} compan{}: {total} bookings, {rate:.0}/s",
         if companies == 1 { "y  " } else { "ies" }
@@ -613,11 +615,11 @@ fn throughput_run(kind: &'static str, test: &str, how: &str, companies: usize) -
 fn throughput(kind: &'static str, test: &str) {
     if let Some(role) = children_role() {
         match role.as_slice() {
-            [r, how, url, i, n, companies] if r == "tp" => {
-                let (i, n) = (i.parse().expect("i"), n.parse().expect("n"));
+            [r, how, url, i, n, companies, go_at] if r == "tp" => {
+                let (i, n, go_at) = (i.parse().expect("i"), n.parse().expect("n"), go_at.parse().expect("go"));
                 match how.as_str() {
-                    "raw" => throughput_raw(url, i, n),
-                    _ => throughput_callbook(url, i, n, companies.parse().expect("companies")),
+                    "raw" => throughput_raw(url, i, n, go_at),
+                    _ => throughput_callbook(url, i, n, companies.parse().expect("companies"), go_at),
                 }
             }
             _ => panic!("unknown role {role:?}"),
@@ -745,13 +747,7 @@ fn rules_hold_across_processes(kind: &'static str, test: &str) {
     }
     let name = fresh_name(&format!("rules_{kind}"));
     let url = create(kind, &name);
-    struct Cleanup(&'static str, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            drop_database(self.0, &self.1);
-        }
-    }
-    let _cleanup = Cleanup(kind, name);
+    let _cleanup = DropDatabase(kind, name);
     let book = Callbook::open(&url).expect("opens");
     book.import(&ImportData::from_json(RULES_DIRECTORY).expect("parses")).expect("imports");
     // Time enough for every process to start and register its calls.
@@ -869,15 +865,7 @@ fn one_rate_limit(kind: &'static str, test: &str) {
         "sqlite" => dir.path().join("rate.db").to_str().expect("utf-8 path").to_string(),
         _ => create(kind, &name),
     };
-    struct Cleanup(&'static str, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if self.0 != "sqlite" {
-                drop_database(self.0, &self.1);
-            }
-        }
-    }
-    let _cleanup = Cleanup(kind, name);
+    let _cleanup = DropDatabase(kind, name);
     let book = Callbook::open(&url).expect("opens");
     let directory = directory(fake.url()).replace("cal_scale", "cal_rate");
     book.import(&ImportData::from_json(&directory).expect("parses")).expect("imports");
@@ -1077,13 +1065,7 @@ fn booking_properties_hold_in_processes(kind: &'static str, test: &str) {
     let result = runner.run(&strategy, |bookings| {
         let name = fresh_name(&format!("props_{kind}"));
         let url = create(kind, &name);
-        struct Cleanup(&'static str, String);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                drop_database(self.0, &self.1);
-            }
-        }
-        let _cleanup = Cleanup(kind, name);
+        let _cleanup = DropDatabase(kind, name);
         Callbook::open(&url)
             .expect("opens")
             .import(&ImportData::from_json(conformance::FIXTURE).expect("parses"))
